@@ -1,0 +1,174 @@
+"""Command line: argv → config → runner/report. No logic of its own."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from modelshrink.errors import ModelshrinkError
+
+app = typer.Typer(
+    help="Compare pruning, clustering and quantization on a real model and data, honestly measured.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+_debug = False
+
+DataOpt = Annotated[Path | None, typer.Option("--data", help="CSV file (default: $MODELSHRINK_DATA, the cache, the Hub).")]
+OutOpt = Annotated[Path | None, typer.Option("--out", help="Run folder (default: runs/<timestamp>/).")]
+EpochsOpt = Annotated[int | None, typer.Option("--epochs", min=1, help="Most baseline training epochs.")]
+SeedOpt = Annotated[list[int] | None, typer.Option("--seed", help="Seed; repeat for several (default: the preset's).")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML file; its keys override the preset.")]
+PresetOpt = Annotated[str, typer.Option("--preset", help="Packaged preset (see `modelshrink list`).")]
+TaskOpt = Annotated[str | None, typer.Option("--task", help="emotion | csv | digits.")]
+TextColOpt = Annotated[str | None, typer.Option("--text-column", help="CSV column with the text (default: text).")]
+LabelColOpt = Annotated[str | None, typer.Option("--label-column", help="CSV column with the label (default: label).")]
+StratifyOpt = Annotated[bool, typer.Option("--stratify", help="Stratify the 70/15/15 split by label.")]
+SubsampleOpt = Annotated[int | None, typer.Option("--subsample", min=10, help="Use a random subset of N rows.")]
+
+
+@app.callback()
+def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False) -> None:
+    global _debug
+    _debug = debug
+    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)])
+
+
+def _resolve(
+    preset: str, config: Path | None, data: Path | None, task: str | None, text_column: str | None,
+    label_column: str | None, stratify: bool, subsample: int | None, epochs: int | None, seeds: list[int] | None,
+    baseline_only: bool,
+) -> Any:  # fmt: skip
+    from modelshrink.config import merge, parse_config, read_preset, read_yaml
+
+    raw = read_preset(preset)
+    where = f"preset {preset!r}"
+    if config is not None:
+        raw, where = merge(raw, read_yaml(config)), str(config)
+    flags: dict[str, Any] = {"data": {}, "train": {}}
+    if data is not None:
+        flags["data"]["path"] = str(data)
+    for key, value in (("task", task), ("text_column", text_column), ("label_column", label_column),
+                       ("subsample", subsample)):  # fmt: skip
+        if value is not None:
+            flags["data"][key] = value
+    if stratify:
+        flags["data"]["stratify"] = True
+    if epochs is not None:
+        flags["train"]["epochs"] = epochs
+    if seeds:
+        flags["seeds"] = seeds
+    raw = merge(raw, flags)
+    if baseline_only:
+        raw["variants"] = [{"name": "baseline", "steps": []}]
+    return parse_config(raw, where)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
+        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False,
+    )  # fmt: skip
+
+
+def _execute(cfg: Any, out: Path | None) -> None:
+    from modelshrink.report.tables import write_exports
+    from modelshrink.runner.run import Runner
+
+    out = out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+    with _progress() as progress:
+        rows = Runner(cfg, out, progress, log=progress.console.print).run()
+    paths = write_exports(rows, out)
+    console.print((out / "summary.md").read_text(), markup=False, highlight=False)
+    console.print(f"results: {', '.join(str(p) for p in paths)}")
+
+
+@app.command()
+def run(
+    data: DataOpt = None, out: OutOpt = None, epochs: EpochsOpt = None, seed: SeedOpt = None,
+    config: ConfigOpt = None, preset: PresetOpt = "seed", task: TaskOpt = None, text_column: TextColOpt = None,
+    label_column: LabelColOpt = None, stratify: StratifyOpt = False, subsample: SubsampleOpt = None,
+) -> None:  # fmt: skip
+    """The main job: train the baseline, apply every variant of the preset, measure, report."""
+    cfg = _resolve(preset, config, data, task, text_column, label_column, stratify, subsample, epochs, seed, False)
+    _execute(cfg, out)
+
+
+@app.command()
+def train(
+    data: DataOpt = None, out: OutOpt = None, epochs: EpochsOpt = None, seed: SeedOpt = None,
+    config: ConfigOpt = None, preset: PresetOpt = "seed", task: TaskOpt = None, text_column: TextColOpt = None,
+    label_column: LabelColOpt = None, stratify: StratifyOpt = False, subsample: SubsampleOpt = None,
+) -> None:  # fmt: skip
+    """Train and measure the baseline only."""
+    cfg = _resolve(preset, config, data, task, text_column, label_column, stratify, subsample, epochs, seed, True)
+    _execute(cfg, out)
+
+
+@app.command()
+def report(folder: Annotated[Path, typer.Argument(help="A run folder holding results.sqlite.")]) -> None:
+    """Rebuild results.json, results.csv and summary.md from a run folder's store."""
+    from modelshrink.errors import ConfigError
+    from modelshrink.report.tables import write_exports
+    from modelshrink.runner.store import ResultStore
+
+    if not (folder / "results.sqlite").is_file():
+        raise ConfigError(f"{str(folder)!r} holds no results.sqlite; pass a folder written by `modelshrink run`")
+    with ResultStore(folder / "results.sqlite") as store:
+        paths = write_exports(store.rows(), folder)
+    console.print(f"results: {', '.join(str(p) for p in paths)}")
+
+
+@app.command("list")
+def list_() -> None:
+    """Techniques, presets, tasks and models."""
+    from modelshrink.config import preset_names
+    from modelshrink.data.tasks import TASKS
+    from modelshrink.models.builders import MODELS
+    from modelshrink.techniques import TECHNIQUES
+
+    out = Console()
+    out.print("[bold]techniques[/bold]")
+    for kind in sorted(TECHNIQUES):
+        out.print(f"  {kind:22} {TECHNIQUES[kind].summary}")
+    out.print("[bold]presets[/bold]\n  " + ", ".join(preset_names()))
+    out.print("[bold]tasks[/bold]")
+    for name in TASKS:
+        out.print(f"  {name:22} {(TASKS.get(name).__doc__ or '').strip()}")
+    out.print("[bold]models[/bold]\n  " + ", ".join(MODELS.names()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code (2 for errors the user can fix)."""
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=argv if argv is not None else sys.argv[1:], prog_name="modelshrink", standalone_mode=False)
+    except ModelshrinkError as err:
+        if _debug:
+            raise
+        console.print(f"[red]error:[/red] {err}", markup=True, highlight=False)
+        return 2
+    except click.exceptions.Exit as err:
+        return err.exit_code
+    except click.ClickException as err:
+        err.show()
+        return 2
+    except click.exceptions.Abort:
+        console.print("aborted")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""The run configuration: typed, validated when built, loaded from YAML or a packaged preset."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from modelshrink.data.tasks import DataConfig
+from modelshrink.errors import ConfigError, ModelshrinkError
+from modelshrink.models.builders import ModelConfig
+from modelshrink.techniques.base import TechniqueConfig, parse_technique_config
+from modelshrink.train import TrainConfig
+
+
+class VariantConfig(BaseModel):
+    """A named, ordered pipeline of techniques applied to the baseline."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1)
+    steps: tuple[TechniqueConfig, ...] = ()  # empty: the baseline itself
+    # baseline: techniques that train fine-tune the trained baseline (TFMOT's advice);
+    # scratch: they start from freshly initialised weights (what the thesis did).
+    start: Literal["baseline", "scratch"] = "baseline"
+
+    @field_validator("steps", mode="before")
+    @classmethod
+    def _parse_steps(cls, raw: Any) -> tuple[TechniqueConfig, ...]:
+        if not isinstance(raw, list | tuple):
+            raise ValueError(f"steps must be a list of techniques, got {type(raw).__name__}")
+        try:
+            return tuple(parse_technique_config(step) for step in raw)
+        except ModelshrinkError as err:  # unknown technique: keep the list of known names
+            raise ValueError(str(err)) from err
+
+
+class RunConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    seeds: tuple[int, ...] = Field((0,), min_length=1)
+    variants: tuple[VariantConfig, ...] = (VariantConfig(name="baseline"),)
+    latency_threads: int = Field(1, ge=1, description="ONNX Runtime threads for accuracy runs of artifacts")
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> RunConfig:
+        names = [v.name for v in self.variants]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"variant names must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+
+def _format_validation(err: ValidationError, where: str) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key; check its spelling against `modelshrink list` and the README"
+    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{where}: {loc}: {msg}{more}"
+
+
+def parse_config(raw: dict[str, Any], where: str = "config") -> RunConfig:
+    """Build a RunConfig, turning pydantic's errors into one ConfigError line naming the field."""
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_validation(err, where)) from err
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {err}") from err
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping at the top, got {type(raw).__name__}")
+    return raw
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name.removesuffix(".yaml") for p in resources.files("modelshrink.presets").iterdir()
+                  if p.name.endswith(".yaml"))  # fmt: skip
+
+
+def read_preset(name: str) -> dict[str, Any]:
+    names = preset_names()
+    if name not in names:
+        from modelshrink.errors import UnknownNameError
+
+        raise UnknownNameError(f"unknown preset {name!r}; known: {', '.join(names)}")
+    text = resources.files("modelshrink.presets").joinpath(f"{name}.yaml").read_text(encoding="utf-8")
+    return yaml.safe_load(text) or {}
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge `override` into `base` (mappings merge, everything else replaces)."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out

@@ -1,0 +1,43 @@
+"""Small made-up data sets for the tests: learnable, fast, no files needed."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from modelshrink.data.tasks import TaskData
+from modelshrink.data.text import Tokenizer
+
+# Each class has its own keywords; a sentence mixes its class's words with shared filler.
+_KEYWORDS = {
+    "joy": ["happy", "glad", "delighted", "cheerful"],
+    "anger": ["furious", "angry", "mad", "annoyed"],
+    "fear": ["scared", "afraid", "nervous", "terrified"],
+}
+_FILLER = ["i", "feel", "so", "today", "really", "the", "and", "was", "a", "bit"]
+
+
+def synthetic_texts(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
+    rng = np.random.default_rng(seed)
+    names = sorted(_KEYWORDS)
+    texts, labels = [], []
+    for _ in range(n):
+        label = names[rng.integers(len(names))]
+        length = int(rng.integers(3, 12))
+        tokens = [str(rng.choice(_FILLER)) for _ in range(length)]
+        tokens.insert(int(rng.integers(len(tokens) + 1)), str(rng.choice(_KEYWORDS[label])))
+        texts.append(" ".join(tokens))
+        labels.append(label)
+    return texts, labels
+
+
+def synthetic_text_task(n: int = 300, seed: int = 0, vocab_size: int = 64, max_len: int = 16) -> TaskData:
+    texts, labels = synthetic_texts(n, seed)
+    names = sorted(set(labels))
+    y = np.array([names.index(label) for label in labels], dtype=np.int64)
+    a, b = int(n * 0.7), int(n * 0.85)
+    tok = Tokenizer(vocab_size, max_len).fit(texts[:a])
+    x = tok.encode(texts)
+    return TaskData(
+        x[:a], y[:a], x[a:b], y[a:b], x[b:], y[b:], labels=names, input_dim=vocab_size, kind="text",
+        source="synthetic", preprocessing={"kind": "text", "labels": names, "tokenizer": tok.to_dict()},
+    )  # fmt: skip

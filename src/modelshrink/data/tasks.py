@@ -1,0 +1,173 @@
+"""Tasks: where the data comes from, and how it becomes arrays a model can train on."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from modelshrink.data.text import Tokenizer, read_text_csv, split_indices
+from modelshrink.errors import ConfigError, DataError
+from modelshrink.registry import Registry
+
+log = logging.getLogger(__name__)
+
+DATA_ENV = "MODELSHRINK_DATA"
+HUB_DATASET = "dair-ai/emotion"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("MODELSHRINK_CACHE", Path.home() / ".cache" / "modelshrink"))
+
+
+class DataConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    task: str = Field("emotion", description="emotion | csv | digits")
+    path: str | None = Field(None, description="CSV file; emotion also looks at $MODELSHRINK_DATA, the cache, the Hub")
+    text_column: str = "text"
+    label_column: str = "label"
+    vocab_size: int = Field(10_000, ge=3, description="ids in the vocabulary, padding and out-of-vocabulary included")
+    max_len: int = Field(66, ge=1, description="tokens per sequence (pre-padded, pre-truncated)")
+    split: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    split_seed: int = 42
+    stratify: bool = False
+    subsample: int | None = Field(None, ge=10, description="use a random subset of this many rows (quick runs)")
+
+    @model_validator(mode="after")
+    def _check_split(self) -> DataConfig:
+        if any(f <= 0 for f in self.split) or abs(sum(self.split) - 1.0) > 1e-6:
+            raise ValueError(f"split must be three positive fractions summing to 1, got {self.split}")
+        return self
+
+
+@dataclass
+class TaskData:
+    """Arrays for the three splits plus what is needed to use the model on raw input later."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    labels: list[str]
+    input_dim: int  # vocabulary size for text, input channels for images
+    kind: Literal["text", "image"]
+    source: str  # where the data came from, for the record
+    preprocessing: dict[str, Any] = field(default_factory=dict)  # saved next to the model
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.labels)
+
+
+TaskLoader = Callable[[DataConfig], TaskData]
+TASKS: Registry[TaskLoader] = Registry("task")
+
+
+def _text_task(texts: list[str], labels: list[str], cfg: DataConfig, source: str) -> TaskData:
+    if cfg.subsample is not None and cfg.subsample < len(texts):
+        keep = np.random.default_rng(cfg.split_seed).choice(len(texts), cfg.subsample, replace=False)
+        texts = [texts[i] for i in sorted(keep)]
+        labels = [labels[i] for i in sorted(keep)]
+    train, val, test = split_indices(labels, cfg.split, cfg.split_seed, cfg.stratify)
+    names = sorted(set(labels))
+    label_id = {name: i for i, name in enumerate(names)}
+    y = np.array([label_id[lab] for lab in labels], dtype=np.int64)
+    # Fit on the training split only: the thesis fit on all text, test included (a leak).
+    tok = Tokenizer(cfg.vocab_size, cfg.max_len).fit([texts[i] for i in train])
+
+    def enc(idx: np.ndarray) -> np.ndarray:
+        return tok.encode([texts[i] for i in idx])
+
+    return TaskData(
+        enc(train), y[train], enc(val), y[val], enc(test), y[test],
+        labels=names, input_dim=cfg.vocab_size, kind="text", source=source,
+        preprocessing={"kind": "text", "labels": names, "tokenizer": tok.to_dict()},
+    )  # fmt: skip
+
+
+def resolve_emotion_csv(path: str | None) -> tuple[Path, str]:
+    """Find the emotion CSV: --data, then $MODELSHRINK_DATA, then the cache, then the Hub."""
+    if path:
+        return Path(path), "--data"
+    env = os.environ.get(DATA_ENV)
+    if env:
+        return Path(env), f"${DATA_ENV}"
+    cached = cache_dir() / "emotion.csv"
+    if cached.is_file():
+        return cached, "cache"
+    try:
+        return _download_emotion(cached), f"Hugging Face Hub ({HUB_DATASET})"
+    except Exception as err:  # noqa: BLE001 - any failure (no package, no network) gets the same advice
+        raise DataError(
+            f"no emotion data found ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
+            f"pass --data PATH, set {DATA_ENV}=PATH, put the CSV at {cached}, "
+            f"or install the 'hub' extra (pip install 'modelshrink[hub]') on a machine with a network"
+        ) from err
+
+
+def _download_emotion(dest: Path) -> Path:
+    import datasets  # optional dependency, only needed for the download
+
+    ds = datasets.load_dataset(HUB_DATASET)
+    names = ds["train"].features["label"].names
+    frames = [ds[split].to_pandas() for split in ("train", "validation", "test")]
+    import pandas as pd
+
+    df = pd.concat(frames, ignore_index=True)
+    df["label"] = [names[i] for i in df["label"]]
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_suffix(".tmp")
+    df[["text", "label"]].to_csv(tmp, index=False)
+    tmp.replace(dest)
+    log.info("downloaded %s (%d rows) to %s", HUB_DATASET, len(df), dest)
+    return dest
+
+
+@TASKS.register("emotion")
+def load_emotion(cfg: DataConfig) -> TaskData:
+    """Six-emotion English tweets (dair-ai/emotion), the thesis's task."""
+    path, how = resolve_emotion_csv(cfg.path)
+    texts, labels = read_text_csv(path, cfg.text_column, cfg.label_column)
+    return _text_task(texts, labels, cfg, f"{path} ({how})")
+
+
+@TASKS.register("csv")
+def load_csv(cfg: DataConfig) -> TaskData:
+    """Any text-classification CSV (--data, --text-column, --label-column)."""
+    if not cfg.path:
+        raise ConfigError("task 'csv' needs a file: pass --data PATH")
+    texts, labels = read_text_csv(Path(cfg.path), cfg.text_column, cfg.label_column)
+    return _text_task(texts, labels, cfg, cfg.path)
+
+
+@TASKS.register("digits")
+def load_digits(cfg: DataConfig) -> TaskData:
+    """scikit-learn's bundled 8x8 handwritten digits: runs with no network and no file."""
+    from sklearn.datasets import load_digits as sk_digits
+
+    d = sk_digits()
+    x = (d.images / 16.0).astype(np.float32)[:, None]  # (N, 1, 8, 8) in [0, 1]
+    y = d.target.astype(np.int64)
+    names = [str(i) for i in range(10)]
+    train, val, test = split_indices([names[i] for i in y], cfg.split, cfg.split_seed, cfg.stratify)
+    return TaskData(
+        x[train], y[train], x[val], y[val], x[test], y[test],
+        labels=names, input_dim=1, kind="image", source="sklearn.datasets.load_digits",
+        preprocessing={"kind": "image", "labels": names, "scale": 1 / 16.0, "shape": [1, 8, 8]},
+    )  # fmt: skip
+
+
+def load_task(cfg: DataConfig) -> TaskData:
+    data = TASKS.get(cfg.task)(cfg)
+    if data.kind == "text":
+        log.info("data: %s; %d/%d/%d rows", data.source, len(data.y_train), len(data.y_val), len(data.y_test))
+    return data

@@ -1,0 +1,29 @@
+"""One hierarchy of errors the user can act on. The CLI prints their message and exits 2."""
+
+
+class ModelshrinkError(Exception):
+    """Base class: an error the user can act on."""
+
+
+class ConfigError(ModelshrinkError, ValueError):
+    """A configuration value is out of range, misspelt or inconsistent."""
+
+
+class DataError(ModelshrinkError, ValueError):
+    """Input data is missing, unreadable or unusable for the task."""
+
+
+class UnknownNameError(ModelshrinkError, LookupError):
+    """A registry lookup failed; the message lists the known names."""
+
+
+class IncompatibleModelError(ModelshrinkError):
+    """A technique found nothing it can handle in the model."""
+
+
+class RegistryError(ModelshrinkError):
+    """A name was registered twice."""
+
+
+class ArtifactError(ModelshrinkError):
+    """A model file is missing, corrupt, or of an unsupported version."""

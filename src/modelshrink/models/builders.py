@@ -1,0 +1,44 @@
+"""Build a model by name from a typed config."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from modelshrink.models.cnn import TinyCNN
+from modelshrink.models.lstm import LSTMClassifier
+from modelshrink.registry import Registry
+
+
+class ModelConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: Literal["lstm", "cnn"] = "lstm"
+    embed_dim: int = Field(32, ge=1, description="lstm: embedding width")
+    hidden: int = Field(64, ge=1, description="lstm: LSTM units")
+    dropout: float = Field(0.5, ge=0.0, lt=1.0, description="lstm: dropout before the classifier")
+    l2_input: float = Field(1e-3, ge=0.0, description="lstm: L2 weight on the LSTM input weights")
+    channels: int = Field(8, ge=1, description="cnn: channels of the first convolution")
+
+
+# A builder takes (config, vocab_size or input channels, number of labels).
+Builder = Callable[[ModelConfig, int, int], nn.Module]
+MODELS: Registry[Builder] = Registry("model")
+
+
+@MODELS.register("lstm")
+def _lstm(cfg: ModelConfig, vocab_size: int, num_labels: int) -> nn.Module:
+    return LSTMClassifier(vocab_size, num_labels, cfg.embed_dim, cfg.hidden, cfg.dropout, cfg.l2_input)
+
+
+@MODELS.register("cnn")
+def _cnn(cfg: ModelConfig, in_channels: int, num_labels: int) -> nn.Module:
+    return TinyCNN(num_labels, cfg.channels, in_channels)
+
+
+def build_model(cfg: ModelConfig, input_dim: int, num_labels: int) -> nn.Module:
+    """`input_dim` is the vocabulary size for text models, input channels for image models."""
+    return MODELS.get(cfg.name)(cfg, input_dim, num_labels)

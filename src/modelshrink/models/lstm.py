@@ -1,0 +1,39 @@
+"""The reference model: the thesis's LSTM emotion classifier, in PyTorch."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class LSTMClassifier(nn.Module):
+    """Embedding(vocab, embed_dim) → LSTM(hidden) → Dropout → Linear(num_labels).
+
+    Input: (B, T) int64 token ids, pre-padded with 0. Output: (B, num_labels) logits
+    (the softmax lives in the loss, as usual in PyTorch).
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        num_labels: int,
+        embed_dim: int = 32,
+        hidden: int = 64,
+        dropout: float = 0.5,
+        l2_input: float = 1e-3,
+    ) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
+        self.lstm = nn.LSTM(embed_dim, hidden, batch_first=True)
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(hidden, num_labels)
+        self.l2_input = l2_input  # Keras `kernel_regularizer=l2(0.001)` on the LSTM's input kernel
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embedding(x)  # (B, T, E)
+        _, (h_n, _) = self.lstm(h)  # h_n: (1, B, H), the state after the last token
+        return self.fc(self.dropout(h_n[-1]))  # (B, labels)
+
+    def regularization_loss(self) -> torch.Tensor:
+        # Keras adds l2 * sum(w**2) to the mean batch loss; same here.
+        return self.l2_input * self.lstm.weight_ih_l0.pow(2).sum()

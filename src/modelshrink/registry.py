@@ -1,0 +1,44 @@
+"""A tiny name → object registry, shared by models, tasks and techniques."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
+
+from modelshrink.errors import RegistryError, UnknownNameError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Maps names to objects; lookups of unknown names list the known ones."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self._items: dict[str, T] = {}
+
+    def add(self, name: str, item: T) -> None:
+        if name in self._items:
+            raise RegistryError(f"{self.what} {name!r} is already registered")
+        self._items[name] = item
+
+    def register(self, name: str) -> Callable[[T], T]:
+        def wrap(item: T) -> T:
+            self.add(name, item)
+            return item
+
+        return wrap
+
+    def get(self, name: str) -> T:
+        if name not in self._items:
+            raise UnknownNameError(f"unknown {self.what} {name!r}; known: {', '.join(sorted(self._items))}")
+        return self._items[name]
+
+    def names(self) -> list[str]:
+        return sorted(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())

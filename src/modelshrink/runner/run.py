@@ -1,0 +1,228 @@
+"""The main job: data → baseline → each variant's pipeline → artifacts → measurements → store.
+
+One row per (variant, seed) is committed to the store as soon as it is measured; running
+again into the same folder skips finished rows, so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import platform
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime
+import torch
+from rich.progress import Progress
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from modelshrink.config import RunConfig, VariantConfig
+from modelshrink.data.tasks import TaskData, load_task
+from modelshrink.errors import ModelshrinkError
+from modelshrink.export.compact import load_compact, save_compact
+from modelshrink.export.onnx import OnnxClassifier, export_onnx, onnx_weight_stats
+from modelshrink.measure.accuracy import classification_metrics, predict_logits
+from modelshrink.measure.size import file_sizes, model_stats
+from modelshrink.models.builders import build_model
+from modelshrink.runner.store import ResultStore, config_key
+from modelshrink.techniques.base import RunContext, TechniqueConfig, get_technique
+from modelshrink.train import evaluate, fine_tune, fit, set_seed
+
+Log = Callable[[str], None]
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Stage:
+    """The model after a prefix of a pipeline, with what its steps reported."""
+
+    model: nn.Module
+    export_format: str = "fp32"
+    steps: list[dict[str, Any]] = field(default_factory=list)  # per step: kind, skipped, details, seconds
+
+
+def _split(data: TaskData, name: str) -> tuple[np.ndarray, np.ndarray]:
+    return {"train": (data.x_train, data.y_train), "val": (data.x_val, data.y_val),
+            "test": (data.x_test, data.y_test)}[name]  # fmt: skip
+
+
+def _environment() -> dict[str, str]:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent, timeout=5).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "git_sha": sha or "unknown",
+            "machine": f"{platform.machine()} {platform.processor() or platform.system()}",
+            "python": platform.python_version()}  # fmt: skip
+
+
+class Runner:
+    def __init__(self, cfg: RunConfig, out: Path, progress: Progress | None = None, log: Log = print) -> None:
+        self.cfg, self.out, self.progress, self.log = cfg, Path(out), progress, log
+
+    # -- the job ---------------------------------------------------------------------------
+    def run(self) -> list[dict[str, Any]]:
+        data = load_task(self.cfg.data)  # bad data fails here, before anything is written
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "config.json").write_text(self.cfg.model_dump_json(indent=2))
+        (self.out / "preprocessing.json").write_text(json.dumps(data.preprocessing))
+        env = _environment()
+        with ResultStore(self.out / "results.sqlite") as store:
+            for seed in self.cfg.seeds:
+                keys = {v.name: config_key(self._row_config(v, seed)) for v in self.cfg.variants}
+                todo = [v for v in self.cfg.variants if not store.done(keys[v.name])]
+                if not todo:
+                    self.log(f"seed {seed}: all {len(keys)} variants already in the store, skipped")
+                    continue
+                cache = {("baseline",): Stage(self._baseline(data, seed))}
+                for variant in todo:
+                    t0 = time.perf_counter()
+                    row_cfg = self._row_config(variant, seed)
+                    try:
+                        result = self._variant(data, variant, seed, cache)
+                        status = "ok"
+                        self.log(f"{variant.name} seed {seed}: test acc {result['test_accuracy']:.4f}, "
+                                 f"{result['file_bytes']:,} bytes ({result['export_format']})")  # fmt: skip
+                    except ModelshrinkError as err:  # recorded, and the sweep moves on
+                        result, status = {"error": f"{type(err).__name__}: {err}"}, "failed"
+                        self.log(f"[red]{variant.name} seed {seed} failed:[/red] {err}")
+                    result.update(env, wall_s=round(time.perf_counter() - t0, 2))
+                    store.put(keys[variant.name], variant.name, seed, status, row_cfg, result)
+            return store.rows()
+
+    def _row_config(self, variant: VariantConfig, seed: int) -> dict[str, Any]:
+        c = self.cfg
+        return {"variant": variant.model_dump(mode="json"), "seed": seed, "data": c.data.model_dump(mode="json"),
+                "model": c.model.model_dump(mode="json"), "train": c.train.model_dump(mode="json")}  # fmt: skip
+
+    # -- baseline --------------------------------------------------------------------------
+    def _baseline(self, data: TaskData, seed: int) -> nn.Module:
+        """Train the baseline, or load it when this folder already holds one for this config."""
+        c = self.cfg
+        key = config_key({"data": c.data.model_dump(mode="json"), "model": c.model.model_dump(mode="json"),
+                          "train": c.train.model_dump(mode="json"), "seed": seed})  # fmt: skip
+        folder = self.out / "baselines" / f"seed{seed}-{key}"
+        set_seed(seed)
+        model = build_model(c.model, data.input_dim, data.num_labels)
+        weights = folder / "model.safetensors"
+        if weights.is_file():
+            model.load_state_dict(load_file(weights))  # safetensors: no code runs on load
+            model.eval()
+            self.log(f"seed {seed}: baseline loaded from {folder}")
+            return model
+        history = fit(model, data, c.train, seed, self.progress, label=f"baseline seed {seed}")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "history.json").write_text(json.dumps(history, indent=1))
+        (folder / "model.json").write_text(json.dumps({"model": c.model.model_dump(mode="json"),
+                                                       "input_dim": data.input_dim, "labels": data.labels}))  # fmt: skip
+        tmp = folder / "model.safetensors.tmp"
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+        tmp.replace(weights)
+        epochs = len(history)
+        secs = sum(h["seconds"] for h in history) / epochs
+        self.log(f"seed {seed}: baseline trained, {epochs} epochs, {secs:.2f} s/epoch, "
+                 f"best val_loss {min(h['val_loss'] for h in history):.4f}")  # fmt: skip
+        return model
+
+    # -- variants --------------------------------------------------------------------------
+    def _context(self, data: TaskData, seed: int, label: str) -> RunContext:
+        bs = self.cfg.train.batch_size
+        tune = partial(fine_tune, data=data, cfg=self.cfg.train, seed=seed, progress=self.progress, label=label)
+        return RunContext(
+            example_input=torch.from_numpy(data.x_train[:8]),
+            seed=seed,
+            steps_per_epoch=-(-len(data.x_train) // bs),
+            fine_tune=lambda model, epochs, on_step=None, params=None: tune(model, epochs=epochs, on_step=on_step,
+                                                                            params=params),
+            calibration=[torch.from_numpy(data.x_train[i : i + bs]) for i in range(0, min(len(data.x_train),
+                                                                                           bs * 16), bs)],
+        )  # fmt: skip
+
+    def _stage(self, data: TaskData, variant: VariantConfig, seed: int, cache: dict[tuple, Stage]) -> Stage:
+        """Apply the variant's steps, reusing the longest prefix another variant already computed."""
+        head: tuple = (variant.start,)
+        keys = [head + tuple(s.model_dump_json() for s in variant.steps[:i]) for i in range(len(variant.steps) + 1)]
+        done = max(i for i, k in enumerate(keys) if k in cache) if any(k in cache for k in keys) else -1
+        if done < 0:  # start: scratch, nothing computed yet
+            set_seed(seed)
+            cache[keys[0]] = Stage(build_model(self.cfg.model, data.input_dim, data.num_labels))
+            done = 0
+        stage = cache[keys[done]]
+        for i in range(done, len(variant.steps)):
+            step: TechniqueConfig = variant.steps[i]
+            model = copy.deepcopy(stage.model)
+            t0 = time.perf_counter()
+            res = get_technique(step.kind).apply(model, step, self._context(data, seed, f"{variant.name}: {step.kind}"))
+            record = {"kind": step.kind, "skipped": [vars(s) for s in res.skipped], "details": res.details,
+                      "seconds": round(time.perf_counter() - t0, 2)}  # fmt: skip
+            for s in res.skipped:
+                self.log(f"[yellow]{variant.name}: {step.kind} skipped {s.name} ({s.type}): {s.reason}[/yellow]")
+            stage = Stage(res.model.eval(), res.export_format or stage.export_format, stage.steps + [record])
+            cache[keys[i + 1]] = stage
+        return stage
+
+    def _variant(self, data: TaskData, variant: VariantConfig, seed: int, cache: dict[tuple, Stage]) -> dict[str, Any]:
+        stage = self._stage(data, variant, seed, cache)
+        model = stage.model
+        folder = self.out / "models" / f"{variant.name}-seed{seed}"
+        folder.mkdir(parents=True, exist_ok=True)
+        ctx = self._context(data, seed, variant.name)
+
+        # Artifacts: the deployable ONNX file in the variant's format, and the compact weights file.
+        onnx_path = export_onnx(model, ctx.example_input, folder / "model.onnx", stage.export_format,  # type: ignore[arg-type]
+                                calibration=ctx.calibration)  # fmt: skip
+        compact_path = folder / "weights.msz"
+        save_compact({k: v.detach() for k, v in model.state_dict().items()}, compact_path,
+                     {"model": self.cfg.model.model_dump(mode="json"), "input_dim": data.input_dim,
+                      "labels": data.labels})  # fmt: skip
+
+        # Accuracy from the ONNX file, never from the torch model it came from.
+        clf = OnnxClassifier(onnx_path, threads=self.cfg.latency_threads)
+        metrics: dict[str, Any] = {}
+        test_logits = None
+        for split in SPLITS:
+            x, y = _split(data, split)
+            logits = predict_logits(clf.run_batch, x)
+            metrics[split] = classification_metrics(y, logits, data.num_labels)
+            if split == "test":
+                test_logits = logits
+        (folder / "metrics.json").write_text(json.dumps(metrics, indent=1))
+
+        # The compact file loads back (no pickle) into a model with the same test accuracy.
+        state, _ = load_compact(compact_path)
+        reloaded = build_model(self.cfg.model, data.input_dim, data.num_labels)
+        reloaded.load_state_dict(state)
+        compact_acc = evaluate(reloaded, data.x_test, data.y_test, data.num_labels)["accuracy"]
+
+        torch_logits = predict_logits(lambda xb: model(torch.from_numpy(xb)).detach().numpy(), data.x_test)
+        agreement = float((torch_logits.argmax(1) == test_logits.argmax(1)).mean())  # type: ignore[union-attr]
+
+        stats = model_stats(model)
+        sizes = file_sizes(onnx_path)
+        return {
+            "export_format": stage.export_format,
+            "steps": stage.steps,
+            "parameters": stats["parameters"],
+            "nonzeros": stats["nonzeros"],
+            "distinct_values_max": stats["distinct_values_max"],
+            "dense_fp32_bytes": stats["dense_fp32_bytes"],
+            "file_bytes": sizes["file_bytes"],  # the ONNX file a user deploys
+            "file_gzip_bytes": sizes["gzip_bytes"],
+            "file_zstd_bytes": sizes["zstd_bytes"],
+            "compact_bytes": compact_path.stat().st_size,  # the project's compact format (zstd inside)
+            "onnx_weights": onnx_weight_stats(onnx_path),
+            **{f"{s}_accuracy": metrics[s]["accuracy"] for s in SPLITS},
+            "test_macro_f1": metrics["test"]["macro_f1"],
+            "test_agreement_with_torch": agreement,  # share of test predictions equal to the float torch model's
+            "compact_test_accuracy": compact_acc,
+            "artifacts": {"onnx": str(onnx_path.relative_to(self.out)), "compact": str(compact_path.relative_to(self.out))},
+        }

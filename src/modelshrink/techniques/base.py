@@ -1,0 +1,115 @@
+"""The technique contract: a typed config, a context, and a result.
+
+A technique is `apply(model, cfg, ctx) -> TechniqueResult`. It gets data, fine-tuning,
+seed and calibration inputs only through `ctx`, and ends with a plain `nn.Module`
+(masks applied, weights snapped, wrappers removed) so the next technique in a pipeline
+sees an ordinary model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+from modelshrink.errors import UnknownNameError
+
+# Called after every optimizer step of a fine-tune with the global step count (1-based).
+OnStep = Callable[[int], None]
+# ctx.fine_tune(model, epochs, on_step, params): trains `model` in place on the task's
+# training split with the baseline's recipe (loss, optimizer, batch size). `params`, when
+# given, replaces model.parameters() as what the optimizer updates (e.g. cluster centroids).
+FineTuneFn = Callable[[nn.Module, int, "OnStep | None", "Sequence[nn.Parameter] | None"], None]
+
+ExportFormat = Literal["fp32", "fp16", "int8_dynamic", "int8_static"]
+
+
+class TechniqueConfig(BaseModel):
+    """Base class of every technique's config: frozen, and a misspelt key is an error."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    kind: str
+
+
+@dataclass
+class RunContext:
+    """What a technique may use besides the model and its config."""
+
+    example_input: torch.Tensor  # one small batch of model input, e.g. (B, T) token ids
+    seed: int = 0
+    steps_per_epoch: int = 1  # optimizer steps in one fine-tuning epoch
+    fine_tune: FineTuneFn | None = None  # None: no training data available (e.g. library use)
+    calibration: Iterable[torch.Tensor] | None = None  # input batches for static quantization
+    exclude: tuple[str, ...] = ()  # qualified parameter/module names the user excluded
+
+
+@dataclass
+class SkippedLayer:
+    """A layer (or tensor) a technique did not change, and why."""
+
+    name: str
+    type: str
+    reason: str
+
+
+@dataclass
+class TechniqueResult:
+    """The changed model, what was skipped, and technique-specific figures."""
+
+    model: nn.Module
+    skipped: list[SkippedLayer] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)  # JSON-serialisable only
+    # Set by post-training quantization techniques: how the exporter must write the model.
+    # None leaves the format chosen by an earlier step (default float32).
+    export_format: ExportFormat | None = None
+
+
+ApplyFn = Callable[[nn.Module, Any, RunContext], TechniqueResult]
+
+
+@dataclass(frozen=True)
+class Technique:
+    kind: str
+    config_cls: type[TechniqueConfig]
+    apply: ApplyFn
+    summary: str
+
+
+TECHNIQUES: dict[str, Technique] = {}
+
+
+def register_technique(config_cls: type[TechniqueConfig]) -> Callable[[ApplyFn], ApplyFn]:
+    """Register `fn` as the technique named by `config_cls`'s `kind` default."""
+    kind = config_cls.model_fields["kind"].default
+    if not isinstance(kind, str):
+        raise TypeError(f"{config_cls.__name__}.kind needs a string default")
+
+    def wrap(fn: ApplyFn) -> ApplyFn:
+        if kind in TECHNIQUES:
+            from modelshrink.errors import RegistryError
+
+            raise RegistryError(f"technique {kind!r} already registered in {TECHNIQUES[kind].apply.__module__}")
+        summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
+        TECHNIQUES[kind] = Technique(kind, config_cls, fn, summary)
+        return fn
+
+    return wrap
+
+
+def get_technique(kind: str) -> Technique:
+    if kind not in TECHNIQUES:
+        raise UnknownNameError(f"unknown technique {kind!r}; known: {', '.join(sorted(TECHNIQUES))}")
+    return TECHNIQUES[kind]
+
+
+def parse_technique_config(raw: dict[str, Any] | TechniqueConfig) -> TechniqueConfig:
+    """Validate a `{kind: ..., ...}` mapping against the registered technique's config."""
+    if isinstance(raw, TechniqueConfig):
+        return raw
+    if not isinstance(raw, dict) or "kind" not in raw:
+        raise UnknownNameError(f"a technique step needs a 'kind'; got {raw!r}; known: {', '.join(sorted(TECHNIQUES))}")
+    return get_technique(str(raw["kind"])).config_cls.model_validate(raw)

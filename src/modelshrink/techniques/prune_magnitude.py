@@ -1,0 +1,182 @@
+"""prune.magnitude: unstructured magnitude pruning on TensorFlow Model Optimization's schedules.
+
+The schedule is TFMOT's `PolynomialDecay`/`ConstantSparsity`
+(tensorflow_model_optimization/python/core/sparsity/keras/pruning_schedule.py), step for step.
+TFMOT's step is the optimizer's iteration count when a batch starts (`UpdatePruningStep`
+sets it in `on_train_batch_begin`), and masks are updated in that batch's forward pass,
+before its gradient step. `ctx.fine_tune` calls `on_step(s)` right after optimizer step s,
+i.e. just before the forward pass TFMOT calls step s; so we run the schedule for step 0
+before training and for step s in `on_step(s)`, which gives the same masks at the same
+points of training. After every optimizer step the masks are re-applied, as TFMOT's
+`weight_mask_op` does in every training forward pass, so pruned weights stay exactly zero.
+
+Masks live in a Python dict, never on the model: no hooks, buffers or
+`torch.nn.utils.prune` reparametrization (that one breaks nn.LSTM's `_flat_weights`).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Self
+
+import torch
+from pydantic import Field, model_validator
+from torch import nn
+
+from modelshrink.errors import ConfigError
+from modelshrink.techniques._targets import Target, prunable_weights
+from modelshrink.techniques.base import RunContext, TechniqueConfig, TechniqueResult, register_technique
+
+
+class MagnitudePruneConfig(TechniqueConfig):
+    """Zero the smallest-magnitude weights, raising sparsity on a schedule while fine-tuning."""
+
+    kind: Literal["prune.magnitude"] = "prune.magnitude"
+    final_sparsity: float = Field(0.5, ge=0.0, lt=1.0)  # fraction of weights that are zero at the end
+    schedule: Literal["constant", "polynomial"] = "polynomial"  # TFMOT ConstantSparsity / PolynomialDecay
+    initial_sparsity: float = Field(0.0, ge=0.0, lt=1.0)  # polynomial only: sparsity at begin_step
+    begin_step: int = Field(0, ge=0)  # first optimizer step at which masks are updated
+    end_step: int = Field(1000, ge=1)  # last step of the schedule; polynomial reaches final_sparsity here
+    power: float = Field(3.0, gt=0.0)  # polynomial exponent: 3 prunes fast early, slowly late (Zhu & Gupta 2017)
+    frequency: int = Field(100, ge=1)  # update masks every `frequency` steps from begin_step
+    scope: Literal["per_tensor", "global"] = "per_tensor"  # one threshold per tensor, or one for all
+    epochs: int = Field(2, ge=0)  # fine-tuning epochs; 0 = one-shot pruning at final_sparsity, no training
+
+    @model_validator(mode="after")
+    def _check_schedule(self) -> Self:
+        if self.end_step <= self.begin_step:
+            raise ValueError(
+                f"end_step ({self.end_step}) must be greater than begin_step ({self.begin_step}); "
+                f"raise end_step or lower begin_step"
+            )
+        if self.initial_sparsity > self.final_sparsity:
+            raise ValueError(
+                f"initial_sparsity ({self.initial_sparsity}) must be <= final_sparsity ({self.final_sparsity}); "
+                f"the schedule only ever raises sparsity"
+            )
+        return self
+
+
+def polynomial_sparsity(step: int, cfg: MagnitudePruneConfig) -> float:
+    """TFMOT PolynomialDecay: final + (initial - final) * (1 - p)^power, p = clip((step - begin)/(end - begin), 0, 1)."""
+    progress = (step - cfg.begin_step) / (cfg.end_step - cfg.begin_step)
+    p = min(1.0, max(0.0, progress))
+    return cfg.final_sparsity + (cfg.initial_sparsity - cfg.final_sparsity) * (1.0 - p) ** cfg.power
+
+
+def scheduled_sparsity(step: int, cfg: MagnitudePruneConfig) -> float:
+    """The sparsity the schedule asks for at `step` (meaningful on steps where masks are updated)."""
+    if cfg.schedule == "constant":
+        return cfg.final_sparsity
+    return polynomial_sparsity(step, cfg)
+
+
+def should_update_masks(step: int, cfg: MagnitudePruneConfig) -> bool:
+    """TFMOT `PruningSchedule._should_prune_in_step`: in [begin_step, end_step] and on a `frequency` turn."""
+    in_range = cfg.begin_step <= step <= cfg.end_step
+    return in_range and (step - cfg.begin_step) % cfg.frequency == 0
+
+
+def _zero_count(sparsity: float, numel: int) -> int:
+    # round(s * n) weights set to zero, but keep at least one, as TFMOT's _update_mask does
+    # (it keeps max(round(n * (1 - s)), 1)): a fully zero tensor cannot be pruned further.
+    return min(round(sparsity * numel), numel - 1)
+
+
+def _keep_mask(abs_values: torch.Tensor, n_zero: int) -> torch.Tensor:
+    """Bool mask over the flat `abs_values`: False on the `n_zero` smallest, True elsewhere.
+
+    A stable argsort breaks ties by position, so exactly `n_zero` entries are dropped even
+    when many magnitudes are equal (e.g. the zeros of an earlier, lower-sparsity mask).
+    """
+    keep = torch.ones(abs_values.numel(), dtype=torch.bool, device=abs_values.device)
+    if n_zero > 0:
+        order = torch.argsort(abs_values, stable=True)  # (n,) ascending magnitude
+        keep[order[:n_zero]] = False
+    return keep
+
+
+class _Pruner:
+    """Masks for the targets, the schedule's bookkeeping, and the `on_step` callback."""
+
+    def __init__(self, targets: list[Target], cfg: MagnitudePruneConfig) -> None:
+        self.targets = targets
+        self.cfg = cfg
+        self.masks: dict[str, torch.Tensor] = {}  # qualified name -> bool keep-mask, weight's shape
+        self.last_sparsity: float | None = None  # sparsity of the latest scheduled mask update
+        self.mask_updates = 0
+        self.steps = 0  # optimizer steps seen
+
+    @torch.no_grad()
+    def update_masks(self, sparsity: float) -> None:
+        """Recompute every mask so `sparsity` of the weights (per tensor or overall) are dropped."""
+        weights = [t.weight for t in self.targets]
+        if self.cfg.scope == "per_tensor":
+            for t, w in zip(self.targets, weights, strict=True):
+                flat = w.detach().abs().reshape(-1)  # (n,)
+                self.masks[t.qualified_name] = _keep_mask(flat, _zero_count(sparsity, flat.numel())).view_as(w)
+            return
+        # Global: one ranking over all targets, so layers with small weights lose more of them.
+        device = weights[0].device
+        flat = torch.cat([w.detach().abs().reshape(-1).to(device) for w in weights])  # (N,)
+        keep = _keep_mask(flat, _zero_count(sparsity, flat.numel()))
+        for t, w, part in zip(self.targets, weights, keep.split([w.numel() for w in weights]), strict=True):
+            self.masks[t.qualified_name] = part.to(w.device).view_as(w)
+
+    @torch.no_grad()
+    def apply_masks(self) -> None:
+        # In place, so nn.LSTM's `_flat_weights` (the same Parameter objects) see the zeros.
+        for t in self.targets:
+            mask = self.masks.get(t.qualified_name)
+            if mask is not None:
+                t.weight.masked_fill_(~mask, 0.0)
+
+    def on_step(self, step: int) -> None:
+        """Update masks when the schedule says so; always re-zero pruned weights the optimizer moved."""
+        self.steps = max(self.steps, step)
+        if should_update_masks(step, self.cfg):
+            self.last_sparsity = scheduled_sparsity(step, self.cfg)
+            self.update_masks(self.last_sparsity)
+            self.mask_updates += 1
+        self.apply_masks()
+
+
+@register_technique(MagnitudePruneConfig)
+def prune_magnitude(model: nn.Module, cfg: MagnitudePruneConfig, ctx: RunContext) -> TechniqueResult:
+    """Unstructured magnitude pruning (TFMOT-style schedule, fine-tuned between mask updates)."""
+    fine_tune = ctx.fine_tune
+    if cfg.epochs > 0 and fine_tune is None:
+        raise ConfigError(
+            f"prune.magnitude with epochs={cfg.epochs} needs fine-tuning, which needs training data, "
+            f"and none is available here; use epochs=0 for one-shot pruning without fine-tuning"
+        )
+    targets, skipped = prunable_weights(model, exclude=ctx.exclude)
+    pruner = _Pruner(targets, cfg)
+
+    if cfg.epochs > 0 and fine_tune is not None:
+        pruner.on_step(0)  # TFMOT step 0: the first batch, before any optimizer step
+        fine_tune(model, cfg.epochs, pruner.on_step, None)
+
+    # Always end at final_sparsity: if training ran out before end_step (or before the last
+    # update), the schedule stopped short of it. `schedule_completed` says whether the
+    # schedule itself got there, i.e. whether fine-tuning had a chance to recover from it.
+    schedule_completed = pruner.last_sparsity is not None and pruner.last_sparsity >= cfg.final_sparsity
+    pruner.update_masks(cfg.final_sparsity)
+    pruner.apply_masks()
+
+    sparsity: dict[str, float] = {}
+    n_zero = n_total = 0
+    for t in targets:
+        w = t.weight.detach()
+        zeros = int((w == 0).sum())
+        sparsity[t.qualified_name] = zeros / w.numel()
+        n_zero += zeros
+        n_total += w.numel()
+    details = {
+        "sparsity": sparsity,  # measured fraction of exact zeros per pruned tensor
+        "overall_sparsity": n_zero / n_total,  # over the pruned tensors only (biases etc. not counted)
+        "scope": cfg.scope,
+        "steps": pruner.steps,  # optimizer steps fine-tuning ran (0 for one-shot)
+        "mask_updates": pruner.mask_updates,  # scheduled mask updates, the final prune not counted
+        "schedule_completed": schedule_completed,
+    }
+    return TechniqueResult(model=model, skipped=skipped, details=details)

@@ -1,0 +1,32 @@
+"""Shared fixtures: the real data set's path (CI sets it), tiny models, a tiny run context."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+def real_data_path() -> Path | None:
+    """../shared/data/emotions.csv through $MODELSHRINK_DATA, or beside the checkout."""
+    env = os.environ.get("MODELSHRINK_DATA")
+    candidates = [Path(env)] if env else []
+    candidates.append(Path(__file__).resolve().parents[2] / "shared" / "data" / "emotions.csv")
+    return next((p for p in candidates if p.is_file()), None)
+
+
+@pytest.fixture(scope="session")
+def emotions_csv() -> Path:
+    path = real_data_path()
+    if path is None:
+        if os.environ.get("MODELSHRINK_REQUIRE_DATA"):
+            pytest.fail("MODELSHRINK_REQUIRE_DATA is set but emotions.csv was not found; set MODELSHRINK_DATA")
+        pytest.skip("emotions.csv not found; set MODELSHRINK_DATA to run the end-to-end tests")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Tests never read or write the user's cache (~/.cache/modelshrink).
+    monkeypatch.setenv("MODELSHRINK_CACHE", str(tmp_path_factory.mktemp("cache")))

@@ -8,7 +8,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
@@ -150,23 +149,16 @@ def list_() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit code (2 for errors the user can fix)."""
-    command = typer.main.get_command(app)
+    """Entry point; returns the exit code (2 for errors the user can fix, as for bad flags)."""
     try:
-        command.main(args=argv if argv is not None else sys.argv[1:], prog_name="modelshrink", standalone_mode=False)
+        app(args=argv if argv is not None else sys.argv[1:], prog_name="modelshrink")
+    except SystemExit as exc:  # typer exits after --help, and with 2 on a bad flag
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except ModelshrinkError as err:
         if _debug:
             raise
-        console.print(f"[red]error:[/red] {err}", markup=True, highlight=False)
+        console.print(f"[red]error:[/red] {err}", markup=True, highlight=False, soft_wrap=True)
         return 2
-    except click.exceptions.Exit as err:
-        return err.exit_code
-    except click.ClickException as err:
-        err.show()
-        return 2
-    except click.exceptions.Abort:
-        console.print("aborted")
-        return 130
     return 0
 
 

@@ -191,9 +191,7 @@ def test_ties_still_give_the_exact_count() -> None:
 def test_global_scope_uses_one_threshold(kind: str) -> None:
     model = make_model(kind)
     before = {n: w.detach().clone() for n, w in target_weights(model).items()}
-    result = prune_magnitude(
-        model, MagnitudePruneConfig(final_sparsity=0.6, scope="global", epochs=0), make_ctx(kind)
-    )
+    result = prune_magnitude(model, MagnitudePruneConfig(final_sparsity=0.6, scope="global", epochs=0), make_ctx(kind))
     after = target_weights(result.model)
     total = sum(w.numel() for w in after.values())
     zeros = sum(zero_count(w) for w in after.values())

@@ -95,28 +95,65 @@ def _dynamic_axes(example_input: torch.Tensor) -> dict[str, dict[int, str]]:
     return axes
 
 
+def _export_torchscript(model: nn.Module, example_input: torch.Tensor, path: Path, names: dict[str, Any]) -> None:
+    torch.onnx.export(
+        model,
+        (example_input,),
+        str(path),
+        dynamo=False,
+        opset_version=OPSET,
+        dynamic_axes=_dynamic_axes(example_input),
+        **names,
+    )
+
+
+def _check_dynamic_axes(path: Path, example_input: torch.Tensor) -> None:
+    """Raise if an axis that must be dynamic came out fixed (torch.export can do this silently)."""
+    dims = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+    for axis, name in _dynamic_axes(example_input)[INPUT_NAME].items():
+        if axis >= len(dims) or not dims[axis].dim_param:
+            fixed = dims[axis].dim_value if axis < len(dims) else "missing"
+            raise IncompatibleModelError(f"the exporter fixed the {name!r} axis {axis} of the input to {fixed}")
+
+
 def _export_fp32(model: nn.Module, example_input: torch.Tensor, path: Path) -> None:
     """Export `model` (already in eval mode) to a float32 ONNX file at `path`."""
-    axes = _dynamic_axes(example_input)
-    common: dict[str, Any] = {"input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME], "dynamic_axes": axes}
-    try:
-        with _quiet():
-            torch.onnx.export(model, (example_input,), str(path), dynamo=False, opset_version=OPSET, **common)
-        return
-    except Exception as ts_err:  # noqa: BLE001 - any exporter failure falls through to the other exporter
-        first_error = ts_err
-    try:
-        with _quiet():
-            # The dynamo exporter's minimum opset is 18.
-            torch.onnx.export(
-                model, (example_input,), str(path), dynamo=True, opset_version=18, verbose=False, **common
-            )
-    except Exception as dy_err:
-        raise IncompatibleModelError(
-            f"cannot export {type(model).__name__} to ONNX: TorchScript exporter failed ({first_error}); "
-            f"torch.export exporter failed ({dy_err}). Simplify the forward (no data-dependent control flow) "
-            "or export the model yourself."
-        ) from dy_err
+    names: dict[str, Any] = {"input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME]}
+    errors: list[str] = []
+    for label, exporter in (("TorchScript", _export_torchscript), ("torch.export", _export_dynamo)):
+        try:
+            with _quiet():
+                exporter(model, example_input, path, names)
+            _check_dynamic_axes(path, example_input)
+            return
+        except Exception as err:  # any exporter failure: try the next one, report all at the end
+            errors.append(f"{label} exporter: {type(err).__name__}: {err}")
+    raise IncompatibleModelError(
+        f"cannot export {type(model).__name__} to ONNX; " + "; ".join(errors) + ". Simplify the forward "
+        "(no data-dependent control flow, no Python-side shape logic) or export the model yourself."
+    )
+
+
+def _export_dynamo(model: nn.Module, example_input: torch.Tensor, path: Path, names: dict[str, Any]) -> None:
+    # torch.export specializes axes whose example size is 0 or 1; a doubled example avoids that.
+    for axis in _dynamic_axes(example_input)[INPUT_NAME]:
+        if example_input.shape[axis] < 2:
+            example_input = torch.cat([example_input, example_input], dim=axis)
+    # Explicit Dims, not `dynamic_axes`: with the latter (Dim.DYNAMIC) a second export of an
+    # LSTM in the same process failed in torch 2.13 ("inferred a static shape of 66"). With
+    # Dims it "succeeds" but fixes the sequence axis, which _check_dynamic_axes catches.
+    dims = {axis: torch.export.Dim(name) for axis, name in _dynamic_axes(example_input)[INPUT_NAME].items()}
+    torch.onnx.export(
+        model,
+        (example_input,),
+        str(path),
+        dynamo=True,
+        opset_version=18,  # the dynamo exporter's minimum
+        external_data=False,  # keep the weights inside the one file
+        dynamic_shapes=(dims,),
+        verbose=False,
+        **names,
+    )
 
 
 class _BatchReader:

@@ -191,7 +191,7 @@ class Runner:
         test_logits = None
         for split in SPLITS:
             x, y = _split(data, split)
-            logits = predict_logits(clf.run_batch, x)
+            logits = predict_logits(lambda xb: clf.predict_logits(xb, batch_size=len(xb)), x)
             metrics[split] = classification_metrics(y, logits, data.num_labels)
             if split == "test":
                 test_logits = logits
@@ -207,6 +207,7 @@ class Runner:
         agreement = float((torch_logits.argmax(1) == test_logits.argmax(1)).mean())  # type: ignore[union-attr]
 
         stats = model_stats(model)
+        weights = onnx_weight_stats(onnx_path)
         sizes = file_sizes(onnx_path)
         return {
             "export_format": stage.export_format,
@@ -219,7 +220,7 @@ class Runner:
             "file_gzip_bytes": sizes["gzip_bytes"],
             "file_zstd_bytes": sizes["zstd_bytes"],
             "compact_bytes": compact_path.stat().st_size,  # the project's compact format (zstd inside)
-            "onnx_weights": onnx_weight_stats(onnx_path),
+            "onnx_weights": {k: weights[k] for k in ("int8_bytes", "float_bytes", "total_bytes", "op_types")},
             **{f"{s}_accuracy": metrics[s]["accuracy"] for s in SPLITS},
             "test_macro_f1": metrics["test"]["macro_f1"],
             "test_agreement_with_torch": agreement,  # share of test predictions equal to the float torch model's

@@ -63,7 +63,7 @@ def _initial_centroids(values: np.ndarray, k: int, init: str, rng: np.random.Gen
     if init == "random":
         return rng.uniform(lo, hi, k)
     # "density": TFMOT's probability grid, evaluated on the exact empirical CDF.
-    return np.quantile(values, np.linspace(0.01, 1.0, k))
+    return np.asarray(np.quantile(values, np.linspace(0.01, 1.0, k)))
 
 
 def fit_centroids(values: np.ndarray, k: int, init: str, seed: int, rng: np.random.Generator) -> np.ndarray:
@@ -72,7 +72,7 @@ def fit_centroids(values: np.ndarray, k: int, init: str, seed: int, rng: np.rand
     With k or fewer distinct values (e.g. an already clustered tensor) these are the
     centroids, so clustering again changes nothing.
     """
-    from sklearn.cluster import KMeans  # imported here: `import modelshrink` stays light
+    from sklearn.cluster import KMeans  # type: ignore[import-untyped]  # here: `import modelshrink` stays light
 
     distinct = np.unique(values)
     if distinct.size <= k:

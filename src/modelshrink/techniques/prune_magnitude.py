@@ -60,7 +60,7 @@ def polynomial_sparsity(step: int, cfg: MagnitudePruneConfig) -> float:
     """TFMOT PolynomialDecay: final + (initial - final) * (1 - p)^power, p = clip((step - begin)/(end - begin), 0, 1)."""
     progress = (step - cfg.begin_step) / (cfg.end_step - cfg.begin_step)
     p = min(1.0, max(0.0, progress))
-    return cfg.final_sparsity + (cfg.initial_sparsity - cfg.final_sparsity) * (1.0 - p) ** cfg.power
+    return float(cfg.final_sparsity + (cfg.initial_sparsity - cfg.final_sparsity) * (1.0 - p) ** cfg.power)
 
 
 def scheduled_sparsity(step: int, cfg: MagnitudePruneConfig) -> float:

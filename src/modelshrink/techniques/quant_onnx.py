@@ -1,1 +1,58 @@
-# PLACEHOLDER created by the prune/cluster helper so the package imports; delete if still this content.
+"""Post-training quantization through ONNX Runtime: float16, dynamic int8 and static int8.
+
+These techniques do not change the PyTorch model. They set `export_format`, and the
+exporter (`modelshrink.export.onnx.export_onnx`) writes the real float16 or int8 ONNX
+file, which is what gets measured. So a quantization step belongs last in a pipeline.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from torch import nn
+
+from modelshrink.errors import ConfigError
+from modelshrink.techniques.base import RunContext, TechniqueConfig, TechniqueResult, register_technique
+
+_DETAILS_NOTE = "applied at export through ONNX Runtime"
+
+
+class Fp16Config(TechniqueConfig):
+    kind: Literal["quant.fp16"] = "quant.fp16"
+
+
+class Int8DynamicConfig(TechniqueConfig):
+    kind: Literal["quant.int8_dynamic"] = "quant.int8_dynamic"
+
+
+class Int8StaticConfig(TechniqueConfig):
+    kind: Literal["quant.int8_static"] = "quant.int8_static"
+    calibration_batches: int = Field(8, ge=1)  # input batches run to calibrate activation ranges
+
+
+@register_technique(Fp16Config)
+def quant_fp16(model: nn.Module, cfg: Fp16Config, ctx: RunContext) -> TechniqueResult:
+    """Float16 weights and compute (ONNX Runtime; about half the float32 file)."""
+    return TechniqueResult(model=model, details={"note": _DETAILS_NOTE}, export_format="fp16")
+
+
+@register_technique(Int8DynamicConfig)
+def quant_int8_dynamic(model: nn.Module, cfg: Int8DynamicConfig, ctx: RunContext) -> TechniqueResult:
+    """Int8 weights, float activations quantized on the fly (dynamic range, as TFLite's)."""
+    return TechniqueResult(model=model, details={"note": _DETAILS_NOTE}, export_format="int8_dynamic")
+
+
+@register_technique(Int8StaticConfig)
+def quant_int8_static(model: nn.Module, cfg: Int8StaticConfig, ctx: RunContext) -> TechniqueResult:
+    """Int8 weights and activations, ranges calibrated on training batches (QDQ)."""
+    if ctx.calibration is None:
+        raise ConfigError(
+            "quant.int8_static needs calibration input batches (ctx.calibration is None); "
+            "run it with training data, or use quant.int8_dynamic, which needs none"
+        )
+    return TechniqueResult(
+        model=model,
+        details={"note": _DETAILS_NOTE, "calibration_batches": cfg.calibration_batches},
+        export_format="int8_static",
+    )

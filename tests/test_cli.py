@@ -1,0 +1,120 @@
+"""The CLI in-process: errors are one line with exit code 2 and nothing written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from modelshrink.cli import main
+from modelshrink.data.synthetic import synthetic_texts
+
+
+def _csv(tmp_path: Path, n: int = 120) -> Path:
+    texts, labels = synthetic_texts(n)
+    path = tmp_path / "tiny.csv"
+    path.write_text("text,label\n" + "\n".join(f"{t},{lab}" for t, lab in zip(texts, labels, strict=True)))
+    return path
+
+
+def test_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for command in ("run", "train", "list", "report"):
+        assert command in out
+
+
+def test_every_run_flag_has_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--help"]) == 0
+    out = capsys.readouterr().out
+    for flag in ("--data", "--out", "--epochs", "--seed", "--config", "--preset", "--text-column", "--label-column"):
+        assert flag in out
+
+
+def test_list_shows_techniques_presets_tasks_models(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("prune.magnitude", "cluster.kmeans", "quant.int8_dynamic", "seed", "emotion", "lstm"):
+        assert name in out
+
+
+def test_train_writes_results(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model: {embed_dim: 8, hidden: 8}\ndata: {vocab_size: 64, max_len: 16}\n")
+    code = main(["train", "--task", "csv", "--data", str(_csv(tmp_path)), "--out", str(out), "--epochs", "2",
+                 "--config", str(cfg), "--seed", "0"])  # fmt: skip
+    assert code == 0
+    rows = json.loads((out / "results.json").read_text())
+    assert [r["variant"] for r in rows] == ["baseline"] and rows[0]["status"] == "ok"
+    assert 0.0 <= rows[0]["test_accuracy"] <= 1.0
+    history = json.loads(next((out / "baselines").glob("*/history.json")).read_text())
+    assert 1 <= len(history) <= 2 and {"epoch", "train_loss", "val_loss", "val_accuracy"} <= set(history[0])
+    metrics = json.loads((out / "models" / "baseline-seed0" / "metrics.json").read_text())
+    assert set(metrics) == {"train", "val", "test"} and len(metrics["test"]["confusion_matrix"]) == 3
+    assert (out / "preprocessing.json").is_file() and (out / "summary.md").is_file()
+
+
+def _error(capsys: pytest.CaptureFixture[str], argv: list[str], out: Path) -> str:
+    code = main(argv + ["--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert not out.exists(), "nothing may be written on bad input"
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, err  # one line
+    return lines[0]
+
+
+def test_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    line = _error(capsys, ["train", "--data", str(tmp_path / "nope.csv")], tmp_path / "o")
+    assert "does not exist" in line
+
+
+def test_empty_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "e.csv").write_text("")
+    assert "is empty" in _error(capsys, ["train", "--data", str(tmp_path / "e.csv")], tmp_path / "o")
+
+
+def test_binary_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "b.csv").write_bytes(bytes(range(256)) * 8)
+    assert "binary" in _error(capsys, ["train", "--data", str(tmp_path / "b.csv")], tmp_path / "o")
+
+
+def test_missing_columns_lists_columns(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "c.csv").write_text("sentence,feeling\nhi,joy\n")
+    line = _error(capsys, ["train", "--data", str(tmp_path / "c.csv")], tmp_path / "o")
+    assert "'sentence', 'feeling'" in line and "--text-column" in line
+
+
+def test_one_class(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "c.csv").write_text("text,label\n" + "".join(f"text {i},joy\n" for i in range(50)))
+    assert "at least 2" in _error(capsys, ["train", "--data", str(tmp_path / "c.csv")], tmp_path / "o")
+
+
+def test_too_few_rows(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "c.csv").write_text("text,label\na,joy\nb,sad\nc,joy\n")
+    assert "too few" in _error(capsys, ["train", "--data", str(tmp_path / "c.csv")], tmp_path / "o")
+
+
+def test_unknown_config_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("train:\n  epochz: 3\n")
+    line = _error(capsys, ["train", "--data", str(_csv(tmp_path)), "--config", str(cfg)], tmp_path / "o")
+    assert "train.epochz" in line and "unknown key" in line
+
+
+def test_unknown_technique_lists_known(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("variants:\n  - {name: x, steps: [{kind: prune.magic}]}\n")
+    line = _error(capsys, ["run", "--data", str(_csv(tmp_path)), "--config", str(cfg)], tmp_path / "o")
+    assert "prune.magic" in line and "prune.magnitude" in line
+
+
+def test_no_emotion_data_names_the_ways(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    monkeypatch.delenv("MODELSHRINK_DATA", raising=False)
+    # Make the Hub unreachable even where `datasets` and a network exist.
+    monkeypatch.setattr("modelshrink.data.tasks._download_emotion", lambda dest: (_ for _ in ()).throw(OSError("offline")))
+    line = _error(capsys, ["train"], tmp_path / "o")
+    assert "--data" in line and "MODELSHRINK_DATA" in line and "pip install" in line

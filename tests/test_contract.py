@@ -1,0 +1,67 @@
+"""Every registered technique honours the contract, on a tiny LSTM and a tiny CNN."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from modelshrink.data.synthetic import synthetic_text_task
+from modelshrink.data.tasks import TaskData
+from modelshrink.models import LSTMClassifier, TinyCNN
+from modelshrink.techniques import TECHNIQUES, RunContext, get_technique
+from modelshrink.train import TrainConfig, fine_tune
+
+
+def _image_task() -> TaskData:
+    rng = np.random.default_rng(0)
+    x = rng.random((96, 1, 8, 8), dtype=np.float32)
+    y = (x.mean(axis=(1, 2, 3)) > 0.5).astype(np.int64)
+    return TaskData(x[:64], y[:64], x[64:80], y[64:80], x[80:], y[80:], labels=["lo", "hi"], input_dim=1,
+                    kind="image", source="test")  # fmt: skip
+
+
+def _ctx(data: TaskData) -> RunContext:
+    cfg = TrainConfig(batch_size=16, threads=1)
+
+    def tune(model: nn.Module, epochs: int, on_step=None, params=None) -> None:  # noqa: ANN001
+        fine_tune(model, data, cfg, seed=0, epochs=min(epochs, 1), on_step=on_step, params=params)
+
+    x = torch.from_numpy(data.x_train[:8])
+    return RunContext(example_input=x, seed=0, steps_per_epoch=-(-len(data.x_train) // 16), fine_tune=tune,
+                      calibration=[torch.from_numpy(data.x_train[i : i + 16]) for i in range(0, 64, 16)])  # fmt: skip
+
+
+MODELS = {
+    "lstm": (lambda: LSTMClassifier(vocab_size=64, num_labels=3, embed_dim=8, hidden=8), synthetic_text_task),
+    "cnn": (lambda: TinyCNN(num_labels=2, channels=4), _image_task),
+}
+
+
+def test_registry_holds_the_thesis_techniques() -> None:
+    assert {"prune.magnitude", "cluster.kmeans", "quant.int8_dynamic", "quant.fp16", "quant.int8_static"} <= set(TECHNIQUES)
+
+
+@pytest.mark.parametrize("model_name", sorted(MODELS))
+@pytest.mark.parametrize("kind", sorted(TECHNIQUES))
+def test_technique_contract(kind: str, model_name: str) -> None:
+    tech = get_technique(kind)
+    cfg = tech.config_cls()  # works with no arguments
+    assert type(cfg).model_validate_json(cfg.model_dump_json()) == cfg  # JSON round trip
+    make_model, make_data = MODELS[model_name]
+    torch.manual_seed(0)
+    model = make_model().eval()
+    ctx = _ctx(make_data())
+    with torch.no_grad():
+        before = model(ctx.example_input)
+    result = tech.apply(copy.deepcopy(model), cfg, ctx)
+    with torch.no_grad():
+        after = result.model.eval()(ctx.example_input)
+    assert after.shape == before.shape
+    assert isinstance(result.skipped, list)
+    # The model that comes back is plain: no leftover parametrizations, hooks or extra parameters.
+    assert {n for n, _ in result.model.named_parameters()} == {n for n, _ in model.named_parameters()}
+    assert not any(m._forward_pre_hooks or m._forward_hooks for m in result.model.modules())

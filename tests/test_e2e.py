@@ -1,0 +1,46 @@
+"""End to end on the real emotion data (a subsample, 2 epochs): the CLI's main job, from CSV to report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from modelshrink.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+def test_run_on_real_data(emotions_csv: Path, tmp_path: Path) -> None:
+    cfg = tmp_path / "e2e.yaml"
+    # lr 1e-2: two epochs on a subsample must already learn (the default 1e-3 needs ~10 epochs).
+    cfg.write_text(
+        "data: {subsample: 10000}\n"
+        "train: {epochs: 2, lr: 0.01}\n"
+        "variants:\n"
+        "  - {name: baseline, steps: []}\n"
+        "  - {name: baseline-int8, steps: [{kind: quant.int8_dynamic}]}\n"
+        "  - name: pruned\n"
+        "    steps: [{kind: prune.magnitude, schedule: constant, final_sparsity: 0.5, epochs: 1}]\n"
+        "  - name: clustered\n"
+        "    steps: [{kind: cluster.kmeans, clusters: 16, epochs: 1}]\n"
+    )
+    out = tmp_path / "run"
+    assert main(["run", "--data", str(emotions_csv), "--config", str(cfg), "--out", str(out)]) == 0
+    rows = {r["variant"]: r for r in json.loads((out / "results.json").read_text())}
+    assert all(r["status"] == "ok" for r in rows.values()), rows
+    base = rows["baseline"]
+    assert base["test_accuracy"] > 0.5  # six classes: chance is ~0.35 (the largest class)
+    # The compact file loads back to the accuracy of the ONNX file.
+    assert abs(base["compact_test_accuracy"] - base["test_accuracy"]) < 0.005
+    # int8 weights: a smaller file that mostly agrees with the float model.
+    assert rows["baseline-int8"]["file_bytes"] < 0.5 * base["file_bytes"]
+    assert rows["baseline-int8"]["test_agreement_with_torch"] > 0.97
+    # Pruning and clustering change what they claim to change.
+    assert rows["pruned"]["nonzeros"] < 0.55 * base["nonzeros"]
+    assert rows["clustered"]["distinct_values_max"] <= 16
+    assert rows["pruned"]["compact_bytes"] < base["compact_bytes"]
+    assert rows["clustered"]["compact_bytes"] < 0.5 * base["compact_bytes"]
+    summary = (out / "summary.md").read_text()
+    assert "| baseline |" in summary and "Teacher (baseline)" in summary

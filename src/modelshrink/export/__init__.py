@@ -23,7 +23,15 @@ _LAZY = {
     "onnx_weight_stats": "modelshrink.export.onnx",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = [
+    "FORMAT_VERSION",
+    "OnnxClassifier",
+    "export_onnx",
+    "load_compact",
+    "onnx_weight_stats",
+    "read_compact_header",
+    "save_compact",
+]
 
 
 def __getattr__(name: str) -> Any:

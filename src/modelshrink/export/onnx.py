@@ -195,7 +195,7 @@ def _to_int8_static(src: Path, dst: Path, calibration: Iterable[torch.Tensor]) -
     quantize_static(
         str(src),
         str(dst),
-        _BatchReader(calibration),  # type: ignore[arg-type]
+        _BatchReader(calibration),
         quant_format=QuantFormat.QDQ,
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
@@ -322,7 +322,9 @@ def onnx_weight_stats(path: Path) -> dict[str, Any]:
         dtype = _ONNX_DTYPE_NAMES.get(init.data_type, onnx.TensorProto.DataType.Name(init.data_type).lower())
         nbytes = int(numpy_helper.to_array(init).nbytes)
         elements = int(np.prod(init.dims, dtype=np.int64))
-        inits.append({"name": init.name, "dtype": dtype, "shape": list(init.dims), "elements": elements, "bytes": nbytes})
+        inits.append(
+            {"name": init.name, "dtype": dtype, "shape": list(init.dims), "elements": elements, "bytes": nbytes}
+        )
         by_dtype[dtype] = by_dtype.get(dtype, 0) + nbytes
     op_types: dict[str, int] = {}
     for node in model.graph.node:

@@ -1,0 +1,207 @@
+"""The compact format: bit-exact round trips, encoding choice, real ratios, corrupt files."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+
+from modelshrink.errors import ArtifactError
+from modelshrink.export.compact import FORMAT_VERSION, MAGIC, load_compact, read_compact_header, save_compact
+
+N = 100_000
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _dense(n: int = N, seed: int = 0) -> torch.Tensor:
+    return torch.randn(n, generator=_gen(seed))
+
+
+def _pruned(n: int = N, sparsity: float = 0.5, seed: int = 1) -> torch.Tensor:
+    w = _dense(n, seed)
+    return torch.where(torch.rand(n, generator=_gen(seed + 100)) < sparsity, torch.zeros_like(w), w)
+
+
+def _clustered(n: int = N, k: int = 16, seed: int = 2) -> torch.Tensor:
+    centroids = torch.randn(k, generator=_gen(seed))
+    return centroids[torch.randint(0, k, (n,), generator=_gen(seed + 100))]
+
+
+def _bits_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Bit-for-bit equality: tells -0.0 from 0.0 and compares NaN payloads."""
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    if a.is_floating_point():
+        width = {2: torch.int16, 4: torch.int32, 8: torch.int64}[a.element_size()]
+        return torch.equal(a.view(width), b.view(width))
+    return torch.equal(a, b)
+
+
+def _round_trip(state: dict[str, torch.Tensor], path: Path, meta: dict | None = None) -> dict[str, str]:
+    """Save and load `state`; assert bit-exact; return name → encoding picked."""
+    meta = meta or {"model": "test", "n": 1}
+    written = save_compact(state, path, meta)
+    assert written == path.stat().st_size
+    back, meta_back = load_compact(path)
+    assert meta_back == meta
+    assert list(back) == list(state)
+    for name, tensor in state.items():
+        assert _bits_equal(back[name], tensor), name
+    return {e["name"]: e["encoding"] for e in read_compact_header(path)["tensors"]}
+
+
+def test_round_trip_each_encoding(tmp_path: Path) -> None:
+    pruned_clustered = _clustered(k=16)
+    pruned_clustered[torch.rand(N, generator=_gen(9)) < 0.5] = 0.0
+    state = {
+        "dense": _dense().reshape(100, 1000),
+        "sparse": _pruned().reshape(1000, 100),
+        "clustered": _clustered().reshape(10, 10, 1000),
+        "pruned_clustered": pruned_clustered,
+        "ids": torch.arange(-50, 50, dtype=torch.int64),
+    }
+    encodings = _round_trip(state, tmp_path / "m.mshk")
+    assert encodings == {
+        "dense": "dense",
+        "sparse": "sparse_bitmask",
+        "clustered": "codebook",
+        "pruned_clustered": "codebook",  # zeros are one more codebook entry
+        "ids": "dense",
+    }
+
+
+def test_round_trip_dtypes_and_special_values(tmp_path: Path) -> None:
+    special = torch.tensor([0.0, -0.0, float("nan"), float("inf"), -float("inf"), 1e-45, 3.4e38])
+    state = {
+        "special_dense": special.repeat(3),
+        "special_sparse": torch.cat([special, torch.zeros(200)]),  # -0.0 must survive as a value
+        "special_codebook": special.repeat(500),
+        "f16": _clustered(1000).half(),
+        "bf16": _pruned(1000).bfloat16(),
+        "f64": _dense(1000).double(),
+        "mask": torch.rand(77, generator=_gen(3)) > 0.5,
+        "u8": torch.randint(0, 255, (9,), generator=_gen(4), dtype=torch.uint8),
+        "i8": torch.tensor([-128, 0, 127], dtype=torch.int8),
+        "i32": torch.tensor([[1, 2], [3, 4]], dtype=torch.int32),
+        "scalar": torch.tensor(2.5),
+        "empty": torch.zeros(0, 4),
+        "constant": torch.full((64,), 0.25),
+        "non_contiguous": _dense(200).reshape(10, 20).t(),
+    }
+    encodings = _round_trip(state, tmp_path / "d.mshk", meta={"nested": {"a": [1, 2.5, "x"]}, "none": None})
+    assert encodings["special_sparse"] == "sparse_bitmask"
+    assert encodings["special_codebook"] == "codebook"
+    assert encodings["constant"] == "codebook"  # k = 1: zero index bits
+    assert encodings["mask"] == "dense"
+
+
+def test_sixteen_values_use_four_bit_codebook(tmp_path: Path) -> None:
+    path = tmp_path / "c.mshk"
+    save_compact({"w": _clustered(k=16)}, path, {})
+    (entry,) = read_compact_header(path)["tensors"]
+    assert entry["encoding"] == "codebook"
+    assert entry["k"] == 16 and entry["bits"] == 4
+    assert entry["nbytes"] == 16 * 4 + N // 2  # codebook + 4-bit indices, before zstd
+
+
+@pytest.mark.parametrize(("k", "bits"), [(2, 1), (3, 2), (17, 5), (256, 8)])
+def test_index_width_follows_codebook_size(tmp_path: Path, k: int, bits: int) -> None:
+    path = tmp_path / "k.mshk"
+    values = torch.arange(k, dtype=torch.float32) * 0.37 - 1.0  # k distinct values
+    w = values[torch.randperm(4096, generator=_gen(5)) % k]  # each value used
+    save_compact({"w": w}, path, {})
+    entry = read_compact_header(path)["tensors"][0]
+    assert (entry["encoding"], entry["k"], entry["bits"]) == ("codebook", k, bits)
+    assert _bits_equal(load_compact(path)[0]["w"], w)
+
+
+def test_more_than_256_values_is_not_a_codebook(tmp_path: Path) -> None:
+    path = tmp_path / "k.mshk"
+    save_compact({"w": _clustered(n=10_000, k=300)}, path, {})
+    assert read_compact_header(path)["tensors"][0]["encoding"] == "dense"
+
+
+def test_real_size_ratios(tmp_path: Path) -> None:
+    dense_bytes = N * 4
+    sizes = {}
+    for name, tensor in {"dense": _dense(), "pruned": _pruned(), "clustered": _clustered(k=16)}.items():
+        sizes[name] = save_compact({"w": tensor}, tmp_path / f"{name}.mshk", {})
+    # Random float32 mantissas barely compress: the dense file stays near dense size.
+    assert 0.8 < sizes["dense"] / dense_bytes < 1.01
+    # 50% sparse: 1 bit of mask + half the values = 0.53 of dense before zstd.
+    assert sizes["pruned"] / dense_bytes < 0.56
+    # 16 clusters: 4-bit indices = 1/8 of float32, plus a 64-byte codebook and the header.
+    assert sizes["clustered"] / dense_bytes <= 0.15
+
+
+def test_overwrites_atomically(tmp_path: Path) -> None:
+    path = tmp_path / "m.mshk"
+    save_compact({"a": _dense(10)}, path, {"v": 1})
+    save_compact({"b": _dense(20)}, path, {"v": 2})
+    state, meta = load_compact(path)
+    assert list(state) == ["b"] and meta == {"v": 2}
+    assert [p.name for p in tmp_path.iterdir()] == ["m.mshk"]  # no temp files left
+
+
+def test_unwritable_inputs_raise(tmp_path: Path) -> None:
+    with pytest.raises(ArtifactError, match="complex64"):
+        save_compact({"z": torch.zeros(2, dtype=torch.complex64)}, tmp_path / "z.mshk", {})
+    with pytest.raises(ArtifactError, match="JSON"):
+        save_compact({"a": torch.zeros(2)}, tmp_path / "m.mshk", {"obj": object()})
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def good_file(tmp_path: Path) -> Path:
+    path = tmp_path / "good.mshk"
+    save_compact({"w": _clustered(n=5000), "b": _dense(50), "s": _pruned(n=5000)}, path, {"m": 1})
+    return path
+
+
+def _write_variant(path: Path, data: bytes) -> Path:
+    out = path.with_name("bad.mshk")
+    out.write_bytes(data)
+    return out
+
+
+def test_wrong_magic(good_file: Path) -> None:
+    data = good_file.read_bytes()
+    with pytest.raises(ArtifactError, match="magic"):
+        load_compact(_write_variant(good_file, b"PK\x03\x04" + data[4:]))
+
+
+def test_other_version(good_file: Path) -> None:
+    data = bytearray(good_file.read_bytes())
+    struct.pack_into("<H", data, len(MAGIC), FORMAT_VERSION + 1)
+    with pytest.raises(ArtifactError, match="version 2.*upgrade"):
+        load_compact(_write_variant(good_file, bytes(data)))
+
+
+@pytest.mark.parametrize("keep", [0, 3, 10, 40, 200])
+def test_truncated(good_file: Path, keep: int) -> None:
+    data = good_file.read_bytes()
+    keep = keep if keep < 200 else len(data) - 7  # last case: cut inside the payload
+    with pytest.raises(ArtifactError):
+        load_compact(_write_variant(good_file, data[:keep]))
+
+
+def test_corrupt_header_and_payload(good_file: Path) -> None:
+    data = good_file.read_bytes()
+    header_flip = bytearray(data)
+    header_flip[20] ^= 0x01
+    with pytest.raises(ArtifactError, match="header checksum"):
+        load_compact(_write_variant(good_file, bytes(header_flip)))
+    payload_flip = bytearray(data)
+    payload_flip[-20] ^= 0xFF
+    with pytest.raises(ArtifactError, match="corrupt"):
+        load_compact(_write_variant(good_file, bytes(payload_flip)))
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ArtifactError, match="nope.mshk"):
+        load_compact(tmp_path / "nope.mshk")

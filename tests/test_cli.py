@@ -118,3 +118,21 @@ def test_no_emotion_data_names_the_ways(tmp_path: Path, capsys: pytest.CaptureFi
     monkeypatch.setattr("modelshrink.data.tasks._download_emotion", lambda dest: (_ for _ in ()).throw(OSError("offline")))
     line = _error(capsys, ["train"], tmp_path / "o")
     assert "--data" in line and "MODELSHRINK_DATA" in line and "pip install" in line
+
+
+@pytest.mark.parametrize(
+    ("step", "expected"),
+    [
+        ("{kind: prune.magnitude, final_sparsity: 1.0}", ["final_sparsity", "less than 1", "1.0"]),
+        ("{kind: prune.magnitude, final_sparsity: -0.1}", ["final_sparsity", "greater than or equal to 0", "-0.1"]),
+        ("{kind: prune.magnitude, begin_step: 500, end_step: 500}", ["end_step (500)", "begin_step (500)"]),
+        ("{kind: cluster.kmeans, clusters: 1}", ["clusters", "greater than or equal to 2", "1"]),
+    ],
+)
+def test_bad_technique_config(tmp_path: Path, capsys: pytest.CaptureFixture[str], step: str, expected: list[str]) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"variants:\n  - {{name: x, steps: [{step}]}}\n")
+    line = _error(capsys, ["run", "--data", str(_csv(tmp_path)), "--config", str(cfg)], tmp_path / "o")
+    assert "variants.0.steps" in line
+    for text in expected:
+        assert text in line

@@ -63,8 +63,9 @@ def _format_validation(err: ValidationError, where: str) -> str:
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         msg = "unknown key; check its spelling against `modelshrink list` and the README"
+    got = f" (got {first['input']!r})" if first["type"] != "extra_forbidden" and "input" in first else ""
     more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
-    return f"{where}: {loc}: {msg}{more}"
+    return f"{where}: {loc}: {msg}{got}{more}"
 
 
 def parse_config(raw: dict[str, Any], where: str = "config") -> RunConfig:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from modelshrink.errors import ArtifactError, ConfigError
+from modelshrink.errors import ArtifactError, ConfigError, IncompatibleModelError
 from modelshrink.export import onnx as onnx_export
 from modelshrink.export.onnx import OnnxClassifier, export_onnx, onnx_weight_stats
 from modelshrink.models.cnn import TinyCNN
@@ -212,3 +212,22 @@ def test_weight_stats_fp32(lstm_files: dict[str, Path]) -> None:
     params = 200 * 16 + 4 * 16 * (16 + 16) + 2 * 4 * 16 + 16 * 4 + 4
     assert stats["bytes_by_dtype"] == {"float32": 4 * params}
     assert stats["int8_bytes"] == 0
+
+
+class _Unexportable(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.sum() > 0:  # data-dependent Python control flow: neither exporter can follow it
+            raise ValueError("positive input")
+        return self.fc(x)
+
+
+def test_unexportable_model_raises_quietly(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(IncompatibleModelError, match="TorchScript exporter.*torch.export exporter"):
+        export_onnx(_Unexportable(), torch.ones(2, 3), tmp_path / "u.onnx")
+    assert list(tmp_path.iterdir()) == []
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""

@@ -8,6 +8,8 @@ weights as plain initializers (W, R, B), which `quantize_dynamic` needs to quant
 LSTM; the dynamo graph slices the recurrent weight at run time, so R cannot be quantized.
 The runner exports about six files per seed, so TorchScript is the default; the dynamo
 exporter is the fallback when TorchScript is missing (a future torch) or fails on a model.
+The fallback is fragile for LSTMs: in torch 2.13 a second torch.export of an LSTM in one
+process silently fixes the sequence axis, so every export is checked for its dynamic axes.
 
 Quantization is ONNX Runtime's (`onnxruntime.quantization`), not `torch.ao.quantization`,
 which is deprecated. What each mode stores, checked with `onnx_weight_stats`:
@@ -55,8 +57,8 @@ OPSET = 17
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 
-# Loggers that print progress or warnings during export and quantization.
-_NOISY_LOGGERS = ("torch.onnx", "torch.export", "torch._dynamo", "torch._export", "onnxscript", "onnx_ir")
+# Logger families that print progress, warnings or graph dumps during export/quantization.
+_NOISY_PREFIXES = ("torch", "onnx", "onnxscript", "onnx_ir")
 
 
 class _DropLibraryWarnings(logging.Filter):
@@ -66,25 +68,36 @@ class _DropLibraryWarnings(logging.Filter):
         return record.levelno >= logging.ERROR or "onnxruntime" not in record.pathname
 
 
+def _noisy_loggers() -> list[logging.Logger]:
+    # torch sets levels on many of its own loggers (torch._dynamo, torch.fx...), so raising
+    # the parent's level is not enough; loggers created later inherit from the parents.
+    names = [n for n in logging.root.manager.loggerDict if n.split(".")[0] in _NOISY_PREFIXES]
+    return [logging.getLogger(n) for n in sorted(set(names) | set(_NOISY_PREFIXES))]
+
+
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """Silence exporter/quantizer chatter so a CLI progress bar stays clean; errors still raise."""
-    saved = {name: logging.getLogger(name).level for name in _NOISY_LOGGERS}
+    """Silence exporter/quantizer chatter so a CLI progress bar stays clean; errors still raise.
+
+    Changes process-wide logging and warning state for the duration: not thread-safe.
+    """
+    saved = {logger: logger.level for logger in _noisy_loggers()}
     root_filter = _DropLibraryWarnings()
     logging.getLogger().addFilter(root_filter)
-    for name in _NOISY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.ERROR)
+    for logger in saved:
+        logger.setLevel(logging.CRITICAL)
     try:
         with (
             warnings.catch_warnings(),
             contextlib.redirect_stdout(io.StringIO()),  # the dynamo exporter prints progress lines
+            contextlib.redirect_stderr(io.StringIO()),  # torch.export prints partial graphs on failure
         ):
             warnings.simplefilter("ignore")
             yield
     finally:
         logging.getLogger().removeFilter(root_filter)
-        for name, level in saved.items():
-            logging.getLogger(name).setLevel(level)
+        for logger, level in saved.items():
+            logger.setLevel(level)
 
 
 def _dynamic_axes(example_input: torch.Tensor) -> dict[str, dict[int, str]]:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
 from modelshrink.data.tasks import DataConfig
 from modelshrink.errors import ConfigError, ModelshrinkError
@@ -22,7 +22,8 @@ class VariantConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(min_length=1)
-    steps: tuple[TechniqueConfig, ...] = ()  # empty: the baseline itself
+    # SerializeAsAny: dump each step with its own class's fields, not just the base's `kind`.
+    steps: tuple[SerializeAsAny[TechniqueConfig], ...] = ()  # empty: the baseline itself
     # baseline: techniques that train fine-tune the trained baseline (TFMOT's advice);
     # scratch: they start from freshly initialised weights (what the thesis did).
     start: Literal["baseline", "scratch"] = "baseline"

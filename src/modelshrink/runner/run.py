@@ -7,6 +7,7 @@ again into the same folder skips finished rows, so an interrupted run resumes.
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import platform
 import subprocess
@@ -144,7 +145,7 @@ class Runner:
             fine_tune=lambda model, epochs, on_step=None, params=None: tune(model, epochs=epochs, on_step=on_step,
                                                                             params=params),
             calibration=[torch.from_numpy(data.x_train[i : i + bs]) for i in range(0, min(len(data.x_train),
-                                                                                           bs * 16), bs)],
+                                                                                           bs * 64), bs)],
         )  # fmt: skip
 
     def _stage(self, data: TaskData, variant: VariantConfig, seed: int, cache: dict[tuple, Stage]) -> Stage:
@@ -178,8 +179,12 @@ class Runner:
         ctx = self._context(data, seed, variant.name)
 
         # Artifacts: the deployable ONNX file in the variant's format, and the compact weights file.
+        # quant.int8_static says how many calibration batches it wants.
+        n_calib = next((s["details"]["calibration_batches"] for s in reversed(stage.steps)
+                        if "calibration_batches" in s["details"]), None)  # fmt: skip
+        calibration = list(itertools.islice(ctx.calibration or [], n_calib)) if n_calib else None
         onnx_path = export_onnx(model, ctx.example_input, folder / "model.onnx", stage.export_format,  # type: ignore[arg-type]
-                                calibration=ctx.calibration)  # fmt: skip
+                                calibration=calibration)  # fmt: skip
         compact_path = folder / "weights.msz"
         save_compact({k: v.detach() for k, v in model.state_dict().items()}, compact_path,
                      {"model": self.cfg.model.model_dump(mode="json"), "input_dim": data.input_dim,

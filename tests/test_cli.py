@@ -115,7 +115,9 @@ def test_no_emotion_data_names_the_ways(tmp_path: Path, capsys: pytest.CaptureFi
                                         monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     monkeypatch.delenv("MODELSHRINK_DATA", raising=False)
     # Make the Hub unreachable even where `datasets` and a network exist.
-    monkeypatch.setattr("modelshrink.data.tasks._download_emotion", lambda dest: (_ for _ in ()).throw(OSError("offline")))
+    monkeypatch.setattr(
+        "modelshrink.data.tasks._download_emotion", lambda dest: (_ for _ in ()).throw(OSError("offline"))
+    )
     line = _error(capsys, ["train"], tmp_path / "o")
     assert "--data" in line and "MODELSHRINK_DATA" in line and "pip install" in line
 
@@ -129,7 +131,9 @@ def test_no_emotion_data_names_the_ways(tmp_path: Path, capsys: pytest.CaptureFi
         ("{kind: cluster.kmeans, clusters: 1}", ["clusters", "greater than or equal to 2", "1"]),
     ],
 )
-def test_bad_technique_config(tmp_path: Path, capsys: pytest.CaptureFixture[str], step: str, expected: list[str]) -> None:
+def test_bad_technique_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], step: str, expected: list[str]
+) -> None:
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"variants:\n  - {{name: x, steps: [{step}]}}\n")
     line = _error(capsys, ["run", "--data", str(_csv(tmp_path)), "--config", str(cfg)], tmp_path / "o")

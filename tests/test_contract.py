@@ -42,7 +42,9 @@ MODELS = {
 
 
 def test_registry_holds_the_thesis_techniques() -> None:
-    assert {"prune.magnitude", "cluster.kmeans", "quant.int8_dynamic", "quant.fp16", "quant.int8_static"} <= set(TECHNIQUES)
+    assert {"prune.magnitude", "cluster.kmeans", "quant.int8_dynamic", "quant.fp16", "quant.int8_static"} <= set(
+        TECHNIQUES
+    )
 
 
 @pytest.mark.parametrize("model_name", sorted(MODELS))

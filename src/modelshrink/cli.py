@@ -24,7 +24,9 @@ app = typer.Typer(
 console = Console(stderr=True)
 _debug = False
 
-DataOpt = Annotated[Path | None, typer.Option("--data", help="CSV file (default: $MODELSHRINK_DATA, the cache, the Hub).")]
+DataOpt = Annotated[
+    Path | None, typer.Option("--data", help="CSV file (default: $MODELSHRINK_DATA, the cache, the Hub).")
+]
 OutOpt = Annotated[Path | None, typer.Option("--out", help="Run folder (default: runs/<timestamp>/).")]
 EpochsOpt = Annotated[int | None, typer.Option("--epochs", min=1, help="Most baseline training epochs.")]
 SeedOpt = Annotated[list[int] | None, typer.Option("--seed", help="Seed; repeat for several (default: the preset's).")]
@@ -41,7 +43,9 @@ SubsampleOpt = Annotated[int | None, typer.Option("--subsample", min=10, help="U
 def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False) -> None:
     global _debug
     _debug = debug
-    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)])
+    logging.basicConfig(
+        level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)]
+    )
 
 
 def _resolve(

@@ -30,7 +30,19 @@ def test_rerun_into_the_same_folder_resumes(tmp_path: Path, capsys: pytest.Captu
     cfg = tmp_path / "c.yaml"
     cfg.write_text("model: {embed_dim: 8, hidden: 8}\ndata: {vocab_size: 64, max_len: 16}\ntrain: {epochs: 1}\n"
                    "variants: [{name: baseline, steps: []}, {name: b8, steps: [{kind: quant.int8_dynamic}]}]\n")  # fmt: skip
-    argv = ["run", "--task", "csv", "--data", str(csv), "--config", str(cfg), "--seed", "0", "--out", str(tmp_path / "o")]
+    argv = [
+        "run",
+        "--task",
+        "csv",
+        "--data",
+        str(csv),
+        "--config",
+        str(cfg),
+        "--seed",
+        "0",
+        "--out",
+        str(tmp_path / "o"),
+    ]
     assert main(argv) == 0
     with ResultStore(tmp_path / "o" / "results.sqlite") as store:
         first = store.rows()

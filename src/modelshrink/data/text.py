@@ -89,9 +89,7 @@ def split_indices(
     y = np.asarray(labels)
     try:
         rest, test = train_test_split(idx, test_size=n_test, random_state=seed, stratify=y if stratify else None)
-        train, val = train_test_split(
-            rest, test_size=n_val, random_state=seed, stratify=y[rest] if stratify else None
-        )
+        train, val = train_test_split(rest, test_size=n_val, random_state=seed, stratify=y[rest] if stratify else None)
     except ValueError as err:  # scikit-learn: a class with too few members to stratify
         raise DataError(f"cannot stratify this data: {err}; drop --stratify or supply more rows") from err
     return train, val, test

@@ -177,7 +177,8 @@ def _encode(arr: np.ndarray, spec: _DType) -> tuple[str, bytes, dict[str, int]]:
         mask = np.packbits(nonzero, bitorder="little").tobytes()
         return encoding, mask + _raw(arr[nonzero]), {"nnz": nnz}
     if encoding == "codebook":
-        assert values is not None and inverse is not None  # set when codebook won
+        if values is None or inverse is None:  # internal invariant: both are set when codebook won
+            raise RuntimeError("codebook encoding chosen without a codebook")
         bits = (values.size - 1).bit_length()
         blob = _raw(values) + _pack_indices(inverse.astype(np.uint8).reshape(-1), bits)
         return encoding, blob, {"k": int(values.size), "bits": bits}

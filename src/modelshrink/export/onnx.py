@@ -252,8 +252,7 @@ def export_onnx(
                 elif fmt == "int8_dynamic":
                     _to_int8_dynamic(fp32, tmp)
                 else:
-                    assert calibration is not None  # checked above
-                    _to_int8_static(fp32, tmp, calibration)
+                    _to_int8_static(fp32, tmp, calibration or [])  # None was rejected above
     finally:
         model.train(was_training)
     return path

@@ -230,5 +230,8 @@ class Runner:
             "test_macro_f1": metrics["test"]["macro_f1"],
             "test_agreement_with_torch": agreement,  # share of test predictions equal to the float torch model's
             "compact_test_accuracy": compact_acc,
-            "artifacts": {"onnx": str(onnx_path.relative_to(self.out)), "compact": str(compact_path.relative_to(self.out))},
+            "artifacts": {
+                "onnx": str(onnx_path.relative_to(self.out)),
+                "compact": str(compact_path.relative_to(self.out)),
+            },
         }

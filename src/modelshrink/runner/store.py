@@ -43,7 +43,9 @@ class ResultStore:
         row = self._db.execute("SELECT status FROM results WHERE key = ?", (key,)).fetchone()
         return row is not None and row[0] == "ok"
 
-    def put(self, key: str, variant: str, seed: int, status: str, config: dict[str, Any], result: dict[str, Any]) -> None:
+    def put(
+        self, key: str, variant: str, seed: int, status: str, config: dict[str, Any], result: dict[str, Any]
+    ) -> None:
         with self._db:  # one transaction per finished row
             self._db.execute(
                 "INSERT OR REPLACE INTO results (key, variant, seed, status, config, result) VALUES (?, ?, ?, ?, ?, ?)",

@@ -1,5 +1,7 @@
 """Compression techniques. Importing this package registers all of them."""
 
+# Each import registers one technique (the registry is filled by the decorators).
+from modelshrink.techniques import cluster_kmeans, prune_magnitude, quant_onnx  # noqa: E402,F401
 from modelshrink.techniques.base import (
     TECHNIQUES,
     RunContext,
@@ -11,9 +13,6 @@ from modelshrink.techniques.base import (
     parse_technique_config,
     register_technique,
 )
-
-# Each import registers one technique (the registry is filled by the decorators).
-from modelshrink.techniques import cluster_kmeans, prune_magnitude, quant_onnx  # noqa: E402,F401
 
 __all__ = [
     "TECHNIQUES",

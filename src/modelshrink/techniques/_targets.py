@@ -37,7 +37,8 @@ class Target:
     def weight(self) -> nn.Parameter:
         """The parameter itself (looked up each time, so a re-registered parameter is seen)."""
         param = getattr(self.module, self.param_name)
-        assert isinstance(param, nn.Parameter), f"{self.qualified_name} is no longer a Parameter"
+        if not isinstance(param, nn.Parameter):  # internal invariant: targets are found as Parameters
+            raise RuntimeError(f"{self.qualified_name} is no longer a Parameter")
         return param
 
 

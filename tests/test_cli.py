@@ -140,3 +140,17 @@ def test_bad_technique_config(
     assert "variants.0.steps" in line
     for text in expected:
         assert text in line
+
+
+def test_predict_classifies_raw_text(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model: {embed_dim: 16, hidden: 16}\ndata: {vocab_size: 64, max_len: 16}\ntrain: {lr: 0.02}\n")
+    argv = ["train", "--task", "csv", "--data", str(_csv(tmp_path, 300)), "--out", str(out), "--epochs", "15"]
+    assert main(argv + ["--config", str(cfg), "--seed", "0"]) == 0
+    capsys.readouterr()
+    model_dir = out / "models" / "baseline-seed0"
+    assert main(["predict", str(model_dir), "i feel so furious today", "really scared and nervous"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split("\t")[0] for line in lines] == ["anger", "fear"]
+    assert main(["predict", str(tmp_path), "x"]) == 2

@@ -133,6 +133,20 @@ def report(folder: Annotated[Path, typer.Argument(help="A run folder holding res
     console.print(f"results: {', '.join(str(p) for p in paths)}")
 
 
+@app.command()
+def predict(
+    model_dir: Annotated[Path, typer.Argument(help="A model folder of a run, e.g. runs/X/models/baseline-seed0.")],
+    texts: Annotated[list[str], typer.Argument(help="Sentences to classify.")],
+) -> None:
+    """Classify raw text with a saved model (its ONNX file and preprocessing.json)."""
+    from modelshrink.predict import load_text_classifier
+
+    classify = load_text_classifier(model_dir)
+    out = Console()
+    for text, (label, prob) in zip(texts, classify(texts), strict=True):
+        out.print(f"{label}\t{prob:.3f}\t{text}", markup=False, highlight=False)
+
+
 @app.command("list")
 def list_() -> None:
     """Techniques, presets, tasks and models."""

@@ -201,6 +201,8 @@ class Runner:
             if split == "test":
                 test_logits = logits
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        # Vocabulary, labels and settings beside the model: the folder alone classifies raw text.
+        (folder / "preprocessing.json").write_text(json.dumps(data.preprocessing))
 
         # The compact file loads back (no pickle) into a model with the same test accuracy.
         state, _ = load_compact(compact_path)

@@ -27,7 +27,7 @@ def test_run_on_real_data(emotions_csv: Path, tmp_path: Path) -> None:
         "    steps: [{kind: cluster.kmeans, clusters: 16, epochs: 1}]\n"
     )
     out = tmp_path / "run"
-    assert main(["run", "--data", str(emotions_csv), "--config", str(cfg), "--out", str(out)]) == 0
+    assert main(["run", "--data", str(emotions_csv), "--config", str(cfg), "--out", str(out), "--seed", "0"]) == 0
     rows = {r["variant"]: r for r in json.loads((out / "results.json").read_text())}
     assert all(r["status"] == "ok" for r in rows.values()), rows
     base = rows["baseline"]
@@ -36,7 +36,7 @@ def test_run_on_real_data(emotions_csv: Path, tmp_path: Path) -> None:
     assert abs(base["compact_test_accuracy"] - base["test_accuracy"]) < 0.005
     # int8 weights: a smaller file that mostly agrees with the float model.
     assert rows["baseline-int8"]["file_bytes"] < 0.5 * base["file_bytes"]
-    assert rows["baseline-int8"]["test_agreement_with_torch"] > 0.97
+    assert rows["baseline-int8"]["test_agreement_with_torch"] >= 0.99
     # Pruning and clustering change what they claim to change.
     assert rows["pruned"]["nonzeros"] < 0.55 * base["nonzeros"]
     assert rows["clustered"]["distinct_values_max"] <= 16

@@ -142,9 +142,8 @@ def predict(
     from modelshrink.predict import load_text_classifier
 
     classify = load_text_classifier(model_dir)
-    out = Console()
     for text, (label, prob) in zip(texts, classify(texts), strict=True):
-        out.print(f"{label}\t{prob:.3f}\t{text}", markup=False, highlight=False)
+        typer.echo(f"{label}\t{prob:.3f}\t{text}")  # tab-separated, for scripts
 
 
 @app.command("list")

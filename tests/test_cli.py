@@ -154,3 +154,8 @@ def test_predict_classifies_raw_text(tmp_path: Path, capsys: pytest.CaptureFixtu
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split("\t")[0] for line in lines] == ["anger", "fear"]
     assert main(["predict", str(tmp_path), "x"]) == 2
+
+
+def test_image_task_with_text_model_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    line = _error(capsys, ["train", "--task", "digits"], tmp_path / "o")
+    assert "model 'lstm' reads token ids" in line and "--preset digits" in line

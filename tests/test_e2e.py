@@ -44,3 +44,15 @@ def test_run_on_real_data(emotions_csv: Path, tmp_path: Path) -> None:
     assert rows["clustered"]["compact_bytes"] < 0.5 * base["compact_bytes"]
     summary = (out / "summary.md").read_text()
     assert "| baseline |" in summary and "Teacher (baseline)" in summary
+
+
+def test_digits_preset_runs_every_format_offline(tmp_path: Path) -> None:
+    out = tmp_path / "digits"
+    assert main(["run", "--preset", "digits", "--epochs", "15", "--seed", "0", "--out", str(out)]) == 0
+    rows = {r["variant"]: r for r in json.loads((out / "results.json").read_text())}
+    assert all(r["status"] == "ok" for r in rows.values()), rows
+    assert rows["baseline"]["test_accuracy"] > 0.5  # ten classes: chance is 0.1
+    assert {r["export_format"] for r in rows.values()} == {"fp32", "int8_dynamic", "int8_static", "fp16"}
+    assert rows["baseline-fp16"]["file_bytes"] < 0.7 * rows["baseline"]["file_bytes"]
+    for name in ("baseline-int8", "baseline-int8-static", "baseline-fp16"):
+        assert abs(rows[name]["test_accuracy"] - rows["baseline"]["test_accuracy"]) < 0.05

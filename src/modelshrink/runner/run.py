@@ -27,7 +27,7 @@ from torch import nn
 
 from modelshrink.config import RunConfig, VariantConfig
 from modelshrink.data.tasks import TaskData, load_task
-from modelshrink.errors import ModelshrinkError
+from modelshrink.errors import ConfigError, ModelshrinkError
 from modelshrink.export.compact import load_compact, save_compact
 from modelshrink.export.onnx import OnnxClassifier, export_onnx, onnx_weight_stats
 from modelshrink.measure.accuracy import classification_metrics, predict_logits
@@ -73,6 +73,11 @@ class Runner:
     # -- the job ---------------------------------------------------------------------------
     def run(self) -> list[dict[str, Any]]:
         data = load_task(self.cfg.data)  # bad data fails here, before anything is written
+        if data.kind == "image" and self.cfg.model.name == "lstm":
+            raise ConfigError(
+                f"task {self.cfg.data.task!r} gives images but model 'lstm' reads token ids; "
+                "set `model: {name: cnn}` in the config or use --preset digits"
+            )
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "config.json").write_text(self.cfg.model_dump_json(indent=2))
         (self.out / "preprocessing.json").write_text(json.dumps(data.preprocessing))

@@ -47,7 +47,7 @@ class RunConfig(BaseModel):
     train: TrainConfig = TrainConfig()
     seeds: tuple[int, ...] = Field((0,), min_length=1)
     variants: tuple[VariantConfig, ...] = (VariantConfig(name="baseline"),)
-    latency_threads: int = Field(1, ge=1, description="ONNX Runtime threads for accuracy runs of artifacts")
+    latency_threads: int = Field(1, ge=1, description="ONNX Runtime threads when running artifacts (accuracy, latency)")
 
     @model_validator(mode="after")
     def _unique_names(self) -> RunConfig:

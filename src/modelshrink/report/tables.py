@@ -12,13 +12,15 @@ from typing import Any
 
 import pandas as pd
 
-# Columns of results.csv, in order (flat numbers; nested details stay in results.json).
-CSV_COLUMNS = [
-    "variant", "seed", "status", "export_format", "parameters", "nonzeros", "distinct_values_max",
-    "dense_fp32_bytes", "file_bytes", "file_gzip_bytes", "file_zstd_bytes", "compact_bytes",
-    "train_accuracy", "val_accuracy", "test_accuracy", "test_macro_f1", "test_agreement_with_torch",
-    "compact_test_accuracy", "wall_s", "error", "key", "torch", "onnxruntime", "git_sha", "machine",
+# Measured numbers of a row, averaged over seeds in the summary.
+NUMERIC_COLUMNS = [
+    "parameters", "nonzeros", "distinct_values_max", "dense_fp32_bytes", "file_bytes", "file_gzip_bytes",
+    "file_zstd_bytes", "compact_bytes", "train_accuracy", "val_accuracy", "test_accuracy", "test_macro_f1",
+    "test_agreement_with_torch", "compact_test_accuracy", "latency_ms_p50", "latency_ms_p90",
 ]  # fmt: skip
+# Columns of results.csv, in order (flat values; nested details stay in results.json).
+CSV_COLUMNS = ["variant", "seed", "status", "export_format", *NUMERIC_COLUMNS, "latency_threads", "wall_s", "error",
+               "key", "torch", "onnxruntime", "git_sha", "machine"]  # fmt: skip
 
 # The thesis's table (DESIGN.md): size in KB was an h5 file that held the Adam state.
 THESIS = [
@@ -41,7 +43,7 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                                  "failed": sum(1 for r in rows if r["variant"] == name and r["status"] != "ok")}  # fmt: skip
         if ok:
             entry["export_format"] = ok[0]["export_format"]
-            for col in CSV_COLUMNS[4:18]:
+            for col in NUMERIC_COLUMNS:
                 entry[col] = _mean_std([float(r[col]) for r in ok])
         out.append(entry)
     return out
@@ -64,18 +66,18 @@ def summary_markdown(rows: list[dict[str, Any]], title: str = "modelshrink resul
              "running each variant's ONNX file in ONNX Runtime. Sizes are bytes of real files on disk that load back; "
              "optimizer state is never counted.", "",
              "| Variant | Format | ONNX file (KB) | gzip (KB) | Compact (KB) | Params | Nonzeros | Distinct/tensor (max) "
-             "| Train acc | Val acc | Test acc | Test macro-F1 |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+             "| Train acc | Val acc | Test acc | Test macro-F1 | Latency p50 (ms) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for a in agg:
         if not a["seeds"]:
-            lines.append(f"| {a['variant']} | failed ({a['failed']} seeds) | | | | | | | | | | |")
+            lines.append(f"| {a['variant']} | failed ({a['failed']} seeds) | | | | | | | | | | | |")
             continue
         n = a["seeds"]
         lines.append(
             f"| {a['variant']} | {a['export_format']} | {_kb(a['file_bytes'])} | {_kb(a['file_gzip_bytes'])} "
             f"| {_kb(a['compact_bytes'])} | {a['parameters'][0]:,.0f} | {a['nonzeros'][0]:,.0f} "
             f"| {a['distinct_values_max'][0]:,.0f} | {_pct(a['train_accuracy'], n)} | {_pct(a['val_accuracy'], n)} "
-            f"| {_pct(a['test_accuracy'], n)} | {_pct(a['test_macro_f1'], n)} |"
+            f"| {_pct(a['test_accuracy'], n)} | {_pct(a['test_macro_f1'], n)} | {a['latency_ms_p50'][0]:.3f} |"
         )
     failed = [r for r in rows if r["status"] != "ok"]
     if failed:
@@ -92,6 +94,8 @@ def summary_markdown(rows: list[dict[str, Any]], title: str = "modelshrink resul
         "what sparsity and clustering save.",
         "- **Compact**: the project's compact weights file (bitmask/codebook coding + zstd), loaded back and checked.",
         "- **Nonzeros / Distinct**: counted on the float weights before export.",
+        "- **Latency**: median wall time of one prediction (one unpadded test sentence) with the ONNX file in "
+        "ONNX Runtime on the CPU, fixed threads, after a warm-up; p90 is in results.csv.",
         "", "## The thesis's table, for reference", "",
         "Its sizes were Keras .h5 files that included the Adam optimizer state (about two thirds of the file); "
         "its pruned and clustered models were stored densely, and no size was measured after quantization.", "",

@@ -31,6 +31,7 @@ from modelshrink.errors import ConfigError, ModelshrinkError
 from modelshrink.export.compact import load_compact, save_compact
 from modelshrink.export.onnx import OnnxClassifier, export_onnx, onnx_weight_stats
 from modelshrink.measure.accuracy import classification_metrics, predict_logits
+from modelshrink.measure.latency import latency_ms
 from modelshrink.measure.size import file_sizes, model_stats
 from modelshrink.models.builders import build_model
 from modelshrink.runner.store import ResultStore, config_key
@@ -218,6 +219,7 @@ class Runner:
         torch_logits = predict_logits(lambda xb: model(torch.from_numpy(xb)).detach().numpy(), data.x_test)
         agreement = float((torch_logits.argmax(1) == test_logits.argmax(1)).mean())  # type: ignore[union-attr]
 
+        latency = latency_ms(lambda xb: clf.session.run(None, {clf.input_name: xb}), data.x_test)
         stats = model_stats(model)
         weights = onnx_weight_stats(onnx_path)
         sizes = file_sizes(onnx_path)
@@ -235,7 +237,9 @@ class Runner:
             "onnx_weights": {k: weights[k] for k in ("int8_bytes", "float_bytes", "total_bytes", "op_types")},
             **{f"{s}_accuracy": metrics[s]["accuracy"] for s in SPLITS},
             "test_macro_f1": metrics["test"]["macro_f1"],
-            "test_agreement_with_torch": agreement,  # share of test predictions equal to the float torch model's
+            "test_agreement_with_torch": agreement,
+            **latency,  # one input at a time, ONNX Runtime with `latency_threads` threads
+            "latency_threads": self.cfg.latency_threads,  # share of test predictions equal to the float torch model's
             "compact_test_accuracy": compact_acc,
             "artifacts": {
                 "onnx": str(onnx_path.relative_to(self.out)),

@@ -159,3 +159,28 @@ def test_predict_classifies_raw_text(tmp_path: Path, capsys: pytest.CaptureFixtu
 def test_image_task_with_text_model_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     line = _error(capsys, ["train", "--task", "digits"], tmp_path / "o")
     assert "model 'lstm' reads token ids" in line and "--preset digits" in line
+
+
+def test_a_failed_variant_is_saved_and_exits_1(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model: {embed_dim: 8, hidden: 8}\ndata: {vocab_size: 64, max_len: 16}\ntrain: {epochs: 1}\n"
+                   "variants: [{name: baseline, steps: []},\n"
+                   "           {name: bad, steps: [{kind: cluster.kmeans, clusters: 100000, epochs: 0}]}]\n")  # fmt: skip
+    out = tmp_path / "o"
+    argv = [
+        "run",
+        "--task",
+        "csv",
+        "--data",
+        str(_csv(tmp_path)),
+        "--config",
+        str(cfg),
+        "--seed",
+        "0",
+        "--out",
+        str(out),
+    ]
+    assert main(argv) == 1
+    rows = {r["variant"]: r for r in json.loads((out / "results.json").read_text())}
+    assert rows["baseline"]["status"] == "ok" and rows["bad"]["status"] == "failed"
+    assert "clusters=100000" in (out / "summary.md").read_text()

@@ -95,6 +95,10 @@ def _execute(cfg: Any, out: Path | None) -> None:
     paths = write_exports(rows, out)
     console.print((out / "summary.md").read_text(), markup=False, highlight=False)
     console.print(f"results: {', '.join(str(p) for p in paths)}")
+    failed = sum(r["status"] != "ok" for r in rows)
+    if failed:  # the finished rows are saved; the exit code still tells a script something failed
+        console.print(f"[red]{failed} of {len(rows)} rows failed[/red]; their errors are in summary.md")
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -12,6 +12,7 @@ import json
 import platform
 import subprocess
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -99,9 +100,11 @@ class Runner:
                         status = "ok"
                         self.log(f"{variant.name} seed {seed}: test acc {result['test_accuracy']:.4f}, "
                                  f"{result['file_bytes']:,} bytes ({result['export_format']})")  # fmt: skip
-                    except ModelshrinkError as err:  # recorded, and the sweep moves on
+                    except Exception as err:  # any failure is recorded, and the sweep moves on
                         result, status = {"error": f"{type(err).__name__}: {err}"}, "failed"
-                        self.log(f"[red]{variant.name} seed {seed} failed:[/red] {err}")
+                        self.log(f"[red]{variant.name} seed {seed} failed:[/red] {type(err).__name__}: {err}")
+                        if not isinstance(err, ModelshrinkError):  # a bug, not bad input: keep the trace
+                            result["traceback"] = traceback.format_exc()
                     result.update(env, wall_s=round(time.perf_counter() - t0, 2))
                     store.put(keys[variant.name], variant.name, seed, status, row_cfg, result)
             return store.rows()

@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -143,8 +144,8 @@ class Tokenizer:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, object]) -> Tokenizer:
+    def from_dict(cls, d: dict[str, Any]) -> Tokenizer:
         vocab = d.get("vocab")
         if not isinstance(vocab, list):
             raise DataError("preprocessing file has no 'vocab' list; re-save the model with modelshrink")
-        return cls(vocab_size=int(d["vocab_size"]), max_len=int(d["max_len"]), vocab=tuple(vocab))  # type: ignore[arg-type]
+        return cls(vocab_size=int(d["vocab_size"]), max_len=int(d["max_len"]), vocab=tuple(vocab))

@@ -36,4 +36,7 @@ class LSTMClassifier(nn.Module):
 
     def regularization_loss(self) -> torch.Tensor:
         # Keras adds l2 * sum(w**2) to the mean batch loss; same here.
-        return self.l2_input * self.lstm.weight_ih_l0.pow(2).sum()
+        weight = self.lstm.weight_ih_l0  # (4*hidden, embed_dim), the input kernel
+        if not isinstance(weight, torch.Tensor):  # internal invariant: nn.LSTM registers it as a Parameter
+            raise TypeError("LSTM weight_ih_l0 is not a tensor")
+        return self.l2_input * weight.pow(2).sum()

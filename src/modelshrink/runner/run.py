@@ -13,9 +13,8 @@ import platform
 import subprocess
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,7 @@ from modelshrink.measure.size import file_sizes, model_stats
 from modelshrink.models.builders import build_model
 from modelshrink.runner.store import ResultStore, config_key
 from modelshrink.techniques.base import RunContext, TechniqueConfig, get_technique
-from modelshrink.train import evaluate, fine_tune, fit, set_seed
+from modelshrink.train import OnStep, evaluate, fine_tune, fit, set_seed
 
 Log = Callable[[str], None]
 SPLITS = ("train", "val", "test")
@@ -146,16 +145,22 @@ class Runner:
     # -- variants --------------------------------------------------------------------------
     def _context(self, data: TaskData, seed: int, label: str) -> RunContext:
         bs = self.cfg.train.batch_size
-        tune = partial(fine_tune, data=data, cfg=self.cfg.train, seed=seed, progress=self.progress, label=label)
+
+        def tune(
+            model: nn.Module, epochs: int, on_step: OnStep | None = None, params: Sequence[nn.Parameter] | None = None
+        ) -> None:
+            fine_tune(model, data, self.cfg.train, seed, epochs, on_step, params, self.progress, label)
+
         return RunContext(
             example_input=torch.from_numpy(data.x_train[:8]),
             seed=seed,
             steps_per_epoch=-(-len(data.x_train) // bs),
-            fine_tune=lambda model, epochs, on_step=None, params=None: tune(model, epochs=epochs, on_step=on_step,
-                                                                            params=params),
-            calibration=[torch.from_numpy(data.x_train[i : i + bs]) for i in range(0, min(len(data.x_train),
-                                                                                           bs * 64), bs)],
-        )  # fmt: skip
+            fine_tune=tune,
+            # Up to 64 training batches for static quantization (the technique says how many it uses).
+            calibration=[
+                torch.from_numpy(data.x_train[i : i + bs]) for i in range(0, min(len(data.x_train), bs * 64), bs)
+            ],
+        )
 
     def _stage(self, data: TaskData, variant: VariantConfig, seed: int, cache: dict[tuple, Stage]) -> Stage:
         """Apply the variant's steps, reusing the longest prefix another variant already computed."""

@@ -11,7 +11,7 @@ exporter is the fallback when TorchScript is missing (a future torch) or fails o
 The fallback is fragile for LSTMs: in torch 2.13 a second torch.export of an LSTM in one
 process silently fixes the sequence axis, so every export is checked for its dynamic axes.
 
-Quantization is ONNX Runtime's (`onnxruntime.quantization`), not `torch.ao.quantization`,
+Quantization is ONNX Runtime's (`onnxruntime.quantization`), not PyTorch's own eager-mode quantization,
 which is deprecated. What each mode stores, checked with `onnx_weight_stats`:
 
 - ``int8_dynamic``: int8 weights, float activations quantized on the fly (TFLite's

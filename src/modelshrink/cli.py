@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from modelshrink.errors import ModelshrinkError
@@ -178,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     except ModelshrinkError as err:
         if _debug:
             raise
-        console.print(f"[red]error:[/red] {err}", markup=True, highlight=False, soft_wrap=True)
+        console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
         return 2
     return 0
 

@@ -117,6 +117,10 @@ def resolve_emotion_csv(path: str | None) -> tuple[Path, str]:
 def _download_emotion(dest: Path) -> Path:
     import datasets  # optional dependency, only needed for the download
 
+    log.info("no local emotion data; downloading %s from the Hugging Face Hub into %s", HUB_DATASET, dest)
+    # The Hub client logs every retry as a warning; the one error that matters is raised below.
+    for name in ("huggingface_hub", "datasets"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     ds = datasets.load_dataset(HUB_DATASET)
     names = ds["train"].features["label"].names
     frames = [ds[split].to_pandas() for split in ("train", "validation", "test")]

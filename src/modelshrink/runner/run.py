@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import onnxruntime
 import torch
+from rich.markup import escape
 from rich.progress import Progress
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -101,7 +102,9 @@ class Runner:
                                  f"{result['file_bytes']:,} bytes ({result['export_format']})")  # fmt: skip
                     except Exception as err:  # any failure is recorded, and the sweep moves on
                         result, status = {"error": f"{type(err).__name__}: {err}"}, "failed"
-                        self.log(f"[red]{variant.name} seed {seed} failed:[/red] {type(err).__name__}: {err}")
+                        self.log(
+                            f"[red]{variant.name} seed {seed} failed:[/red] {escape(f'{type(err).__name__}: {err}')}"
+                        )
                         if not isinstance(err, ModelshrinkError):  # a bug, not bad input: keep the trace
                             result["traceback"] = traceback.format_exc()
                     result.update(env, wall_s=round(time.perf_counter() - t0, 2))
@@ -180,7 +183,7 @@ class Runner:
             record = {"kind": step.kind, "skipped": [vars(s) for s in res.skipped], "details": res.details,
                       "seconds": round(time.perf_counter() - t0, 2)}  # fmt: skip
             for s in res.skipped:
-                self.log(f"[yellow]{variant.name}: {step.kind} skipped {s.name} ({s.type}): {s.reason}[/yellow]")
+                self.log(escape(f"{variant.name}: {step.kind} skipped {s.name} ({s.type}): {s.reason}"))
             stage = Stage(res.model.eval(), res.export_format or stage.export_format, stage.steps + [record])
             cache[keys[i + 1]] = stage
         return stage

@@ -91,8 +91,14 @@ def _execute(cfg: Any, out: Path | None) -> None:
     from modelshrink.runner.run import Runner
 
     out = out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
-    with _progress() as progress:
-        rows = Runner(cfg, out, progress, log=progress.console.print).run()
+    try:
+        with _progress() as progress:
+            rows = Runner(cfg, out, progress, log=progress.console.print).run()
+    except KeyboardInterrupt:
+        console.print(
+            f"interrupted: finished rows are saved in {out}/results.sqlite; run again with --out {out} to resume"
+        )
+        raise typer.Exit(130) from None
     paths = write_exports(rows, out)
     console.print((out / "summary.md").read_text(), markup=False, highlight=False)
     console.print(f"results: {', '.join(str(p) for p in paths)}")

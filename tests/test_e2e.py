@@ -6,8 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from modelshrink.cli import main
+from modelshrink.data import DataConfig, load_task
+from modelshrink.export.compact import load_compact
+from modelshrink.models import ModelConfig, build_model
 
 pytestmark = pytest.mark.slow
 
@@ -42,6 +46,15 @@ def test_run_on_real_data(emotions_csv: Path, tmp_path: Path) -> None:
     assert rows["clustered"]["distinct_values_max"] <= 16
     assert rows["pruned"]["compact_bytes"] < base["compact_bytes"]
     assert rows["clustered"]["compact_bytes"] < 0.5 * base["compact_bytes"]
+    # README claims: trimming shared padding does not change what the model predicts. Run the
+    # reloaded baseline on fully padded test rows (no trimming) and compare.
+    state, meta = load_compact(out / base["artifacts"]["compact"])
+    model = build_model(ModelConfig(**meta["model"]), meta["input_dim"], len(meta["labels"]))
+    model.load_state_dict(state)
+    data = load_task(DataConfig(path=str(emotions_csv), subsample=10000))
+    with torch.inference_mode():
+        full = model.eval()(torch.from_numpy(data.x_test)).argmax(1).numpy()
+    assert abs((full == data.y_test).mean() - base["test_accuracy"]) < 0.01
     summary = (out / "summary.md").read_text()
     assert "| baseline |" in summary and "Teacher (baseline)" in summary
 

@@ -169,6 +169,9 @@ def test_centroids_train_and_weights_follow_them(kind: str) -> None:
             grad_checked.append(kind)
         snapshots[step] = [c.detach().clone() for c in centroids]
         for (name, w), c in zip(weights.items(), centroids, strict=True):
+            if name == "embedding.weight":  # its padding row (0) stays zero, outside the clusters
+                assert (w[0] == 0).all()
+                w = w[1:]
             assert torch.isin(w, c).all(), f"{name} is not centroids[idx] at step {step}"
             assert w.grad is None  # the weight's gradient went to its centroids
 
@@ -181,7 +184,8 @@ def test_centroids_train_and_weights_follow_them(kind: str) -> None:
         assert (after - before).abs().max() > 1e-4  # Adam at lr 1e-3 for 8 steps moves them
     for name, w in target_weights(result.model).items():
         assert torch.unique(w).numel() <= 6, name
-        assert torch.isin(w, last[list(target_weights(result.model)).index(name)]).all()
+        values = last[list(target_weights(result.model)).index(name)]
+        assert torch.isin(w[1:] if name == "embedding.weight" else w, values).all()  # row 0: padding
     # plain model: no hooks left on the weights, nothing extra in the state dict
     assert set(result.model.state_dict()) == set(make_model(kind).state_dict())
     assert all(not p._post_accumulate_grad_hooks for p in result.model.parameters())
@@ -255,3 +259,15 @@ def test_large_tensor_is_fitted_on_a_sample_and_fully_assigned() -> None:
     w = model[0].weight
     assert torch.unique(w).numel() == 16
     assert (w - w0).pow(2).sum() / (w0 - w0.mean()).pow(2).sum() < 0.02  # 16 levels: ~1% for uniform weights
+
+
+def test_embedding_padding_row_stays_zero() -> None:
+    from modelshrink.models import LSTMClassifier
+    from modelshrink.techniques import RunContext, get_technique
+
+    model = LSTMClassifier(vocab_size=40, num_labels=3, embed_dim=8, hidden=8)
+    tech = get_technique("cluster.kmeans")
+    out = tech.apply(model, tech.config_cls(clusters=4, epochs=0), RunContext(example_input=torch.ones(2, 3).long()))
+    emb = out.model.embedding.weight.detach()
+    assert (emb[0] == 0).all()
+    assert torch.unique(emb[1:]).numel() <= 4

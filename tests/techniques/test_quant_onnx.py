@@ -44,3 +44,15 @@ def test_static_config_validates() -> None:
         cfg_cls(calibration_batches=0)
     with pytest.raises(ValidationError):
         cfg_cls(calibraton_batches=4)  # misspelt key
+
+
+def test_static_int8_lists_the_lstm_it_cannot_quantize() -> None:
+    import torch
+
+    from modelshrink.models import LSTMClassifier
+    from modelshrink.techniques import RunContext, get_technique
+
+    tech = get_technique("quant.int8_static")
+    x = torch.ones(2, 5, dtype=torch.long)
+    result = tech.apply(LSTMClassifier(20, 3, 4, 4), tech.config_cls(), RunContext(example_input=x, calibration=[x]))
+    assert [(s.name, s.type) for s in result.skipped] == [("lstm", "LSTM")]

@@ -32,13 +32,22 @@ def trimmed(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 
 def eval_batches(x: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
-    """Row indices in batches; token rows grouped by length so each batch trims its padding."""
-    if x.ndim == 2 and np.issubdtype(x.dtype, np.integer):
-        order = np.argsort(sequence_lengths(x), kind="stable")
-    else:
-        order = np.arange(len(x))
-    for start in range(0, len(x), batch_size):
-        yield order[start : start + batch_size]
+    """Row indices in batches. Token rows are batched only with rows of the same length.
+
+    With `trimmed`, every sentence is then evaluated exactly as it would be alone and
+    unpadded (as an app classifies one sentence): the result does not depend on which rows
+    share a batch or on the batch size.
+    """
+    if not (x.ndim == 2 and np.issubdtype(x.dtype, np.integer)):
+        for start in range(0, len(x), batch_size):
+            yield np.arange(start, min(start + batch_size, len(x)))
+        return
+    lengths = sequence_lengths(x)
+    order = np.argsort(lengths, kind="stable")
+    bounds = np.flatnonzero(np.diff(lengths[order])) + 1  # where the length changes
+    for group in np.split(order, bounds):
+        for start in range(0, len(group), batch_size):
+            yield group[start : start + batch_size]
 
 
 def predict_logits(predict: Predictor, x: np.ndarray, batch_size: int = 256) -> np.ndarray:

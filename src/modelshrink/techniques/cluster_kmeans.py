@@ -140,11 +140,21 @@ class _ClusteredWeight:
 def _cluster(target: Target, cfg: KMeansClusterConfig, seed: int, rng: np.random.Generator) -> _ClusteredWeight:
     w = target.weight.detach()
     keep = (w != 0) if cfg.preserve_sparsity else None
+    k = cfg.clusters
+    padding_idx = getattr(target.module, "padding_idx", None)
+    if isinstance(target.module, nn.Embedding) and padding_idx is not None and target.param_name == "weight":
+        # The padding row is zero by contract (nn.Embedding never trains it): it stays out of the
+        # clusters and exactly zero. Its zero is one of the k values (so 16 clusters still fit
+        # 4-bit indices), unless preserve_sparsity already keeps zeros apart.
+        if keep is None:
+            keep = torch.ones_like(w, dtype=torch.bool)
+            k -= 1
+        keep[padding_idx] = False
     values = w.reshape(-1) if keep is None else w[keep]  # (n_clustered,)
     if values.numel() == 0:
         empty = torch.empty(0, dtype=w.dtype, device=w.device)
         return _ClusteredWeight(target, nn.Parameter(empty), empty.long(), keep)
-    found = fit_centroids(values.double().cpu().numpy(), cfg.clusters, cfg.init, seed, rng)
+    found = fit_centroids(values.double().cpu().numpy(), k, cfg.init, seed, rng)
     centroids = torch.as_tensor(found, device=w.device).to(w.dtype)  # (m,) sorted
     idx = nearest_centroid(values, centroids)
     idx = idx.view_as(w) if keep is None else idx

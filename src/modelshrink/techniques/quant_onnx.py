@@ -13,7 +13,7 @@ from pydantic import Field
 from torch import nn
 
 from modelshrink.errors import ConfigError
-from modelshrink.techniques.base import RunContext, TechniqueConfig, TechniqueResult, register_technique
+from modelshrink.techniques.base import RunContext, SkippedLayer, TechniqueConfig, TechniqueResult, register_technique
 
 _DETAILS_NOTE = "applied at export through ONNX Runtime"
 
@@ -28,7 +28,7 @@ class Int8DynamicConfig(TechniqueConfig):
 
 class Int8StaticConfig(TechniqueConfig):
     kind: Literal["quant.int8_static"] = "quant.int8_static"
-    calibration_batches: int = Field(8, ge=1)  # input batches run to calibrate activation ranges
+    calibration_batches: int = Field(8, ge=1, le=64)  # input batches run to calibrate activation ranges
 
 
 @register_technique(Fp16Config)
@@ -51,8 +51,15 @@ def quant_int8_static(model: nn.Module, cfg: Int8StaticConfig, ctx: RunContext) 
             "quant.int8_static needs calibration input batches (ctx.calibration is None); "
             "run it with training data, or use quant.int8_dynamic, which needs none"
         )
+    # ONNX Runtime has no static (QDQ) int8 LSTM/GRU/RNN: their weights stay float32 in the file.
+    skipped = [
+        SkippedLayer(name, type(m).__name__, "ONNX Runtime has no static int8 kernel for it; weights stay float32")
+        for name, m in model.named_modules()
+        if isinstance(m, nn.RNNBase)
+    ]
     return TechniqueResult(
         model=model,
+        skipped=skipped,
         details={"note": _DETAILS_NOTE, "calibration_batches": cfg.calibration_batches},
         export_format="int8_static",
     )

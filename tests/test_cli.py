@@ -184,3 +184,59 @@ def test_a_failed_variant_is_saved_and_exits_1(tmp_path: Path) -> None:
     rows = {r["variant"]: r for r in json.loads((out / "results.json").read_text())}
     assert rows["baseline"]["status"] == "ok" and rows["bad"]["status"] == "failed"
     assert "clusters=100000" in (out / "summary.md").read_text()
+
+
+def _tiny_cfg(tmp_path: Path, extra: str = "") -> Path:
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text("model: {embed_dim: 8, hidden: 8}\ndata: {vocab_size: 64, max_len: 16}\ntrain: {epochs: 1}\n"
+                   "variants: [{name: baseline, steps: []}]\n" + extra)  # fmt: skip
+    return cfg
+
+
+def test_a_folder_refuses_a_different_experiment(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    csv, out = _csv(tmp_path), tmp_path / "o"
+    argv = ["run", "--task", "csv", "--data", str(csv), "--config", str(_tiny_cfg(tmp_path)), "--seed", "0"]
+    assert main(argv + ["--out", str(out)]) == 0
+    capsys.readouterr()
+    before = (out / "results.json").read_text()
+    assert main(argv + ["--out", str(out), "--epochs", "2"]) == 2  # training changed
+    assert "different train" in capsys.readouterr().err
+    other = tmp_path / "other.csv"
+    other.write_text(csv.read_text() + "\none more sentence,joy\n")
+    assert main(["run", "--task", "csv", "--data", str(other), "--config", str(_tiny_cfg(tmp_path)), "--seed", "0",
+                 "--out", str(out)]) == 2  # fmt: skip
+    assert "different data_sha256" in capsys.readouterr().err
+    assert (out / "results.json").read_text() == before  # nothing was touched
+    # More seeds into the same folder are fine: the first seed's row is reused.
+    assert main(argv + ["--out", str(out), "--seed", "1"]) == 0
+    rows = json.loads((out / "results.json").read_text())
+    assert sorted(r["seed"] for r in rows) == [0, 1]
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "expected"),
+    [
+        ("train: 5\n", "train: Input should be a valid dictionary"),
+        ("train:\n", "(got None)"),
+        ("seeds: [-1]\n", "greater than or equal to 0"),
+        ("variants: [\n  - x: [\n", "not valid YAML at line"),
+    ],
+)
+def test_bad_yaml(tmp_path: Path, capsys: pytest.CaptureFixture[str], yaml_text: str, expected: str) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml_text)
+    assert expected in _error(capsys, ["run", "--data", str(_csv(tmp_path)), "--config", str(cfg)], tmp_path / "o")
+
+
+def test_negative_seed_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert "seeds" in _error(capsys, ["run", "--data", str(_csv(tmp_path)), "--seed", "-1"], tmp_path / "o")
+
+
+def test_broken_artifacts_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "results.sqlite").write_text("not a database, just text " * 100)
+    assert main(["report", str(tmp_path)]) == 2
+    assert "not a modelshrink results store" in capsys.readouterr().err
+    (tmp_path / "model.onnx").write_bytes(b"x")
+    (tmp_path / "preprocessing.json").write_text("{not json")
+    assert main(["predict", str(tmp_path), "hello"]) == 2
+    assert "not a valid preprocessing file" in capsys.readouterr().err

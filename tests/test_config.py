@@ -37,3 +37,11 @@ def test_step_parameters_reach_the_dump_and_the_key() -> None:
 def test_duplicate_variant_names() -> None:
     with pytest.raises(ConfigError, match="repeated: a"):
         parse_config({"variants": [{"name": "a"}, {"name": "a"}]})
+
+
+def test_merge_refuses_to_replace_a_section_with_a_scalar() -> None:
+    from modelshrink.config import merge
+
+    assert merge({"train": {"epochs": 3, "lr": 0.1}}, {"train": {"epochs": 5}}) == {"train": {"epochs": 5, "lr": 0.1}}
+    with pytest.raises(ConfigError, match="train: must be a mapping"):
+        merge({"train": {"epochs": 3}}, {"train": None})

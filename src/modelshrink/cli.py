@@ -55,11 +55,15 @@ def _resolve(
     baseline_only: bool,
 ) -> Any:  # fmt: skip
     from modelshrink.config import merge, parse_config, read_preset, read_yaml
+    from modelshrink.errors import ConfigError
 
     raw = read_preset(preset)
     where = f"preset {preset!r}"
     if config is not None:
-        raw, where = merge(raw, read_yaml(config)), str(config)
+        try:
+            raw, where = merge(raw, read_yaml(config)), str(config)
+        except ConfigError as err:
+            raise ConfigError(f"{config}: {err}") from err
     flags: dict[str, Any] = {"data": {}, "train": {}}
     if data is not None:
         flags["data"]["path"] = str(data)
@@ -73,7 +77,7 @@ def _resolve(
         flags["train"]["epochs"] = epochs
     if seeds:
         flags["seeds"] = seeds
-    raw = merge(raw, flags)
+    raw = merge(raw, {k: v for k, v in flags.items() if v != {}})
     if baseline_only:
         raw["variants"] = [{"name": "baseline", "steps": []}]
     return parse_config(raw, where)
@@ -92,8 +96,11 @@ def _execute(cfg: Any, out: Path | None) -> None:
 
     out = out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
     try:
+        runner = Runner(cfg, out)
+        data = runner.prepare()  # bad data or folder: one error line, before any progress bar or file
         with _progress() as progress:
-            rows = Runner(cfg, out, progress, log=progress.console.print).run()
+            runner.progress, runner.log = progress, progress.console.print
+            rows = runner.run(data)
     except KeyboardInterrupt:
         console.print(
             f"interrupted: finished rows are saved in {out}/results.sqlite; run again with --out {out} to resume"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
@@ -45,7 +45,7 @@ class RunConfig(BaseModel):
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
-    seeds: tuple[int, ...] = Field((0,), min_length=1)
+    seeds: tuple[Annotated[int, Field(ge=0, lt=2**32)], ...] = Field((0,), min_length=1)  # numpy's seed range
     variants: tuple[VariantConfig, ...] = (VariantConfig(name="baseline"),)
     latency_threads: int = Field(1, ge=1, description="ONNX Runtime threads when running artifacts (accuracy, latency)")
 
@@ -83,7 +83,10 @@ def read_yaml(path: Path) -> dict[str, Any]:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {err}") from err
+        where = getattr(err, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML{at}: {problem}") from err
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -110,7 +113,9 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     """Deep-merge `override` into `base` (mappings merge, everything else replaces)."""
     out = dict(base)
     for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
+        if isinstance(out.get(key), dict):
+            if not isinstance(value, dict):  # `train: 5` or a bare `train:` must not erase the section
+                raise ConfigError(f"{key}: must be a mapping of settings, got {value!r}")
             out[key] = merge(out[key], value)
         else:
             out[key] = value

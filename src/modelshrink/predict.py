@@ -23,11 +23,16 @@ def load_text_classifier(model_dir: Path) -> Classify:
     for path in (pre_path, onnx_path):
         if not path.is_file():
             raise ArtifactError(f"{str(path)!r} is missing; pass a model folder written by `modelshrink run`")
-    pre = json.loads(pre_path.read_text())
-    if pre.get("kind") != "text":
-        raise ArtifactError(f"{str(model_dir)!r} holds a {pre.get('kind')!r} model; predict reads text models only")
-    tokenizer = Tokenizer.from_dict(pre["tokenizer"])
-    labels: list[str] = pre["labels"]
+    try:
+        pre = json.loads(pre_path.read_text())
+        if pre.get("kind") != "text":
+            raise ArtifactError(f"{str(model_dir)!r} holds a {pre.get('kind')!r} model; predict reads text models only")
+        tokenizer = Tokenizer.from_dict(pre["tokenizer"])
+        labels: list[str] = list(pre["labels"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:
+        raise ArtifactError(
+            f"{str(pre_path)!r} is not a valid preprocessing file ({type(err).__name__}: {err})"
+        ) from err
     clf = OnnxClassifier(onnx_path)
 
     def classify(texts: Sequence[str]) -> list[tuple[str, float]]:

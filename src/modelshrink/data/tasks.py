@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Callable
@@ -62,6 +63,7 @@ class TaskData:
     kind: Literal["text", "image"]
     source: str  # where the data came from, for the record
     preprocessing: dict[str, Any] = field(default_factory=dict)  # saved next to the model
+    fingerprint: str = ""  # sha256 of the source file (or a name for built-in data): results keys use it
 
     @property
     def num_labels(self) -> int:
@@ -72,7 +74,11 @@ TaskLoader = Callable[[DataConfig], TaskData]
 TASKS: Registry[TaskLoader] = Registry("task")
 
 
-def _text_task(texts: list[str], labels: list[str], cfg: DataConfig, source: str) -> TaskData:
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _text_task(texts: list[str], labels: list[str], cfg: DataConfig, source: str, fingerprint: str) -> TaskData:
     if cfg.subsample is not None and cfg.subsample < len(texts):
         keep = np.random.default_rng(cfg.split_seed).choice(len(texts), cfg.subsample, replace=False)
         texts = [texts[i] for i in sorted(keep)]
@@ -90,7 +96,7 @@ def _text_task(texts: list[str], labels: list[str], cfg: DataConfig, source: str
     return TaskData(
         enc(train), y[train], enc(val), y[val], enc(test), y[test],
         labels=names, input_dim=cfg.vocab_size, kind="text", source=source,
-        preprocessing={"kind": "text", "labels": names, "tokenizer": tok.to_dict()},
+        preprocessing={"kind": "text", "labels": names, "tokenizer": tok.to_dict()}, fingerprint=fingerprint,
     )  # fmt: skip
 
 
@@ -141,7 +147,7 @@ def load_emotion(cfg: DataConfig) -> TaskData:
     """Six-emotion English tweets (dair-ai/emotion), the thesis's task."""
     path, how = resolve_emotion_csv(cfg.path)
     texts, labels = read_text_csv(path, cfg.text_column, cfg.label_column)
-    return _text_task(texts, labels, cfg, f"{path} ({how})")
+    return _text_task(texts, labels, cfg, f"{path} ({how})", _file_sha256(path))
 
 
 @TASKS.register("csv")
@@ -150,12 +156,13 @@ def load_csv(cfg: DataConfig) -> TaskData:
     if not cfg.path:
         raise ConfigError("task 'csv' needs a file: pass --data PATH")
     texts, labels = read_text_csv(Path(cfg.path), cfg.text_column, cfg.label_column)
-    return _text_task(texts, labels, cfg, cfg.path)
+    return _text_task(texts, labels, cfg, cfg.path, _file_sha256(Path(cfg.path)))
 
 
 @TASKS.register("digits")
 def load_digits(cfg: DataConfig) -> TaskData:
     """scikit-learn's bundled 8x8 handwritten digits: runs with no network and no file."""
+    import sklearn
     from sklearn.datasets import load_digits as sk_digits
 
     d = sk_digits()
@@ -167,6 +174,7 @@ def load_digits(cfg: DataConfig) -> TaskData:
         x[train], y[train], x[val], y[val], x[test], y[test],
         labels=names, input_dim=1, kind="image", source="sklearn.datasets.load_digits",
         preprocessing={"kind": "image", "labels": names, "scale": 1 / 16.0, "shape": [1, 8, 8]},
+        fingerprint=f"sklearn.datasets.load_digits {sklearn.__version__}",
     )  # fmt: skip
 
 

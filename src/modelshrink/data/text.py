@@ -30,6 +30,8 @@ def read_text_csv(path: Path, text_column: str = "text", label_column: str = "la
     UTF-8 first, Latin-1 as a fallback. Extra columns are ignored.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"data path {str(path)!r} is a folder; pass a CSV file with --data")
     if not path.is_file():
         raise DataError(f"data file {str(path)!r} does not exist; pass an existing CSV with --data")
     raw = path.read_bytes()

@@ -44,7 +44,9 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if ok:
             entry["export_format"] = ok[0]["export_format"]
             for col in NUMERIC_COLUMNS:
-                entry[col] = _mean_std([float(r[col]) for r in ok])
+                # None: not applicable to this variant (e.g. the compact size of an int8 model).
+                values = [float(r[col]) for r in ok if r.get(col) is not None]
+                entry[col] = _mean_std(values) if len(values) == len(ok) else None
         out.append(entry)
     return out
 
@@ -54,8 +56,8 @@ def _pct(ms: tuple[float, float], seeds: int) -> str:
     return f"{100 * mean:.2f}%" + (f" ± {100 * std:.2f}" if seeds > 1 else "")
 
 
-def _kb(ms: tuple[float, float]) -> str:
-    return f"{ms[0] / 1024:,.1f}"
+def _kb(ms: tuple[float, float] | None) -> str:
+    return "—" if ms is None else f"{ms[0] / 1024:,.1f}"
 
 
 def summary_markdown(rows: list[dict[str, Any]], title: str = "modelshrink results") -> str:
@@ -92,7 +94,8 @@ def summary_markdown(rows: list[dict[str, Any]], title: str = "modelshrink resul
         "- **ONNX file**: the deployable model file in its format (fp32, or int8 weights for `int8_dynamic`).",
         "- **gzip**: that file gzip-compressed (level 9), the convention TensorFlow Model Optimization uses to show "
         "what sparsity and clustering save.",
-        "- **Compact**: the project's compact weights file (bitmask/codebook coding + zstd), loaded back and checked.",
+        "- **Compact**: the project's compact weights file (bitmask/codebook coding + zstd), loaded back and checked; "
+        "it holds float weights, so it is not given for quantized variants (—).",
         "- **Nonzeros / Distinct**: counted on the float weights before export.",
         "- **Latency**: median wall time of one prediction (one unpadded test sentence) with the ONNX file in "
         "ONNX Runtime on the CPU, fixed threads, after a warm-up; p90 is in results.csv.",

@@ -41,6 +41,7 @@ from modelshrink.train import OnStep, evaluate, fine_tune, fit, set_seed
 
 Log = Callable[[str], None]
 SPLITS = ("train", "val", "test")
+RUN_RECORD = "run.json"  # what a run folder's rows share; checked before resuming into the folder
 
 
 @dataclass
@@ -73,20 +74,27 @@ class Runner:
         self.cfg, self.out, self.progress, self.log = cfg, Path(out), progress, log
 
     # -- the job ---------------------------------------------------------------------------
-    def run(self) -> list[dict[str, Any]]:
-        data = load_task(self.cfg.data)  # bad data fails here, before anything is written
+    def prepare(self) -> TaskData:
+        """Load the data and check the run folder; raises before anything is written."""
+        data = load_task(self.cfg.data)
         if data.kind == "image" and self.cfg.model.name == "lstm":
             raise ConfigError(
                 f"task {self.cfg.data.task!r} gives images but model 'lstm' reads token ids; "
                 "set `model: {name: cnn}` in the config or use --preset digits"
             )
+        self._check_folder(data)
+        return data
+
+    def run(self, data: TaskData | None = None) -> list[dict[str, Any]]:
+        data = data if data is not None else self.prepare()
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "config.json").write_text(self.cfg.model_dump_json(indent=2))
         (self.out / "preprocessing.json").write_text(json.dumps(data.preprocessing))
+        (self.out / RUN_RECORD).write_text(json.dumps(self._record(data), indent=1, sort_keys=True))
         env = _environment()
         with ResultStore(self.out / "results.sqlite") as store:
             for seed in self.cfg.seeds:
-                keys = {v.name: config_key(self._row_config(v, seed)) for v in self.cfg.variants}
+                keys = {v.name: config_key(self._row_config(data, v, seed)) for v in self.cfg.variants}
                 todo = [v for v in self.cfg.variants if not store.done(keys[v.name])]
                 if not todo:
                     self.log(f"seed {seed}: all {len(keys)} variants already in the store, skipped")
@@ -94,7 +102,7 @@ class Runner:
                 cache = {("baseline",): Stage(self._baseline(data, seed))}
                 for variant in todo:
                     t0 = time.perf_counter()
-                    row_cfg = self._row_config(variant, seed)
+                    row_cfg = self._row_config(data, variant, seed)
                     try:
                         result = self._variant(data, variant, seed, cache)
                         status = "ok"
@@ -111,17 +119,53 @@ class Runner:
                     store.put(keys[variant.name], variant.name, seed, status, row_cfg, result)
             return store.rows()
 
-    def _row_config(self, variant: VariantConfig, seed: int) -> dict[str, Any]:
+    def _shared(self, data: TaskData) -> dict[str, Any]:
+        """What every row of a folder shares: data (by content, not path), model, training."""
         c = self.cfg
-        return {"variant": variant.model_dump(mode="json"), "seed": seed, "data": c.data.model_dump(mode="json"),
-                "model": c.model.model_dump(mode="json"), "train": c.train.model_dump(mode="json")}  # fmt: skip
+        return {"data": c.data.model_dump(mode="json", exclude={"path"}), "data_sha256": data.fingerprint,
+                "model": c.model.model_dump(mode="json"), "train": c.train.model_dump(mode="json"),
+                "latency_threads": c.latency_threads}  # fmt: skip
+
+    def _record(self, data: TaskData) -> dict[str, Any]:
+        old = self._read_record()
+        variants = dict(old.get("variants", {})) if old else {}
+        variants.update({v.name: v.model_dump(mode="json") for v in self.cfg.variants})
+        return {**self._shared(data), "variants": variants}
+
+    def _read_record(self) -> dict[str, Any] | None:
+        path = self.out / RUN_RECORD
+        if not path.is_file():
+            return None
+        try:
+            record: dict[str, Any] = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise ConfigError(f"{path} is unreadable ({err}); use a new --out folder") from err
+        return record
+
+    def _check_folder(self, data: TaskData) -> None:
+        """A run folder holds one experiment: resuming or adding seeds and variants is fine,
+        changing the data, model, training or a variant's definition is not (rows would mix)."""
+        old = self._read_record()
+        if old is None:
+            return
+        shared = self._shared(data)
+        changed = [k for k, v in shared.items() if old.get(k) != v]
+        changed += [f"variant {v.name!r}" for v in self.cfg.variants
+                    if v.name in old.get("variants", {}) and old["variants"][v.name] != v.model_dump(mode="json")]  # fmt: skip
+        if changed:
+            raise ConfigError(
+                f"run folder {str(self.out)!r} holds results for a different {', '.join(changed)}; "
+                "pass a new --out folder, or the same settings to resume"
+            )
+
+    def _row_config(self, data: TaskData, variant: VariantConfig, seed: int) -> dict[str, Any]:
+        return {**self._shared(data), "variant": variant.model_dump(mode="json"), "seed": seed}
 
     # -- baseline --------------------------------------------------------------------------
     def _baseline(self, data: TaskData, seed: int) -> nn.Module:
         """Train the baseline, or load it when this folder already holds one for this config."""
         c = self.cfg
-        key = config_key({"data": c.data.model_dump(mode="json"), "model": c.model.model_dump(mode="json"),
-                          "train": c.train.model_dump(mode="json"), "seed": seed})  # fmt: skip
+        key = config_key({**self._shared(data), "seed": seed})
         folder = self.out / "baselines" / f"seed{seed}-{key}"
         set_seed(seed)
         model = build_model(c.model, data.input_dim, data.num_labels)
@@ -202,10 +246,6 @@ class Runner:
         calibration = list(itertools.islice(ctx.calibration or [], n_calib)) if n_calib else None
         onnx_path = export_onnx(model, ctx.example_input, folder / "model.onnx", stage.export_format,  # type: ignore[arg-type]
                                 calibration=calibration)  # fmt: skip
-        compact_path = folder / "weights.msz"
-        save_compact({k: v.detach() for k, v in model.state_dict().items()}, compact_path,
-                     {"model": self.cfg.model.model_dump(mode="json"), "input_dim": data.input_dim,
-                      "labels": data.labels})  # fmt: skip
 
         # Accuracy from the ONNX file, never from the torch model it came from.
         clf = OnnxClassifier(onnx_path, threads=self.cfg.latency_threads)
@@ -220,12 +260,6 @@ class Runner:
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=1))
         # Vocabulary, labels and settings beside the model: the folder alone classifies raw text.
         (folder / "preprocessing.json").write_text(json.dumps(data.preprocessing))
-
-        # The compact file loads back (no pickle) into a model with the same test accuracy.
-        state, _ = load_compact(compact_path)
-        reloaded = build_model(self.cfg.model, data.input_dim, data.num_labels)
-        reloaded.load_state_dict(state)
-        compact_acc = evaluate(reloaded, data.x_test, data.y_test, data.num_labels)["accuracy"]
 
         torch_logits = predict_logits(lambda xb: model(torch.from_numpy(xb)).detach().numpy(), data.x_test)
         agreement = float((torch_logits.argmax(1) == test_logits.argmax(1)).mean())  # type: ignore[union-attr]
@@ -244,16 +278,33 @@ class Runner:
             "file_bytes": sizes["file_bytes"],  # the ONNX file a user deploys
             "file_gzip_bytes": sizes["gzip_bytes"],
             "file_zstd_bytes": sizes["zstd_bytes"],
-            "compact_bytes": compact_path.stat().st_size,  # the project's compact format (zstd inside)
             "onnx_weights": {k: weights[k] for k in ("int8_bytes", "float_bytes", "total_bytes", "op_types")},
             **{f"{s}_accuracy": metrics[s]["accuracy"] for s in SPLITS},
             "test_macro_f1": metrics["test"]["macro_f1"],
-            "test_agreement_with_torch": agreement,
+            "test_agreement_with_torch": agreement,  # share of test predictions equal to the float torch model's
             **latency,  # one input at a time, ONNX Runtime with `latency_threads` threads
-            "latency_threads": self.cfg.latency_threads,  # share of test predictions equal to the float torch model's
-            "compact_test_accuracy": compact_acc,
+            "latency_threads": self.cfg.latency_threads,
+            **self._compact(model, data, folder, stage.export_format),
             "artifacts": {
                 "onnx": str(onnx_path.relative_to(self.out)),
-                "compact": str(compact_path.relative_to(self.out)),
-            },
+                "compact": str((folder / "weights.msz").relative_to(self.out)),
+            },  # fmt: skip
         }
+
+    def _compact(self, model: nn.Module, data: TaskData, folder: Path, export_format: str) -> dict[str, Any]:
+        """Write the compact weights file, load it back (no pickle) and measure its test accuracy.
+
+        The compact format holds float weights: for a quantized variant it is not the deployed
+        model, so its size and accuracy are not reported as the variant's (None).
+        """
+        path = folder / "weights.msz"
+        save_compact({k: v.detach() for k, v in model.state_dict().items()}, path,
+                     {"model": self.cfg.model.model_dump(mode="json"), "input_dim": data.input_dim,
+                      "labels": data.labels})  # fmt: skip
+        if export_format != "fp32":
+            return {"compact_bytes": None, "compact_test_accuracy": None}
+        state, _ = load_compact(path)
+        reloaded = build_model(self.cfg.model, data.input_dim, data.num_labels)
+        reloaded.load_state_dict(state)
+        accuracy = evaluate(reloaded, data.x_test, data.y_test, data.num_labels)["accuracy"]
+        return {"compact_bytes": path.stat().st_size, "compact_test_accuracy": accuracy}

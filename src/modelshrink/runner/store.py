@@ -12,6 +12,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from modelshrink.errors import ArtifactError
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
     key TEXT PRIMARY KEY,          -- hash of the row's resolved config (variant + seed + data + baseline)
@@ -36,8 +38,14 @@ class ResultStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path)
-        self._db.execute("PRAGMA journal_mode=WAL")  # a crash mid-write never corrupts committed rows
-        self._db.executescript(SCHEMA)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")  # a crash mid-write never corrupts committed rows
+            self._db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as err:
+            self._db.close()
+            raise ArtifactError(
+                f"{str(self.path)!r} is not a modelshrink results store ({err}); use another folder"
+            ) from err
 
     def done(self, key: str) -> bool:
         row = self._db.execute("SELECT status FROM results WHERE key = ?", (key,)).fetchone()

@@ -288,3 +288,12 @@ def test_result_model_is_plain() -> None:
     assert set(result.model.state_dict()) == keys  # no masks or `weight_orig` left behind
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in result.model.modules())
     assert isinstance(result.model.lstm.weight_ih_l0, nn.Parameter)
+
+
+def test_constant_schedule_keeps_pruning_past_end_step() -> None:
+    from modelshrink.techniques.prune_magnitude import should_update_masks
+
+    cfg = MagnitudePruneConfig(schedule="constant", begin_step=0, end_step=100, frequency=50)
+    assert [s for s in (0, 50, 100, 150, 5000) if should_update_masks(s, cfg)] == [0, 50, 100, 150, 5000]
+    poly = MagnitudePruneConfig(schedule="polynomial", begin_step=0, end_step=100, frequency=50)
+    assert [s for s in (0, 50, 100, 150, 5000) if should_update_masks(s, poly)] == [0, 50, 100]

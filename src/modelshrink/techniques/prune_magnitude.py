@@ -35,7 +35,7 @@ class MagnitudePruneConfig(TechniqueConfig):
     schedule: Literal["constant", "polynomial"] = "polynomial"  # TFMOT ConstantSparsity / PolynomialDecay
     initial_sparsity: float = Field(0.0, ge=0.0, lt=1.0)  # polynomial only: sparsity at begin_step
     begin_step: int = Field(0, ge=0)  # first optimizer step at which masks are updated
-    end_step: int = Field(1000, ge=1)  # last step of the schedule; polynomial reaches final_sparsity here
+    end_step: int = Field(1000, ge=1)  # polynomial: last step of the schedule, reaches final_sparsity here
     power: float = Field(3.0, gt=0.0)  # polynomial exponent: 3 prunes fast early, slowly late (Zhu & Gupta 2017)
     frequency: int = Field(100, ge=1)  # update masks every `frequency` steps from begin_step
     scope: Literal["per_tensor", "global"] = "per_tensor"  # one threshold per tensor, or one for all
@@ -72,7 +72,8 @@ def scheduled_sparsity(step: int, cfg: MagnitudePruneConfig) -> float:
 
 def should_update_masks(step: int, cfg: MagnitudePruneConfig) -> bool:
     """TFMOT `PruningSchedule._should_prune_in_step`: in [begin_step, end_step] and on a `frequency` turn."""
-    in_range = cfg.begin_step <= step <= cfg.end_step
+    # constant: TFMOT's ConstantSparsity defaults to end_step=-1 (prune to the end of training).
+    in_range = cfg.begin_step <= step and (cfg.schedule == "constant" or step <= cfg.end_step)
     return in_range and (step - cfg.begin_step) % cfg.frequency == 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from torch import nn
 from modelshrink.data.synthetic import synthetic_text_task
 from modelshrink.data.tasks import TaskData
 from modelshrink.models import LSTMClassifier, TinyCNN
-from modelshrink.techniques import TECHNIQUES, RunContext, get_technique
+from modelshrink.techniques import TECHNIQUES, RunContext, SkippedLayer, get_technique
 from modelshrink.train import TrainConfig, fine_tune
 
 
@@ -63,7 +64,8 @@ def test_technique_contract(kind: str, model_name: str) -> None:
     with torch.no_grad():
         after = result.model.eval()(ctx.example_input)
     assert after.shape == before.shape
-    assert isinstance(result.skipped, list)
+    assert all(isinstance(s, SkippedLayer) and s.reason for s in result.skipped)
+    json.dumps(result.details)  # details go into the results store as JSON
     # The model that comes back is plain: no leftover parametrizations, hooks or extra parameters.
     assert {n for n, _ in result.model.named_parameters()} == {n for n, _ in model.named_parameters()}
     assert not any(m._forward_pre_hooks or m._forward_hooks for m in result.model.modules())

@@ -8,14 +8,11 @@ from pathlib import Path
 import pytest
 
 from modelshrink.cli import main
-from modelshrink.data.synthetic import synthetic_texts
+from modelshrink.data.synthetic import write_synthetic_csv
 
 
 def _csv(tmp_path: Path, n: int = 120) -> Path:
-    texts, labels = synthetic_texts(n)
-    path = tmp_path / "tiny.csv"
-    path.write_text("text,label\n" + "\n".join(f"{t},{lab}" for t, lab in zip(texts, labels, strict=True)))
-    return path
+    return write_synthetic_csv(tmp_path / "tiny.csv", n)
 
 
 def test_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:

@@ -3,15 +3,13 @@ from pathlib import Path
 import torch
 
 from modelshrink.config import parse_config
-from modelshrink.data.synthetic import synthetic_texts
+from modelshrink.data.synthetic import write_synthetic_csv
 from modelshrink.export.compact import load_compact
 from modelshrink.runner.run import Runner
 
 
 def _config(tmp_path: Path, variants: list[dict]) -> dict:
-    texts, labels = synthetic_texts(150)
-    csv = tmp_path / "d.csv"
-    csv.write_text("text,label\n" + "\n".join(f"{t},{lab}" for t, lab in zip(texts, labels, strict=True)))
+    csv = write_synthetic_csv(tmp_path / "d.csv", 150)
     return {"data": {"task": "csv", "path": str(csv), "vocab_size": 64, "max_len": 16},
             "model": {"embed_dim": 8, "hidden": 8}, "train": {"epochs": 1}, "seeds": [0], "variants": variants}  # fmt: skip
 

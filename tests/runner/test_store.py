@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from modelshrink.cli import main
-from modelshrink.data.synthetic import synthetic_texts
+from modelshrink.data.synthetic import write_synthetic_csv
 from modelshrink.runner.store import ResultStore, config_key
 
 
@@ -24,9 +24,7 @@ def test_rows_survive_reopening(tmp_path: Path) -> None:
 
 
 def test_rerun_into_the_same_folder_resumes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    texts, labels = synthetic_texts(120)
-    csv = tmp_path / "d.csv"
-    csv.write_text("text,label\n" + "\n".join(f"{t},{lab}" for t, lab in zip(texts, labels, strict=True)))
+    csv = write_synthetic_csv(tmp_path / "d.csv", 120)
     cfg = tmp_path / "c.yaml"
     cfg.write_text("model: {embed_dim: 8, hidden: 8}\ndata: {vocab_size: 64, max_len: 16}\ntrain: {epochs: 1}\n"
                    "variants: [{name: baseline, steps: []}, {name: b8, steps: [{kind: quant.int8_dynamic}]}]\n")  # fmt: skip

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from pydantic import ValidationError
 from torch import nn
 
+from modelshrink.data.synthetic import tiny_batches
 from modelshrink.errors import ConfigError, IncompatibleModelError
 from modelshrink.models import LSTMClassifier, TinyCNN
 from modelshrink.techniques import get_technique
@@ -25,15 +26,7 @@ Recorder = Callable[[nn.Module, int, Sequence[nn.Parameter]], None]
 
 
 def _batches(kind: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    gen = torch.Generator().manual_seed(0)
-    out = []
-    for _ in range(STEPS_PER_EPOCH):
-        if kind == "lstm":
-            x = torch.randint(1, 50, (8, 6), generator=gen)  # (B, T) token ids
-        else:
-            x = torch.randn(8, 1, 8, 8, generator=gen)  # (B, 1, H, W)
-        out.append((x, torch.randint(0, 3, (8,), generator=gen)))
-    return out
+    return tiny_batches(kind, STEPS_PER_EPOCH)
 
 
 def make_ctx(kind: str, record: Recorder | None = None) -> RunContext:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 
 from modelshrink.data.tasks import TaskData
@@ -41,3 +44,25 @@ def synthetic_text_task(n: int = 300, seed: int = 0, vocab_size: int = 64, max_l
         x[:a], y[:a], x[a:b], y[a:b], x[b:], y[b:], labels=names, input_dim=vocab_size, kind="text",
         source="synthetic", preprocessing={"kind": "text", "labels": names, "tokenizer": tok.to_dict()},
     )  # fmt: skip
+
+
+def write_synthetic_csv(path: Path, n: int = 120, seed: int = 0) -> Path:
+    """A `text,label` CSV of `synthetic_texts`, for CLI and runner tests."""
+    texts, labels = synthetic_texts(n, seed)
+    path.write_text("text,label\n" + "\n".join(f"{t},{lab}" for t, lab in zip(texts, labels, strict=True)))
+    return path
+
+
+def tiny_batches(kind: str, steps: int, vocab_size: int = 50, num_labels: int = 3) -> list[tuple[Any, Any]]:
+    """`steps` random (x, y) batches of 8 for a tiny "lstm" (token ids) or "cnn" (8x8 images)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    out = []
+    for _ in range(steps):
+        if kind == "lstm":
+            x = torch.randint(1, vocab_size, (8, 6), generator=gen)  # (B, T) token ids
+        else:
+            x = torch.randn(8, 1, 8, 8, generator=gen)  # (B, 1, H, W)
+        out.append((x, torch.randint(0, num_labels, (8,), generator=gen)))
+    return out

@@ -22,6 +22,9 @@ from modelshrink.data.tasks import TaskData
 from modelshrink.measure.accuracy import classification_metrics, predict_logits, sequence_lengths, trimmed
 
 OnStep = Callable[[int], None]  # called after each optimizer step with the step count
+# A training loss in place of the default (cross-entropy + the model's regularization):
+# (model, inputs, labels) -> scalar. Distillation passes one that also reads a teacher.
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class TrainConfig(BaseModel):
@@ -61,7 +64,11 @@ def train_batches(x: np.ndarray, batch_size: int, rng: np.random.Generator) -> I
 
 
 def _loss(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-    loss = nn.functional.cross_entropy(model(xb), yb)
+    return with_regularization(model, nn.functional.cross_entropy(model(xb), yb))
+
+
+def with_regularization(model: nn.Module, loss: torch.Tensor) -> torch.Tensor:
+    """`loss` plus the model's own regularization term, if it has one (the LSTM's L2)."""
     reg = getattr(model, "regularization_loss", None)
     return loss + reg() if callable(reg) else loss
 
@@ -92,6 +99,7 @@ class _Loop:
     cfg: TrainConfig
     rng: np.random.Generator
     params: Sequence[nn.Parameter] | None = None
+    loss_fn: LossFn | None = None  # None: cross-entropy + the model's regularization
     step: int = 0
 
     def __post_init__(self) -> None:
@@ -109,7 +117,7 @@ class _Loop:
             xb = torch.from_numpy(trimmed(x, rows))
             yb = torch.from_numpy(y[rows])
             self.optimizer.zero_grad(set_to_none=True)
-            loss = _loss(self.model, xb, yb)
+            loss = (self.loss_fn or _loss)(self.model, xb, yb)
             loss.backward()
             self.optimizer.step()
             self.step += 1
@@ -129,10 +137,15 @@ def fit(
     seed: int,
     progress: Progress | None = None,
     label: str = "baseline",
+    loss_fn: LossFn | None = None,
 ) -> list[dict[str, float]]:
-    """Train with early stopping on validation loss, restore the best weights, return the history."""
+    """Train with early stopping on validation loss, restore the best weights, return the history.
+
+    `loss_fn` replaces the training loss (e.g. distillation); early stopping still watches
+    the plain cross-entropy on the validation split.
+    """
     set_seed(seed)
-    loop = _Loop(model, data, cfg, np.random.default_rng(seed))
+    loop = _Loop(model, data, cfg, np.random.default_rng(seed), loss_fn=loss_fn)
     steps = -(-len(data.x_train) // cfg.batch_size)
     task = progress.add_task(f"{label}: epoch 1/{cfg.epochs}", total=steps * cfg.epochs) if progress else None
     best_loss, best_state, waited = float("inf"), copy.deepcopy(model.state_dict()), 0

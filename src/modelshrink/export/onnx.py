@@ -51,7 +51,7 @@ from modelshrink.errors import ArtifactError, ConfigError, IncompatibleModelErro
 from modelshrink.export._atomic import atomic_output
 from modelshrink.techniques.base import ExportFormat
 
-FORMATS: tuple[ExportFormat, ...] = ("fp32", "fp16", "int8_dynamic", "int8_static")
+FORMATS: tuple[ExportFormat, ...] = ("fp32", "fp16", "int8_dynamic", "int8_static", "int8_weights")
 # Opset 17 runs on ONNX Runtime ≥ 1.14 (including its mobile builds) and has all we need.
 OPSET = 17
 INPUT_NAME = "input"
@@ -218,6 +218,72 @@ def _to_int8_static(src: Path, dst: Path, calibration: Iterable[torch.Tensor]) -
     )
 
 
+# Weight inputs `_to_int8_weights` stores as int8: op type → {input index: output-channel axis in ONNX layout}.
+# Gemm's B is (out, in) with transB=1 (torch's Linear), else (in, out); LSTM/GRU/RNN W, R are (dirs, gates·H, in).
+_INT8_WEIGHT_INPUTS: dict[str, dict[int, int]] = {
+    "Gemm": {1: 0}, "MatMul": {1: 1}, "Gather": {0: 1}, "Conv": {1: 0},
+    "LSTM": {1: 1, 2: 1}, "GRU": {1: 1, 2: 1}, "RNN": {1: 1, 2: 1},
+}  # fmt: skip
+
+
+def int8_weight_grid(w: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray, int | None]:
+    """Symmetric int8 values and scales of `w`: (q int8, scales float32, axis or None for per tensor).
+
+    Per tensor (scale max|w| / 127) when `w` already lies on that grid — a cluster-preserving
+    QAT tensor — otherwise per channel along `axis` (scale max|w_c| / 127), as quant.qat simulates.
+    """
+    absmax = float(np.abs(w).max()) if w.size else 0.0
+    scale = np.float32(absmax / 127 if absmax > 0 else 1.0)
+    q = np.round(w / scale)
+    if np.abs(q * scale - w).max(initial=0.0) <= 1e-6 * max(absmax, 1e-30):
+        return np.clip(q, -127, 127).astype(np.int8), np.array(scale, dtype=np.float32), None
+    other = tuple(d for d in range(w.ndim) if d != axis)
+    scales = (np.abs(w).max(axis=other, keepdims=True) / np.float32(127)).astype(np.float32)
+    scales = np.where(scales > 0, scales, np.float32(1.0))
+    q = np.clip(np.round(w / scales), -127, 127).astype(np.int8)
+    return q, scales.reshape(-1), axis
+
+
+def _to_int8_weights(src: Path, dst: Path) -> None:
+    """Weight-only int8: each weight initializer → int8 + scales + DequantizeLinear (ONNX opset ≥ 13).
+
+    Written here rather than with ONNX Runtime's quantize_dynamic, which quantizes an embedding
+    (Gather) as uint8 with one asymmetric range: this file reproduces exactly the per-channel
+    symmetric grid quant.qat trains on. Activations and compute stay float32.
+    """
+    model = onnx.load(str(src))
+    graph = model.graph
+    inits = {init.name: init for init in graph.initializer}
+    axes: dict[str, int] = {}
+    for node in graph.node:
+        for index, axis in _INT8_WEIGHT_INPUTS.get(node.op_type, {}).items():
+            if index >= len(node.input) or node.input[index] not in inits:
+                continue
+            if node.op_type == "Gemm" and not any(a.name == "transB" and a.i == 1 for a in node.attribute):
+                axis = 1
+            axes.setdefault(node.input[index], axis)
+    dequantize: list[onnx.NodeProto] = []
+    for name, axis in axes.items():
+        init = inits[name]
+        w = numpy_helper.to_array(init)
+        if w.dtype != np.float32 or w.ndim < 2:
+            continue
+        q, scales, q_axis = int8_weight_grid(w, axis)
+        graph.initializer.remove(init)
+        graph.initializer.extend([numpy_helper.from_array(q, f"{name}_int8"),
+                                  numpy_helper.from_array(scales, f"{name}_scale")])  # fmt: skip
+        kwargs = {"axis": q_axis} if q_axis is not None else {}
+        dequantize.append(onnx.helper.make_node("DequantizeLinear", [f"{name}_int8", f"{name}_scale"], [name],
+                                                name=f"{name}_dequantize", **kwargs))  # fmt: skip
+    # The DequantizeLinear nodes produce the old initializer names, so consumers are unchanged;
+    # they go first to keep the graph topologically sorted.
+    nodes = dequantize + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(dst))
+
+
 def export_onnx(
     model: nn.Module,
     example_input: torch.Tensor,
@@ -251,6 +317,8 @@ def export_onnx(
                     _to_fp16(fp32, tmp)
                 elif fmt == "int8_dynamic":
                     _to_int8_dynamic(fp32, tmp)
+                elif fmt == "int8_weights":
+                    _to_int8_weights(fp32, tmp)
                 else:
                     _to_int8_static(fp32, tmp, calibration or [])  # None was rejected above
     finally:

@@ -22,6 +22,8 @@ class ModelConfig(BaseModel):
     dropout: float = Field(0.5, ge=0.0, lt=1.0, description="lstm: dropout before the classifier")
     l2_input: float = Field(1e-3, ge=0.0, description="lstm: L2 weight on the LSTM input weights")
     channels: int = Field(8, ge=1, description="cnn: channels of the first convolution")
+    embed_rank: int | None = Field(None, ge=1, description="lstm: embedding factored as (vocab×r)·(r×embed_dim)")
+    fc_rank: int | None = Field(None, ge=1, description="lstm: classifier factored as (hidden×r)·(r×labels)")
 
 
 # A builder takes (config, vocab_size or input channels, number of labels).
@@ -31,7 +33,8 @@ MODELS: Registry[Builder] = Registry("model")
 
 @MODELS.register("lstm")
 def _lstm(cfg: ModelConfig, vocab_size: int, num_labels: int) -> nn.Module:
-    return LSTMClassifier(vocab_size, num_labels, cfg.embed_dim, cfg.hidden, cfg.dropout, cfg.l2_input)
+    return LSTMClassifier(vocab_size, num_labels, cfg.embed_dim, cfg.hidden, cfg.dropout, cfg.l2_input,
+                          cfg.embed_rank, cfg.fc_rank)  # fmt: skip
 
 
 @MODELS.register("cnn")

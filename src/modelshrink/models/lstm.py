@@ -21,12 +21,23 @@ class LSTMClassifier(nn.Module):
         hidden: int = 64,
         dropout: float = 0.5,
         l2_input: float = 1e-3,
+        embed_rank: int | None = None,
+        fc_rank: int | None = None,
     ) -> None:
         super().__init__()
-        self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
+        # embed_rank/fc_rank: the layer factored in two (what `lowrank` makes), so a low-rank
+        # model rebuilds from its config: Embedding(vocab, r) → Linear(r, embed_dim, no bias).
+        self.embedding: nn.Module = (
+            nn.Embedding(vocab_size, embed_dim, padding_idx=0) if embed_rank is None
+            else nn.Sequential(nn.Embedding(vocab_size, embed_rank, padding_idx=0),
+                               nn.Linear(embed_rank, embed_dim, bias=False))
+        )  # fmt: skip
         self.lstm = nn.LSTM(embed_dim, hidden, batch_first=True)
         self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(hidden, num_labels)
+        self.fc: nn.Module = (
+            nn.Linear(hidden, num_labels) if fc_rank is None
+            else nn.Sequential(nn.Linear(hidden, fc_rank, bias=False), nn.Linear(fc_rank, num_labels))
+        )  # fmt: skip
         self.l2_input = l2_input  # Keras `kernel_regularizer=l2(0.001)` on the LSTM's input kernel
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -215,6 +215,7 @@ class Runner:
             model_config=stage.model_config if stage else self.cfg.model,
             input_dim=stage.input_dim if stage else data.input_dim,
             num_labels=data.num_labels,
+            train=lambda model, loss_fn: fit(model, data, self.cfg.train, seed, self.progress, label, loss_fn),
         )
 
     def _stage(self, data: TaskData, variant: VariantConfig, seed: int, cache: dict[tuple, Stage]) -> Stage:

@@ -25,7 +25,13 @@ OnStep = Callable[[int], None]
 # given, replaces model.parameters() as what the optimizer updates (e.g. cluster centroids).
 FineTuneFn = Callable[[nn.Module, int, "OnStep | None", "Sequence[nn.Parameter] | None"], None]
 
-ExportFormat = Literal["fp32", "fp16", "int8_dynamic", "int8_static"]
+# ctx.train(model, loss_fn): trains `model` from its current weights with the baseline's
+# whole recipe (epochs, early stopping on validation loss, best weights restored), with
+# `loss_fn(model, inputs, labels)` as the training loss; returns the per-epoch history.
+TrainFn = Callable[[nn.Module, Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]],
+                   list[dict[str, float]]]  # fmt: skip
+
+ExportFormat = Literal["fp32", "fp16", "int8_dynamic", "int8_static", "int8_weights"]
 
 
 class TechniqueConfig(BaseModel):
@@ -52,6 +58,7 @@ class RunContext:
     model_config: Any = None
     input_dim: int | None = None
     num_labels: int | None = None
+    train: TrainFn | None = None  # None: no training data available (e.g. library use)
 
 
 @dataclass

@@ -1,0 +1,101 @@
+"""distill.kd: the Hinton loss, a real distillation on synthetic text, and clear refusals."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from modelshrink.data.synthetic import synthetic_text_task
+from modelshrink.data.tasks import TaskData
+from modelshrink.errors import ConfigError
+from modelshrink.models import ModelConfig, build_model
+from modelshrink.techniques import RunContext, get_technique
+from modelshrink.techniques.distill_kd import DistillKDConfig, distill_kd, kd_loss, student_config
+from modelshrink.train import TrainConfig, evaluate, fit
+
+TEACHER = ModelConfig(name="lstm", embed_dim=16, hidden=16, dropout=0.0)
+
+
+def test_kd_loss_matches_hinton_formula() -> None:
+    torch.manual_seed(0)
+    s, t = torch.randn(5, 4), torch.randn(5, 4) * 3
+    y = torch.randint(0, 4, (5,))
+    for temp in (1.0, 2.0, 8.0):
+        p_t = F.softmax(t / temp, -1)
+        kl = (p_t * (p_t.log() - F.log_softmax(s / temp, -1))).sum(-1).mean()
+        expected = 0.7 * temp**2 * kl + 0.3 * F.cross_entropy(s, y)
+        assert torch.allclose(kd_loss(s, t, y, temp, 0.7), expected, rtol=1e-5)
+    assert torch.allclose(kd_loss(s, t, y, 4.0, 0.0), F.cross_entropy(s, y))  # alpha 0: labels only
+    assert float(kd_loss(t, t, y, 4.0, 1.0)) == pytest.approx(0.0, abs=1e-6)  # student = teacher: no soft loss
+
+
+def test_temperature_squared_keeps_soft_gradients_comparable() -> None:
+    # Hinton et al.: soft-target gradients scale as 1/T²; the T² factor undoes it, so the
+    # gradient norm at T=8 stays within a small factor of T=2 (without it: ~16x smaller).
+    torch.manual_seed(1)
+    t = torch.randn(64, 6)
+    y = torch.zeros(64, dtype=torch.long)
+    norms = {}
+    for temp in (2.0, 8.0):
+        s = (t + 0.5 * torch.randn(64, 6)).requires_grad_()
+        torch.manual_seed(2)
+        kd_loss(s, t, y, temp, 1.0).backward()
+        norms[temp] = float(s.grad.norm())  # type: ignore[union-attr]
+    assert 0.25 < norms[8.0] / norms[2.0] < 4.0
+
+
+def _setup(train_teacher: bool = True) -> tuple[TaskData, nn.Module, RunContext]:
+    data = synthetic_text_task(n=300)
+    cfg = TrainConfig(batch_size=16, threads=1, epochs=8, lr=0.02)
+    torch.manual_seed(0)
+    teacher = build_model(TEACHER, data.input_dim, data.num_labels)
+    if train_teacher:
+        fit(teacher, data, cfg, seed=0)
+    ctx = RunContext(example_input=torch.from_numpy(data.x_train[:8]), teacher=teacher, model_config=TEACHER,
+                     input_dim=data.input_dim, num_labels=data.num_labels,
+                     train=lambda m, loss: fit(m, data, cfg, seed=0, loss_fn=loss))  # fmt: skip
+    return data, teacher, ctx
+
+
+def test_distilled_student_is_smaller_learns_and_rebuilds() -> None:
+    data, teacher, ctx = _setup()
+    before = copy.deepcopy(teacher.state_dict())
+    cfg = DistillKDConfig(student={"embed_dim": 4, "hidden": 8}, temperature=2.0, alpha=0.5)
+    res = distill_kd(teacher, cfg, ctx)  # the incoming model is not the student's start
+    d = res.details
+    assert d["student_params"] < d["teacher_params"] / 2
+    assert d["student_params"] == sum(p.numel() for p in res.model.parameters())
+    assert d["teacher_batches"] > 0 and d["teacher_inference_seconds"] >= 0.0
+    assert res.model_config.embed_dim == 4 and res.model_config.hidden == 8 and res.input_dim == data.input_dim
+    rebuilt = build_model(res.model_config, data.input_dim, data.num_labels)
+    rebuilt.load_state_dict(res.model.state_dict())  # the compact file would rebuild it
+    acc = evaluate(res.model, data.x_test, data.y_test, data.num_labels)["accuracy"]
+    assert acc > 1 / data.num_labels + 0.2  # it learned (synthetic keywords are easy)
+    assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in before.items())  # teacher untouched
+
+
+def test_default_student_is_half_width() -> None:
+    assert student_config(DistillKDConfig(), TEACHER).model_dump() == {
+        **TEACHER.model_dump(), "embed_dim": 8, "hidden": 8, "channels": 4}  # fmt: skip
+    other = student_config(DistillKDConfig(student={"name": "cnn", "channels": 2}), TEACHER)
+    assert other.name == "cnn" and other.channels == 2
+
+
+def test_bad_students_and_missing_teacher_are_clear_errors() -> None:
+    data, teacher, ctx = _setup(train_teacher=False)
+    with pytest.raises(ConfigError, match=r"not fewer than the teacher's"):
+        distill_kd(teacher, DistillKDConfig(student={"embed_dim": 64}), ctx)
+    with pytest.raises(ConfigError, match=r"invalid student"):
+        distill_kd(teacher, DistillKDConfig(student={"hiden": 4}), ctx)
+    no_teacher = copy.copy(ctx)
+    no_teacher.teacher = None
+    with pytest.raises(ConfigError, match=r"needs a trained teacher"):
+        distill_kd(teacher, DistillKDConfig(), no_teacher)
+
+
+def test_registered() -> None:
+    assert get_technique("distill.kd").config_cls is DistillKDConfig

@@ -156,7 +156,9 @@ def test_entropy_coding_keeps_the_smallest_and_each_decodes(tmp_path: Path, monk
     for coder in ("zstd", "huffman"):
 
         def forced(raw: bytes, coder: str = coder) -> tuple[str, bytes]:
-            out = compact.huffman_encode(raw) if coder == "huffman" else compact.zstandard.ZstdCompressor().compress(raw)
+            out = (
+                compact.huffman_encode(raw) if coder == "huffman" else compact.zstandard.ZstdCompressor().compress(raw)
+            )
             return coder, out if out is not None else b""
 
         monkeypatch.setattr(compact, "_entropy_code", forced)
@@ -261,7 +263,9 @@ def test_other_version(good_file: Path, version: int) -> None:
     data = bytearray(good_file.read_bytes())
     struct.pack_into("<H", data, len(MAGIC), version)
     hint = "re-export" if version < FORMAT_VERSION else "upgrade"
-    with pytest.raises(ArtifactError, match=f"version {version}; this modelshrink reads version {FORMAT_VERSION}.*{hint}"):
+    with pytest.raises(
+        ArtifactError, match=f"version {version}; this modelshrink reads version {FORMAT_VERSION}.*{hint}"
+    ):
         load_compact(_write_variant(good_file, bytes(data)))
 
 

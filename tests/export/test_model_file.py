@@ -36,7 +36,9 @@ def _logits(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
         return predict_logits(lambda xb: model(torch.from_numpy(xb)).numpy(), x)
 
 
-def _save(model: torch.nn.Module, data: TaskData, path: Path, cfg: ModelConfig = CFG, quantized: dict | None = None) -> Path:
+def _save(
+    model: torch.nn.Module, data: TaskData, path: Path, cfg: ModelConfig = CFG, quantized: dict | None = None
+) -> Path:
     save_model(model, path, cfg.model_dump(mode="json"), data.input_dim, data.labels, data.preprocessing, quantized)
     return path
 

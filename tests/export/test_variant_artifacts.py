@@ -22,7 +22,12 @@ from modelshrink.runner.run import Runner
 def _tiny(step: dict) -> dict:
     """The preset's step with tiny-data settings (same technique, same kind of result)."""
     if step["kind"] == "prune.magnitude":
-        return {"kind": "prune.magnitude", "schedule": "constant", "final_sparsity": step["final_sparsity"], "epochs": 1}
+        return {
+            "kind": "prune.magnitude",
+            "schedule": "constant",
+            "final_sparsity": step["final_sparsity"],
+            "epochs": 1,
+        }
     if step["kind"] == "cluster.kmeans":
         return {**step, "epochs": 1}
     return step
@@ -62,7 +67,9 @@ def test_every_seed_variant_round_trips_exactly(run: tuple[Path, dict[str, dict]
 
 def test_int8_compact_holds_int8_and_pruning_shows(run: tuple[Path, dict[str, dict], DataConfig]) -> None:
     out, rows, _ = run
-    entries = {e["name"]: e for e in read_compact_header(out / rows["baseline-int8"]["artifacts"]["compact"])["tensors"]}
+    entries = {
+        e["name"]: e for e in read_compact_header(out / rows["baseline-int8"]["artifacts"]["compact"])["tensors"]
+    }
     assert entries["lstm.weight_ih_l0"]["quant"] == "int8" and "quant" not in entries["lstm.bias_ih_l0"]
     pruned = {e["name"]: e for e in read_compact_header(out / rows["pruned"]["artifacts"]["compact"])["tensors"]}
     assert pruned["embedding.weight"]["positions"] in ("bitmask", "delta")

@@ -102,7 +102,7 @@ def huffman_decode(blob: bytes, n: int) -> bytes:
         windows = (windows << 1) | bits[j : j + windows.size]
     step = lut_len[windows]
     # The walk through the stream is sequential; a memoryview makes each step a cheap int read.
-    steps = memoryview(step)
+    steps = memoryview(step.data)  # type: ignore[arg-type]  # numpy arrays are buffers
     pos = np.empty(n, dtype=np.int64)
     p, limit = 0, windows.size
     for i in range(n):

@@ -164,6 +164,21 @@ def predict(
         typer.echo(f"{label}\t{prob:.3f}\t{text}")  # tab-separated, for scripts
 
 
+@app.command("eval")
+def eval_(
+    file: Annotated[Path, typer.Argument(help="A compact model file (.msz), or a run's model folder / .onnx file.")],
+    data: Annotated[Path, typer.Option("--data", help="Labelled CSV to evaluate on.")],
+    text_column: TextColOpt = None,
+    label_column: LabelColOpt = None,
+) -> None:
+    """Accuracy and macro-F1 of a saved model file, using the preprocessing stored with it."""
+    from modelshrink.measure.evaluate import evaluate_file
+
+    res = evaluate_file(file, data, text_column or "text", label_column or "label")
+    typer.echo(f"accuracy {res['accuracy']:.4f}\tmacro-F1 {res['macro_f1']:.4f}\trows {res['rows']}\t"
+               f"{res['kind']} ({res['weights']})\t{file}")  # fmt: skip
+
+
 @app.command("list")
 def list_() -> None:
     """Techniques, presets, tasks and models."""

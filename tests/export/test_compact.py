@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import pickle
 import struct
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from modelshrink.errors import ArtifactError
-from modelshrink.export.compact import FORMAT_VERSION, MAGIC, load_compact, read_compact_header, save_compact
+from modelshrink.export import compact
+from modelshrink.export.compact import (
+    FORMAT_VERSION,
+    MAGIC,
+    int8_weight_only,
+    load_compact,
+    read_compact_header,
+    save_compact,
+)
+from modelshrink.export.huffman import huffman_decode, huffman_encode
 
 N = 100_000
 
@@ -43,7 +55,7 @@ def _bits_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 
 def _round_trip(state: dict[str, torch.Tensor], path: Path, meta: dict | None = None) -> dict[str, str]:
-    """Save and load `state`; assert bit-exact; return name → encoding picked."""
+    """Save and load `state`; assert bit-exact; return name → "positions+values" coding picked."""
     meta = meta or {"model": "test", "n": 1}
     written = save_compact(state, path, meta)
     assert written == path.stat().st_size
@@ -52,26 +64,29 @@ def _round_trip(state: dict[str, torch.Tensor], path: Path, meta: dict | None = 
     assert list(back) == list(state)
     for name, tensor in state.items():
         assert _bits_equal(back[name], tensor), name
-    return {e["name"]: e["encoding"] for e in read_compact_header(path)["tensors"]}
+    return {e["name"]: f"{e['positions']}+{e['values']}" for e in read_compact_header(path)["tensors"]}
 
 
 def test_round_trip_each_encoding(tmp_path: Path) -> None:
     pruned_clustered = _clustered(k=16)
     pruned_clustered[torch.rand(N, generator=_gen(9)) < 0.5] = 0.0
+    very_sparse = _pruned(sparsity=0.97)
     state = {
         "dense": _dense().reshape(100, 1000),
         "sparse": _pruned().reshape(1000, 100),
+        "very_sparse": very_sparse,
         "clustered": _clustered().reshape(10, 10, 1000),
         "pruned_clustered": pruned_clustered,
         "ids": torch.arange(-50, 50, dtype=torch.int64),
     }
     encodings = _round_trip(state, tmp_path / "m.mshk")
     assert encodings == {
-        "dense": "dense",
-        "sparse": "sparse_bitmask",
-        "clustered": "codebook",
-        "pruned_clustered": "codebook",  # zeros are one more codebook entry
-        "ids": "dense",
+        "dense": "all+raw",
+        "sparse": "bitmask+raw",
+        "very_sparse": "delta+raw",  # 3% nonzero: gaps of ~6 bits beat a bit per element
+        "clustered": "all+codebook",
+        "pruned_clustered": "bitmask+codebook",  # 1 bit of mask + 4-bit index for half: 3 bits/element
+        "ids": "all+raw",
     }
 
 
@@ -90,53 +105,121 @@ def test_round_trip_dtypes_and_special_values(tmp_path: Path) -> None:
         "i32": torch.tensor([[1, 2], [3, 4]], dtype=torch.int32),
         "scalar": torch.tensor(2.5),
         "empty": torch.zeros(0, 4),
+        "all_zero": torch.zeros(300),
         "constant": torch.full((64,), 0.25),
         "non_contiguous": _dense(200).reshape(10, 20).t(),
     }
     encodings = _round_trip(state, tmp_path / "d.mshk", meta={"nested": {"a": [1, 2.5, "x"]}, "none": None})
-    assert encodings["special_sparse"] == "sparse_bitmask"
-    assert encodings["special_codebook"] == "codebook"
-    assert encodings["constant"] == "codebook"  # k = 1: zero index bits
-    assert encodings["mask"] == "dense"
+    assert encodings["special_sparse"].endswith("+codebook") or encodings["special_sparse"].startswith("delta")
+    assert encodings["special_codebook"] == "all+codebook"
+    assert encodings["constant"] == "all+codebook"  # k = 1: zero index bits
 
 
 def test_sixteen_values_use_four_bit_codebook(tmp_path: Path) -> None:
     path = tmp_path / "c.mshk"
     save_compact({"w": _clustered(k=16)}, path, {})
     (entry,) = read_compact_header(path)["tensors"]
-    assert entry["encoding"] == "codebook"
+    assert (entry["positions"], entry["values"]) == ("all", "codebook")
     assert entry["k"] == 16 and entry["bits"] == 4
-    assert entry["nbytes"] == 16 * 4 + N // 2  # codebook + 4-bit indices, before zstd
+    assert entry["raw_nbytes"] == 16 * 4 + N // 2  # codebook + 4-bit indices, before entropy coding
 
 
 @pytest.mark.parametrize(("k", "bits"), [(2, 1), (3, 2), (17, 5), (256, 8)])
 def test_index_width_follows_codebook_size(tmp_path: Path, k: int, bits: int) -> None:
     path = tmp_path / "k.mshk"
-    values = torch.arange(k, dtype=torch.float32) * 0.37 - 1.0  # k distinct values
+    values = torch.arange(k, dtype=torch.float32) * 0.37 - 1.0  # k distinct values, none zero
+    values[values == 0] = 5.0
     w = values[torch.randperm(4096, generator=_gen(5)) % k]  # each value used
     save_compact({"w": w}, path, {})
     entry = read_compact_header(path)["tensors"][0]
-    assert (entry["encoding"], entry["k"], entry["bits"]) == ("codebook", k, bits)
+    assert (entry["values"], entry["k"], entry["bits"]) == ("codebook", k, bits)
     assert _bits_equal(load_compact(path)[0]["w"], w)
 
 
 def test_more_than_256_values_is_not_a_codebook(tmp_path: Path) -> None:
     path = tmp_path / "k.mshk"
     save_compact({"w": _clustered(n=10_000, k=300)}, path, {})
-    assert read_compact_header(path)["tensors"][0]["encoding"] == "dense"
+    assert read_compact_header(path)["tensors"][0]["values"] == "raw"
+
+
+def test_entropy_coding_keeps_the_smallest_and_each_decodes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "e.mshk"
+    skewed = torch.where(torch.rand(N, generator=_gen(7)) < 0.9, 0.5, -0.5)  # 1-bit codebook, skewed bits
+    state = {"tiny": torch.tensor([1.5, -2.0]), "skewed": skewed, "dense": _dense(5000)}
+    save_compact(state, path, {})
+    entries = {e["name"]: e for e in read_compact_header(path)["tensors"]}
+    assert entries["tiny"]["entropy"] == "none"  # 8 bytes: any coder's table costs more
+    assert entries["skewed"]["entropy"] in ("zstd", "huffman") and entries["skewed"]["nbytes"] < N / 8 / 2
+    for e in entries.values():
+        assert e["nbytes"] <= e["raw_nbytes"]
+    # Force each coder on every tensor: all of them decode bit-exactly.
+    for coder in ("zstd", "huffman"):
+
+        def forced(raw: bytes, coder: str = coder) -> tuple[str, bytes]:
+            out = (
+                compact.huffman_encode(raw) if coder == "huffman" else compact.zstandard.ZstdCompressor().compress(raw)
+            )
+            return coder, out if out is not None else b""
+
+        monkeypatch.setattr(compact, "_entropy_code", forced)
+        save_compact({k: v for k, v in state.items() if k != "tiny"}, path, {})
+        back, _ = load_compact(path)
+        assert {e["entropy"] for e in read_compact_header(path)["tensors"]} == {coder}
+        assert _bits_equal(back["skewed"], skewed) and _bits_equal(back["dense"], state["dense"])
+
+
+def test_huffman_round_trip_and_rejects_bad_tables() -> None:
+    rng = np.random.default_rng(0)
+    for data in [b"a", b"abab", rng.integers(0, 7, 5000).astype(np.uint8).tobytes(), bytes(range(256)) * 3]:
+        coded = huffman_encode(data)
+        assert coded is not None
+        assert huffman_decode(coded, len(data)) == data
+    assert huffman_encode(b"") is None
+    with pytest.raises(ValueError, match="code table"):
+        huffman_decode(b"\x01", 3)
+    with pytest.raises(ValueError, match="prefix code"):
+        huffman_decode(bytes([0x11] * 128) + b"\x00", 3)  # 256 codes of 1 bit: not a prefix code
+
+
+def test_int8_per_channel_round_trip(tmp_path: Path) -> None:
+    model = nn.Sequential(nn.Embedding(50, 8), nn.Flatten(), nn.Linear(16, 3))
+    reference = {k: v.clone() for k, v in model.state_dict().items()}
+    quantized = int8_weight_only(model)
+    assert set(quantized) == {"0.weight", "2.weight"}  # biases stay float32
+    assert quantized["0.weight"].axis == 1 and quantized["0.weight"].scales.shape == (8,)  # embedding: per feature
+    assert quantized["2.weight"].axis == 0 and quantized["2.weight"].scales.shape == (3,)  # linear: per output
+    for name, q in quantized.items():
+        err = (model.state_dict()[name] - reference[name]).abs().max()
+        assert 0 < err <= q.scales.max() / 2 + 1e-7  # rounding error: at most half a step
+    path = tmp_path / "q.mshk"
+    save_compact(model.state_dict(), path, {}, quantized=quantized)
+    back, _ = load_compact(path)
+    for name, tensor in model.state_dict().items():
+        assert _bits_equal(back[name], tensor), name
+    entries = {e["name"]: e for e in read_compact_header(path)["tensors"]}
+    assert entries["2.weight"]["quant"] == "int8" and entries["2.weight"]["channels"] == 3
+    assert "quant" not in entries["2.bias"]
+    # A float tensor that is not exactly its int8 form is refused, not silently rounded.
+    with pytest.raises(ArtifactError, match="int8 form"):
+        save_compact(reference, tmp_path / "bad.mshk", {}, quantized=quantized)
 
 
 def test_real_size_ratios(tmp_path: Path) -> None:
     dense_bytes = N * 4
     sizes = {}
-    for name, tensor in {"dense": _dense(), "pruned": _pruned(), "clustered": _clustered(k=16)}.items():
+    pruned_clustered = _clustered(k=16)
+    pruned_clustered[torch.rand(N, generator=_gen(9)) < 0.5] = 0.0
+    for name, tensor in {"dense": _dense(), "pruned": _pruned(), "clustered": _clustered(k=16),
+                         "pruned_clustered": pruned_clustered}.items():  # fmt: skip
         sizes[name] = save_compact({"w": tensor}, tmp_path / f"{name}.mshk", {})
     # Random float32 mantissas barely compress: the dense file stays near dense size.
     assert 0.8 < sizes["dense"] / dense_bytes < 1.01
-    # 50% sparse: 1 bit of mask + half the values = 0.53 of dense before zstd.
+    # 50% sparse: 1 bit of mask + half the values = 0.53 of dense before entropy coding.
     assert sizes["pruned"] / dense_bytes < 0.56
     # 16 clusters: 4-bit indices = 1/8 of float32, plus a 64-byte codebook and the header.
     assert sizes["clustered"] / dense_bytes <= 0.15
+    # both: 1 bit of mask + 4 bits for half the elements = 3/32.
+    assert sizes["pruned_clustered"] / dense_bytes <= 0.11
 
 
 def test_overwrites_atomically(tmp_path: Path) -> None:
@@ -171,22 +254,26 @@ def _write_variant(path: Path, data: bytes) -> Path:
 
 def test_wrong_magic(good_file: Path) -> None:
     data = good_file.read_bytes()
-    with pytest.raises(ArtifactError, match="magic"):
+    with pytest.raises(ArtifactError, match="not a modelshrink compact file.*magic"):
         load_compact(_write_variant(good_file, b"PK\x03\x04" + data[4:]))
 
 
-def test_other_version(good_file: Path) -> None:
+@pytest.mark.parametrize("version", [1, FORMAT_VERSION + 1])
+def test_other_version(good_file: Path, version: int) -> None:
     data = bytearray(good_file.read_bytes())
-    struct.pack_into("<H", data, len(MAGIC), FORMAT_VERSION + 1)
-    with pytest.raises(ArtifactError, match="version 2.*upgrade"):
+    struct.pack_into("<H", data, len(MAGIC), version)
+    hint = "re-export" if version < FORMAT_VERSION else "upgrade"
+    with pytest.raises(
+        ArtifactError, match=f"version {version}; this modelshrink reads version {FORMAT_VERSION}.*{hint}"
+    ):
         load_compact(_write_variant(good_file, bytes(data)))
 
 
-@pytest.mark.parametrize("keep", [0, 3, 10, 40, 200])
+@pytest.mark.parametrize("keep", [0, 3, 10, 40, -7])
 def test_truncated(good_file: Path, keep: int) -> None:
     data = good_file.read_bytes()
-    keep = keep if keep < 200 else len(data) - 7  # last case: cut inside the payload
-    with pytest.raises(ArtifactError):
+    match = "not a modelshrink" if keep < 4 and keep >= 0 else "truncated"
+    with pytest.raises(ArtifactError, match=match):
         load_compact(_write_variant(good_file, data[:keep]))
 
 
@@ -198,8 +285,26 @@ def test_corrupt_header_and_payload(good_file: Path) -> None:
         load_compact(_write_variant(good_file, bytes(header_flip)))
     payload_flip = bytearray(data)
     payload_flip[-20] ^= 0xFF
-    with pytest.raises(ArtifactError, match="corrupt"):
+    with pytest.raises(ArtifactError, match="corrupt: payload checksum .SHA-256. mismatch"):
         load_compact(_write_variant(good_file, bytes(payload_flip)))
+    with pytest.raises(ArtifactError, match="follow the payload"):
+        load_compact(_write_variant(good_file, data + b"\x00"))
+
+
+def test_pickle_file_is_refused_and_not_run(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self) -> tuple:
+            return (marker.write_text, ("pwned",))
+
+    path = tmp_path / "evil.msz"
+    path.write_bytes(pickle.dumps(Evil()))
+    torch.save({"w": torch.zeros(3)}, tmp_path / "torch.pt")
+    for bad in (path, tmp_path / "torch.pt"):
+        with pytest.raises(ArtifactError, match="not a modelshrink compact file"):
+            load_compact(bad)
+    assert not marker.exists()
 
 
 def test_missing_file(tmp_path: Path) -> None:

@@ -31,3 +31,35 @@ def latency_ms(
         predict(row)
         times[i] = time.perf_counter() - t0
     return {"latency_ms_p50": float(np.median(times) * 1e3), "latency_ms_p90": float(np.percentile(times, 90) * 1e3)}
+
+
+def timed_runs(
+    predict: Callable[[np.ndarray], object], batches: list[np.ndarray], budget_s: float = 0.25, min_runs: int = 5,
+    max_runs: int = 2000, warmup: int = 3,
+) -> dict[str, float]:  # fmt: skip
+    """Median and p90 ms of `predict` over `batches` (cycled), after `warmup` calls.
+
+    Time-bounded: runs until `budget_s` seconds of timed calls, at least `min_runs` and at
+    most `max_runs`, so a 30 µs call gets thousands of samples and a 30 ms call a handful.
+    Returns median_ms, p90_ms, samples_per_s (batch rows / median) and runs.
+    """
+    for i in range(warmup):  # first calls allocate and pick kernels
+        predict(batches[i % len(batches)])
+    times: list[float] = []
+    spent = 0.0
+    while len(times) < max_runs and (len(times) < min_runs or spent < budget_s):
+        batch = batches[len(times) % len(batches)]
+        t0 = time.perf_counter()
+        predict(batch)
+        times.append(time.perf_counter() - t0)
+        spent += times[-1]
+    median = float(np.median(times))
+    rows = float(np.mean([len(b) for b in batches]))
+    return {"median_ms": median * 1e3, "p90_ms": float(np.percentile(times, 90) * 1e3),
+            "samples_per_s": rows / median if median > 0 else float("inf"), "runs": len(times)}  # fmt: skip
+
+
+def latency_batches(x: np.ndarray, batch: int, count: int = 16) -> list[np.ndarray]:
+    """Inputs for `timed_runs`: `count` batches of `batch` test rows (token rows trimmed, as `latency_ms`)."""
+    n = len(x)
+    return [trimmed(x, (np.arange(batch) + i * batch) % n) for i in range(count)]

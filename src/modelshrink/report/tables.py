@@ -17,9 +17,17 @@ NUMERIC_COLUMNS = [
     "parameters", "nonzeros", "distinct_values_max", "dense_fp32_bytes", "file_bytes", "file_gzip_bytes",
     "file_zstd_bytes", "compact_bytes", "train_accuracy", "val_accuracy", "test_accuracy", "test_macro_f1",
     "test_agreement_with_torch", "compact_test_accuracy", "latency_ms_p50", "latency_ms_p90",
+    "baseline_dense_fp32_bytes", "compression_x", "compact_gzip_bytes", "compact_compression_x",
+    "compact_test_macro_f1", "onnx_fp32_bytes", "onnx_fp16_bytes", "onnx_int8_bytes", "onnx_fp32_test_accuracy",
+    "onnx_fp16_test_accuracy", "onnx_int8_test_accuracy",
 ]  # fmt: skip
+# Artifacts measured for every variant (runner/measure_variant.py), and the latency settings.
+ARTIFACTS = ["onnx_fp32", "onnx_fp16", "onnx_int8", "onnx_int8_static", "compact"]
+LATENCY_COLUMNS = [f"ms_{a}_b{b}_t{t}" for a in ARTIFACTS for b in (1, 256) for t in ("1", "all")]
+MEMORY_COLUMNS = [f"peak_rss_mb_{a}" for a in ARTIFACTS]
 # Columns of results.csv, in order (flat values; nested details stay in results.json).
-CSV_COLUMNS = ["variant", "seed", "status", "export_format", *NUMERIC_COLUMNS, "latency_threads", "wall_s", "error",
+CSV_COLUMNS = ["variant", "seed", "status", "export_format", *NUMERIC_COLUMNS, "compact_weights",
+               "compact_matches_model", *LATENCY_COLUMNS, *MEMORY_COLUMNS, "latency_threads", "wall_s", "error",
                "key", "torch", "onnxruntime", "git_sha", "machine"]  # fmt: skip
 
 # The thesis's table (DESIGN.md): size in KB was an h5 file that held the Adam state.
@@ -89,13 +97,15 @@ def summary_markdown(rows: list[dict[str, Any]], title: str = "modelshrink resul
     if skipped:
         lines += ["", "## Layers a technique did not change", ""]
         lines += [f"- {v}: {name} — {reason}" for v, name, reason in sorted(skipped)]
+    lines += size_section(rows) + latency_section(rows)
     lines += [
         "", "## Columns", "",
         "- **ONNX file**: the deployable model file in its format (fp32, or int8 weights for `int8_dynamic`).",
         "- **gzip**: that file gzip-compressed (level 9), the convention TensorFlow Model Optimization uses to show "
         "what sparsity and clustering save.",
-        "- **Compact**: the project's compact weights file (bitmask/codebook coding + zstd), loaded back and checked; "
-        "it holds float weights, so it is not given for quantized variants (—).",
+        "- **Compact**: the project's compact model file (docs/compact-format.md: bitmask or delta positions, "
+        "codebooks, int8 with per-channel scales, zstd or Huffman), loaded back with no pickle; for an int8 variant it "
+        "holds int8 weights (weight-only, run in PyTorch), for fp16 float16 weights.",
         "- **Nonzeros / Distinct**: counted on the float weights before export.",
         "- **Latency**: median wall time of one prediction (one unpadded test sentence) with the ONNX file in "
         "ONNX Runtime on the CPU, fixed threads, after a warm-up; p90 is in results.csv.",
@@ -105,6 +115,86 @@ def summary_markdown(rows: list[dict[str, Any]], title: str = "modelshrink resul
         "| Model | Size (KB) | Train acc | Val acc | Test acc (quantized) |", "|---|---:|---:|---:|---:|",
     ] + [f"| {' | '.join(t)} |" for t in THESIS]  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def _rows_of(rows: list[dict[str, Any]], key: str) -> dict[str, list[dict[str, Any]]]:
+    """variant → the per-artifact entries (`sizes`, `latency` or `memory`) of its successful seeds."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        if r["status"] == "ok":
+            out.setdefault(r["variant"], []).extend(r.get(key) or [])
+    return out
+
+
+def _mean(entries: list[dict[str, Any]], field: str) -> float:
+    return statistics.fmean(float(e[field]) for e in entries)
+
+
+def size_section(rows: list[dict[str, Any]]) -> list[str]:
+    """Per variant and artifact: bytes, gzip bytes, compression vs the baseline's dense float32, accuracy."""
+    by_variant = _rows_of(rows, "sizes")
+    if not any(by_variant.values()):
+        return []
+    lines = ["", "## Size of every artifact", "",
+             "compression_x = the same seed's baseline dense float32 bytes (parameters × 4) / file bytes. "
+             "Each file was loaded back and run on the test split (ONNX files in ONNX Runtime, the compact file in "
+             "PyTorch); means over seeds.", "",
+             "| Variant | Artifact | Weights | File (KB) | gzip (KB) | compression_x | Params | Nonzeros | Test acc |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for variant, entries in by_variant.items():
+        for name in dict.fromkeys(e["artifact"] for e in entries):
+            es = [e for e in entries if e["artifact"] == name]
+            lines.append(
+                f"| {variant} | {name} | {es[0]['weights']} | {_mean(es, 'file_bytes') / 1024:,.1f} "
+                f"| {_mean(es, 'gzip_bytes') / 1024:,.1f} | {_mean(es, 'compression_x'):.2f}× "
+                f"| {_mean(es, 'params'):,.0f} | {_mean(es, 'nonzeros'):,.0f} | {100 * _mean(es, 'test_accuracy'):.2f}% |"
+            )
+    return lines
+
+
+def _cell(es: list[dict[str, Any]]) -> str:
+    return f"{_mean(es, 'median_ms'):.3f} ({_mean(es, 'p90_ms'):.3f})" if es else "—"
+
+
+def latency_section(rows: list[dict[str, Any]]) -> list[str]:
+    """Per variant and artifact: median (p90) ms at batch 1 and 256, 1 and all threads; peak memory."""
+    lat, mem = _rows_of(rows, "latency"), _rows_of(rows, "memory")
+    if not any(lat.values()):
+        return []
+    threads = sorted({e["threads"] for es in lat.values() for e in es})
+    configs = [(b, t) for b in (1, 256) for t in threads]
+    lines = ["", "## Latency and memory", "",
+             "Median (p90) ms per call after a warm-up, time-bounded runs; batch 1 is one unpadded test sentence, "
+             "batch 256 a padded batch of test rows. ONNX files run in ONNX Runtime, the compact file in PyTorch "
+             "(int8 weights dequantized to float32). Peak RSS: a fresh process that loads the file and runs one batch "
+             "of 256 (runtime import included; the model's share in results.json). Means over seeds; wall-clock "
+             "figures depend on the machine and its load.", "",
+             "| Variant | Artifact | Runtime | " + " | ".join(f"b{b} t{t} ms" for b, t in configs)
+             + " | samples/s (b256, most threads) | Peak RSS (MB) |",
+             "|---|---|---|" + "---:|" * (len(configs) + 2)]  # fmt: skip
+    slower: list[str] = []
+    for variant, entries in lat.items():
+        names = list(dict.fromkeys(e["artifact"] for e in entries))
+        for name in names:
+            es = [e for e in entries if e["artifact"] == name]
+            cells = [_cell([e for e in es if (e["batch"], e["threads"]) == c]) for c in configs]
+            top = [e for e in es if e["batch"] == 256 and e["threads"] == threads[-1]]
+            ms = [m for m in mem.get(variant, []) if m["artifact"] == name]
+            lines.append(
+                f"| {variant} | {name} | {es[0]['runtime']} | " + " | ".join(cells)
+                + f" | {_mean(top, 'samples_per_s'):,.0f} | " + (f"{_mean(ms, 'peak_rss_mb'):.0f}" if ms else "—")
+                + " |"
+            )  # fmt: skip
+        for b, t in configs:
+            int8 = [e for e in entries if e["artifact"] == "onnx_int8" and (e["batch"], e["threads"]) == (b, t)]
+            fp32 = [e for e in entries if e["artifact"] == "onnx_fp32" and (e["batch"], e["threads"]) == (b, t)]
+            if int8 and fp32 and _mean(int8, "median_ms") > _mean(fp32, "median_ms"):
+                slower.append(f"- {variant}, batch {b}, {t} thread(s): int8 {_mean(int8, 'median_ms'):.3f} ms "
+                              f"vs float32 {_mean(fp32, 'median_ms'):.3f} ms")  # fmt: skip
+    if slower:
+        lines += ["", "**ONNX Runtime int8 is slower than float32 here** (dynamic int8 quantizes activations on "
+                  "every call; its LSTM kernel is slower on this CPU):", ""] + slower  # fmt: skip
+    return lines
 
 
 def write_exports(rows: list[dict[str, Any]], out: Path) -> list[Path]:

@@ -7,7 +7,6 @@ again into the same folder skips finished rows, so an interrupted run resumes.
 from __future__ import annotations
 
 import copy
-import itertools
 import json
 import platform
 import subprocess
@@ -29,15 +28,10 @@ from torch import nn
 from modelshrink.config import RunConfig, VariantConfig
 from modelshrink.data.tasks import TaskData, load_task
 from modelshrink.errors import ConfigError, ModelshrinkError
-from modelshrink.export.compact import load_compact, save_compact
-from modelshrink.export.onnx import OnnxClassifier, export_onnx, onnx_weight_stats
-from modelshrink.measure.accuracy import classification_metrics, predict_logits
-from modelshrink.measure.latency import latency_ms
-from modelshrink.measure.size import file_sizes, model_stats
 from modelshrink.models.builders import ModelConfig, build_model
 from modelshrink.runner.store import ResultStore, config_key
 from modelshrink.techniques.base import RunContext, TechniqueConfig, get_technique
-from modelshrink.train import OnStep, evaluate, fine_tune, fit, set_seed
+from modelshrink.train import OnStep, fine_tune, fit, set_seed
 
 Log = Callable[[str], None]
 SPLITS = ("train", "val", "test")
@@ -246,78 +240,7 @@ class Runner:
         return stage
 
     def _variant(self, data: TaskData, variant: VariantConfig, seed: int, cache: dict[tuple, Stage]) -> dict[str, Any]:
-        stage = self._stage(data, variant, seed, cache)
-        model = stage.model
-        folder = self.out / "models" / f"{variant.name}-seed{seed}"
-        folder.mkdir(parents=True, exist_ok=True)
-        ctx = self._context(data, seed, variant.name)
+        """Artifacts and measurements of one variant (runner/measure_variant.py)."""
+        from modelshrink.runner.measure_variant import measure_variant
 
-        # Artifacts: the deployable ONNX file in the variant's format, and the compact weights file.
-        # quant.int8_static says how many calibration batches it wants.
-        n_calib = next((s["details"]["calibration_batches"] for s in reversed(stage.steps)
-                        if "calibration_batches" in s["details"]), None)  # fmt: skip
-        calibration = list(itertools.islice(ctx.calibration or [], n_calib)) if n_calib else None
-        onnx_path = export_onnx(model, ctx.example_input, folder / "model.onnx", stage.export_format,  # type: ignore[arg-type]
-                                calibration=calibration)  # fmt: skip
-
-        # Accuracy from the ONNX file, never from the torch model it came from.
-        clf = OnnxClassifier(onnx_path, threads=self.cfg.latency_threads)
-        metrics: dict[str, Any] = {}
-        test_logits = None
-        for split in SPLITS:
-            x, y = _split(data, split)
-            logits = predict_logits(lambda xb: clf.predict_logits(xb, batch_size=len(xb)), x)
-            metrics[split] = classification_metrics(y, logits, data.num_labels)
-            if split == "test":
-                test_logits = logits
-        (folder / "metrics.json").write_text(json.dumps(metrics, indent=1))
-        # Vocabulary, labels and settings beside the model: the folder alone classifies raw text.
-        (folder / "preprocessing.json").write_text(json.dumps(data.preprocessing))
-
-        torch_logits = predict_logits(lambda xb: model(torch.from_numpy(xb)).detach().numpy(), data.x_test)
-        agreement = float((torch_logits.argmax(1) == test_logits.argmax(1)).mean())  # type: ignore[union-attr]
-
-        latency = latency_ms(lambda xb: clf.session.run(None, {clf.input_name: xb}), data.x_test)
-        stats = model_stats(model)
-        weights = onnx_weight_stats(onnx_path)
-        sizes = file_sizes(onnx_path)
-        return {
-            "export_format": stage.export_format,
-            "steps": stage.steps,
-            "parameters": stats["parameters"],
-            "nonzeros": stats["nonzeros"],
-            "distinct_values_max": stats["distinct_values_max"],
-            "dense_fp32_bytes": stats["dense_fp32_bytes"],
-            "file_bytes": sizes["file_bytes"],  # the ONNX file a user deploys
-            "file_gzip_bytes": sizes["gzip_bytes"],
-            "file_zstd_bytes": sizes["zstd_bytes"],
-            "onnx_weights": {k: weights[k] for k in ("int8_bytes", "float_bytes", "total_bytes", "op_types")},
-            **{f"{s}_accuracy": metrics[s]["accuracy"] for s in SPLITS},
-            "test_macro_f1": metrics["test"]["macro_f1"],
-            "test_agreement_with_torch": agreement,  # share of test predictions equal to the float torch model's
-            **latency,  # one input at a time, ONNX Runtime with `latency_threads` threads
-            "latency_threads": self.cfg.latency_threads,
-            **self._compact(model, data, folder, stage),
-            "artifacts": {
-                "onnx": str(onnx_path.relative_to(self.out)),
-                "compact": str((folder / "weights.msz").relative_to(self.out)),
-            },  # fmt: skip
-        }
-
-    def _compact(self, model: nn.Module, data: TaskData, folder: Path, stage: Stage) -> dict[str, Any]:
-        """Write the compact weights file, load it back (no pickle) and measure its test accuracy.
-
-        The compact format holds float weights: for a quantized variant it is not the deployed
-        model, so its size and accuracy are not reported as the variant's (None).
-        """
-        path = folder / "weights.msz"
-        save_compact({k: v.detach() for k, v in model.state_dict().items()}, path,
-                     {"model": stage.model_config.model_dump(mode="json"), "input_dim": stage.input_dim,
-                      "labels": data.labels})  # fmt: skip
-        if stage.export_format != "fp32":
-            return {"compact_bytes": None, "compact_test_accuracy": None}
-        state, _ = load_compact(path)
-        reloaded = build_model(stage.model_config, stage.input_dim, data.num_labels)
-        reloaded.load_state_dict(state)
-        accuracy = evaluate(reloaded, data.x_test, data.y_test, data.num_labels)["accuracy"]
-        return {"compact_bytes": path.stat().st_size, "compact_test_accuracy": accuracy}
+        return measure_variant(self, data, variant, seed, cache)

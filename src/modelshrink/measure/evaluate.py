@@ -1,0 +1,84 @@
+"""Accuracy of a saved model file on a labelled CSV, with the preprocessing stored with it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from modelshrink.data.text import Tokenizer, read_text_csv
+from modelshrink.errors import ArtifactError, DataError
+from modelshrink.measure.accuracy import Predictor, classification_metrics, predict_logits
+
+
+def _onnx_predictor(onnx_path: Path) -> tuple[Predictor, dict[str, Any]]:
+    from modelshrink.export.onnx import OnnxClassifier
+
+    pre_path = onnx_path.parent / "preprocessing.json"
+    if not pre_path.is_file():
+        raise ArtifactError(f"{str(pre_path)!r} is missing; an ONNX file needs the preprocessing.json of its run")
+    try:
+        pre = json.loads(pre_path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ArtifactError(f"{str(pre_path)!r} is not a valid preprocessing file ({err})") from err
+    clf = OnnxClassifier(onnx_path)
+    return (lambda xb: clf.predict_logits(xb, batch_size=len(xb))), pre
+
+
+def _compact_predictor(path: Path) -> tuple[Predictor, dict[str, Any], str]:
+    from modelshrink.export.compact import load_model
+
+    model, meta = load_model(path)
+    pre = meta.get("preprocessing")
+    if not isinstance(pre, dict):
+        raise ArtifactError(f"{path} holds no preprocessing settings; write it with save_model(preprocessing=...)")
+
+    def predict(xb: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model(torch.from_numpy(xb)).numpy()
+
+    return predict, pre, str(meta.get("weights", "exact"))
+
+
+def evaluate_file(path: Path, data: Path, text_column: str = "text", label_column: str = "label") -> dict[str, Any]:
+    """accuracy, macro_f1 and rows of a compact file (or a model folder's / an .onnx file) on `data`.
+
+    The file's own preprocessing (tokenizer, labels) encodes the CSV, so the figure is
+    what the file does on raw text. Returns accuracy, macro_f1, rows, kind and weights.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.onnx"
+        if not path.is_file():
+            raise ArtifactError(f"{str(path)!r} is missing; pass a compact file or a model folder of a run")
+    if not path.exists():
+        raise ArtifactError(f"{str(path)!r} does not exist; pass a compact file (.msz) written by modelshrink")
+    if path.suffix == ".onnx":
+        predict, pre = _onnx_predictor(path)
+        kind, weights = "onnx", "as stored in the ONNX file"
+    else:
+        predict, pre, weights = _compact_predictor(path)
+        kind = "compact"
+    if pre.get("kind") != "text":
+        raise ArtifactError(f"{path} is a {pre.get('kind')!r} model; `eval` reads text classifiers only")
+    try:
+        tokenizer = Tokenizer.from_dict(pre["tokenizer"])
+        labels = [str(x) for x in pre["labels"]]
+    except (KeyError, TypeError, ValueError) as err:
+        raise ArtifactError(f"{path} has unusable preprocessing settings ({type(err).__name__}: {err})") from err
+    texts, names = read_text_csv(data, text_column, label_column)
+    label_id = {name: i for i, name in enumerate(labels)}
+    unknown = sorted(set(names) - set(label_id))
+    if unknown:
+        raise DataError(
+            f"{str(data)!r} has labels the model does not know: {', '.join(map(repr, unknown[:5]))}; "
+            f"the model's labels are {', '.join(map(repr, labels))}"
+        )
+    y = np.array([label_id[n] for n in names], dtype=np.int64)
+    logits = predict_logits(predict, tokenizer.encode(texts))
+    metrics = classification_metrics(y, logits, len(labels))
+    return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "rows": len(y), "kind": kind,
+            "weights": weights}  # fmt: skip

@@ -1,0 +1,71 @@
+"""Peak resident memory of running one artifact, each in a fresh Python process.
+
+In one long process, the high-water mark of resident memory only ever grows, so it cannot tell
+one artifact from the next; a fresh subprocess per artifact can. The child records the
+peak after importing its runtime (`runtime_rss_mb`) and after loading the artifact and
+running one batch (`peak_rss_mb`); the model's own share is the difference. The child
+runs code from this module, never from the artifact (ONNX and compact files hold data).
+It costs about a second per artifact (mostly importing the runtime).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from modelshrink.errors import ArtifactError
+
+# Runs in the child; argv: kind path shape dtype. On Linux the peak is VmHWM from /proc: the
+# rusage high-water mark survives exec, so it would report the (larger) parent's peak.
+# Elsewhere ru_maxrss (KiB on Linux, bytes on macOS).
+_CHILD = r"""
+import json, resource, sys
+kind, path, shape, dtype = sys.argv[1], sys.argv[2], [int(s) for s in sys.argv[3].split(",")], sys.argv[4]
+def rss():
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(l.split()[1]) for l in f if l.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 ** 2 if sys.platform == "darwin" else 1024)
+import numpy as np
+if kind == "onnxruntime":
+    import onnxruntime as ort
+    base = rss()
+    opts = ort.SessionOptions(); opts.intra_op_num_threads = 1; opts.inter_op_num_threads = 1
+    sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    sess.run(None, {sess.get_inputs()[0].name: np.zeros(shape, dtype=dtype)})
+else:
+    import torch
+    torch.set_num_threads(1)
+    from modelshrink.export.compact import load_model
+    base = rss()
+    model, _ = load_model(path)
+    with torch.no_grad():
+        model(torch.from_numpy(np.zeros(shape, dtype=dtype)))
+print(json.dumps({"runtime_rss_mb": base, "peak_rss_mb": rss()}))
+"""
+
+
+def peak_rss_mb(runtime: str, path: Path, input_shape: tuple[int, ...], input_dtype: str) -> dict[str, Any]:
+    """Peak RSS (MiB) of a fresh process that loads `path` in `runtime` and runs one input.
+
+    `runtime` is "onnxruntime" (an .onnx file) or "torch" (a compact file, via load_model).
+    The input is zeros of `input_shape` and `input_dtype` (padding ids for a text model).
+    Returns runtime_rss_mb, peak_rss_mb and model_rss_mb (their difference).
+    """
+    if runtime not in ("onnxruntime", "torch"):
+        raise ValueError(f"unknown runtime {runtime!r}; known: onnxruntime, torch")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    argv = [sys.executable, "-c", _CHILD, runtime, str(path), ",".join(map(str, input_shape)), input_dtype]
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env, check=True)
+        res: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    except (subprocess.SubprocessError, OSError, json.JSONDecodeError, IndexError) as err:
+        detail = getattr(err, "stderr", "") or ""
+        raise ArtifactError(f"memory measurement of {path} in {runtime} failed: {err} {detail[-300:]}") from err
+    res["model_rss_mb"] = res["peak_rss_mb"] - res["runtime_rss_mb"]
+    return res

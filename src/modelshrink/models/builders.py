@@ -22,6 +22,9 @@ class ModelConfig(BaseModel):
     dropout: float = Field(0.5, ge=0.0, lt=1.0, description="lstm: dropout before the classifier")
     l2_input: float = Field(1e-3, ge=0.0, description="lstm: L2 weight on the LSTM input weights")
     channels: int = Field(8, ge=1, description="cnn: channels of the first convolution")
+    # Set by prune.structured (None: the unpruned shape).
+    vocab_keep: int | None = Field(None, ge=2, description="lstm: embedding rows kept; ids >= it read as OOV (1)")
+    channels2: int | None = Field(None, ge=1, description="cnn: channels of the second convolution (2*channels)")
 
 
 # A builder takes (config, vocab_size or input channels, number of labels).
@@ -31,12 +34,12 @@ MODELS: Registry[Builder] = Registry("model")
 
 @MODELS.register("lstm")
 def _lstm(cfg: ModelConfig, vocab_size: int, num_labels: int) -> nn.Module:
-    return LSTMClassifier(vocab_size, num_labels, cfg.embed_dim, cfg.hidden, cfg.dropout, cfg.l2_input)
+    return LSTMClassifier(vocab_size, num_labels, cfg.embed_dim, cfg.hidden, cfg.dropout, cfg.l2_input, cfg.vocab_keep)
 
 
 @MODELS.register("cnn")
 def _cnn(cfg: ModelConfig, in_channels: int, num_labels: int) -> nn.Module:
-    return TinyCNN(num_labels, cfg.channels, in_channels)
+    return TinyCNN(num_labels, cfg.channels, in_channels, cfg.channels2)
 
 
 def build_model(cfg: ModelConfig, input_dim: int, num_labels: int) -> nn.Module:

@@ -21,15 +21,23 @@ class LSTMClassifier(nn.Module):
         hidden: int = 64,
         dropout: float = 0.5,
         l2_input: float = 1e-3,
+        vocab_keep: int | None = None,
     ) -> None:
         super().__init__()
-        self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
+        # Vocabulary pruning (prune.structured): keep the `vocab_keep` most frequent ids (the
+        # tokenizer numbers words by frequency; 0 pad, 1 OOV) and read the rest as OOV, here in
+        # forward, so the exported ONNX file maps them itself.
+        self.vocab_keep = vocab_keep
+        rows = min(vocab_size, vocab_keep) if vocab_keep else vocab_size
+        self.embedding = nn.Embedding(rows, embed_dim, padding_idx=0)
         self.lstm = nn.LSTM(embed_dim, hidden, batch_first=True)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(hidden, num_labels)
         self.l2_input = l2_input  # Keras `kernel_regularizer=l2(0.001)` on the LSTM's input kernel
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.vocab_keep is not None:
+            x = x.masked_fill(x >= self.vocab_keep, 1)  # rare words (pruned rows) → OOV id 1
         h = self.embedding(x)  # (B, T, E)
         _, (h_n, _) = self.lstm(h)  # h_n: (1, B, H), the state after the last token
         return self.fc(self.dropout(h_n[-1]))  # (B, labels)

@@ -2,6 +2,7 @@
 
 # Each import registers one technique (the registry is filled by the decorators).
 from modelshrink.techniques import cluster_kmeans, prune_magnitude, quant_onnx  # noqa: E402,F401
+from modelshrink.techniques import prune_nm, prune_random, prune_structured  # noqa: E402,F401
 from modelshrink.techniques.base import (
     TECHNIQUES,
     RunContext,

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
+import json
+import types
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
@@ -12,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationErr
 from modelshrink.data.tasks import DataConfig
 from modelshrink.errors import ConfigError, ModelshrinkError
 from modelshrink.models.builders import ModelConfig
-from modelshrink.techniques.base import TechniqueConfig, parse_technique_config
+from modelshrink.techniques.base import TECHNIQUES, TechniqueConfig, parse_technique_config
 from modelshrink.train import TrainConfig
 
 
@@ -49,6 +53,13 @@ class RunConfig(BaseModel):
     variants: tuple[VariantConfig, ...] = (VariantConfig(name="baseline"),)
     latency_threads: int = Field(1, ge=1, description="ONNX Runtime threads when running artifacts (accuracy, latency)")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_lists(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and isinstance(raw.get("variants"), list | tuple):
+            return {**raw, "variants": [v for variant in raw["variants"] for v in expand_variant(variant)]}
+        return raw
+
     @model_validator(mode="after")
     def _unique_names(self) -> RunConfig:
         names = [v.name for v in self.variants]
@@ -58,13 +69,79 @@ class RunConfig(BaseModel):
         return self
 
 
+# -- parameter lists ---------------------------------------------------------------------------
+def _is_sequence_type(annotation: Any) -> bool:
+    origin = get_origin(annotation)
+    if origin in (Union, types.UnionType, Annotated):
+        return any(_is_sequence_type(a) for a in get_args(annotation))
+    return (origin or annotation) in (list, tuple, set, frozenset, Sequence)
+
+
+def _is_value_list(kind: Any, key: str, value: Any) -> bool:
+    """A list in a step expands into variants, unless the field itself takes a list (then a list of lists does)."""
+    if not isinstance(value, list) or key == "kind":
+        return False
+    tech = TECHNIQUES.get(kind) if isinstance(kind, str) else None
+    field = tech.config_cls.model_fields.get(key) if tech else None
+    if field is None:
+        return False  # unknown technique or key: left for validation to name
+    return not _is_sequence_type(field.annotation) or all(isinstance(v, list) for v in value)
+
+
+def _label(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def expand_variant(raw: Any) -> list[Any]:
+    """One variant per combination of the values listed in its steps (a grid, in listed order).
+
+    `{name: pruned, steps: [{kind: prune.magnitude, final_sparsity: [0.5, 0.7]}]}` gives
+    `pruned[final_sparsity=0.5]` and `pruned[final_sparsity=0.7]`; several lists give their product.
+    A key listed in two steps is named `kind.key` in the variant name.
+    """
+    if not isinstance(raw, dict) or not isinstance(raw.get("steps"), list | tuple):
+        return [raw]
+    steps = list(raw["steps"])
+    axes = [(i, key, values) for i, step in enumerate(steps) if isinstance(step, dict)
+            for key, values in step.items() if _is_value_list(step.get("kind"), key, values)]  # fmt: skip
+    if not axes:
+        return [raw]
+    for i, key, values in axes:
+        if not values:
+            raise ValueError(
+                f"variant {raw.get('name')!r}: steps.{i}.{key}: an empty list of values gives no variant; "
+                f"list at least one value"
+            )
+    keys = [key for _, key, _ in axes]
+    names = [f"{steps[i]['kind']}.{key}" if keys.count(key) > 1 else key for i, key, _ in axes]
+    out = []
+    for combo in itertools.product(*(values for _, _, values in axes)):
+        new_steps = [dict(s) if isinstance(s, dict) else s for s in steps]
+        for (i, key, _), value in zip(axes, combo, strict=True):
+            new_steps[i][key] = value
+        suffix = ",".join(f"{n}={_label(v)}" for n, v in zip(names, combo, strict=True))
+        name = f"{raw.get('name', '')}[{suffix}]"
+        for i in {i for i, _, _ in axes}:  # name the expanded variant in errors, not its index in the grid
+            try:
+                TECHNIQUES[new_steps[i]["kind"]].config_cls.model_validate(new_steps[i])
+            except ValidationError as err:
+                first = err.errors()[0]
+                loc = ".".join(str(p) for p in first["loc"])
+                raise ValueError(
+                    f"variant {name!r}: steps.{i}.{loc}: {first['msg']} (got {first.get('input')!r})"
+                ) from err
+        out.append({**raw, "name": name, "steps": new_steps})
+    return out
+
+
 def _format_validation(err: ValidationError, where: str) -> str:
     first = err.errors()[0]
     loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         msg = "unknown key; check its spelling against `modelshrink list` and the README"
-    got = f" (got {first['input']!r})" if first["type"] != "extra_forbidden" and "input" in first else ""
+    shown = first["type"] != "extra_forbidden" and "input" in first and first["loc"]  # not the whole config
+    got = f" (got {first['input']!r})" if shown else ""
     more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
     return f"{where}: {loc}: {msg}{got}{more}"
 

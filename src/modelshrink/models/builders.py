@@ -24,6 +24,9 @@ class ModelConfig(BaseModel):
     channels: int = Field(8, ge=1, description="cnn: channels of the first convolution")
     embed_rank: int | None = Field(None, ge=1, description="lstm: embedding factored as (vocab×r)·(r×embed_dim)")
     fc_rank: int | None = Field(None, ge=1, description="lstm: classifier factored as (hidden×r)·(r×labels)")
+    # Set by prune.structured (None: the unpruned shape).
+    vocab_keep: int | None = Field(None, ge=2, description="lstm: embedding rows kept; ids >= it read as OOV (1)")
+    channels2: int | None = Field(None, ge=1, description="cnn: channels of the second convolution (2*channels)")
 
 
 # A builder takes (config, vocab_size or input channels, number of labels).
@@ -34,12 +37,12 @@ MODELS: Registry[Builder] = Registry("model")
 @MODELS.register("lstm")
 def _lstm(cfg: ModelConfig, vocab_size: int, num_labels: int) -> nn.Module:
     return LSTMClassifier(vocab_size, num_labels, cfg.embed_dim, cfg.hidden, cfg.dropout, cfg.l2_input,
-                          cfg.embed_rank, cfg.fc_rank)  # fmt: skip
+                          cfg.embed_rank, cfg.fc_rank, cfg.vocab_keep)  # fmt: skip
 
 
 @MODELS.register("cnn")
 def _cnn(cfg: ModelConfig, in_channels: int, num_labels: int) -> nn.Module:
-    return TinyCNN(num_labels, cfg.channels, in_channels)
+    return TinyCNN(num_labels, cfg.channels, in_channels, cfg.channels2)
 
 
 def build_model(cfg: ModelConfig, input_dim: int, num_labels: int) -> nn.Module:

@@ -23,13 +23,19 @@ class LSTMClassifier(nn.Module):
         l2_input: float = 1e-3,
         embed_rank: int | None = None,
         fc_rank: int | None = None,
+        vocab_keep: int | None = None,
     ) -> None:
         super().__init__()
+        # Vocabulary pruning (prune.structured): keep the `vocab_keep` most frequent ids (the
+        # tokenizer numbers words by frequency; 0 pad, 1 OOV) and read the rest as OOV, here in
+        # forward, so the exported ONNX file maps them itself.
+        self.vocab_keep = vocab_keep
+        rows = min(vocab_size, vocab_keep) if vocab_keep else vocab_size
         # embed_rank/fc_rank: the layer factored in two (what `lowrank` makes), so a low-rank
         # model rebuilds from its config: Embedding(vocab, r) → Linear(r, embed_dim, no bias).
         self.embedding: nn.Module = (
-            nn.Embedding(vocab_size, embed_dim, padding_idx=0) if embed_rank is None
-            else nn.Sequential(nn.Embedding(vocab_size, embed_rank, padding_idx=0),
+            nn.Embedding(rows, embed_dim, padding_idx=0) if embed_rank is None
+            else nn.Sequential(nn.Embedding(rows, embed_rank, padding_idx=0),
                                nn.Linear(embed_rank, embed_dim, bias=False))
         )  # fmt: skip
         self.lstm = nn.LSTM(embed_dim, hidden, batch_first=True)
@@ -41,6 +47,8 @@ class LSTMClassifier(nn.Module):
         self.l2_input = l2_input  # Keras `kernel_regularizer=l2(0.001)` on the LSTM's input kernel
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.vocab_keep is not None:
+            x = x.masked_fill(x >= self.vocab_keep, 1)  # rare words (pruned rows) → OOV id 1
         h = self.embedding(x)  # (B, T, E)
         _, (h_n, _) = self.lstm(h)  # h_n: (1, B, H), the state after the last token
         return self.fc(self.dropout(h_n[-1]))  # (B, labels)

@@ -274,6 +274,8 @@ def measure_variant(
             **{n: a["file"] for n, a in by_name.items() if n != "compact"},
         },  # fmt: skip
     }
+    # Earlier gains (sparsity, distinct values, N:M) checked on the written files (runner/checks.py).
+    row.update(runner._export_checks(variant.name, stage, onnx_path, compact_path))
     return row
 
 

@@ -28,7 +28,10 @@ from torch import nn
 from modelshrink.config import RunConfig, VariantConfig
 from modelshrink.data.tasks import TaskData, load_task
 from modelshrink.errors import ConfigError, ModelshrinkError
+from modelshrink.export.compact import load_compact
 from modelshrink.models.builders import ModelConfig, build_model
+from modelshrink.runner.checks import check_onnx, check_state
+from modelshrink.runner.checks import failed as failed_checks
 from modelshrink.runner.store import ResultStore, config_key
 from modelshrink.techniques.base import RunContext, TechniqueConfig, get_technique
 from modelshrink.train import OnStep, fine_tune, fit, set_seed
@@ -234,6 +237,9 @@ class Runner:
                       "seconds": round(time.perf_counter() - t0, 2)}  # fmt: skip
             for s in res.skipped:
                 self.log(escape(f"{variant.name}: {step.kind} skipped {s.name} ({s.type}): {s.reason}"))
+            if checks := check_state(res.model.state_dict(), stage.steps, after=step.kind):  # earlier gains kept?
+                record["checks"] = checks
+                self._log_failed_checks(variant.name, checks)
             stage = Stage(res.model.eval(), res.model_config or stage.model_config, res.input_dim or stage.input_dim,
                           res.export_format or stage.export_format, stage.steps + [record])  # fmt: skip
             cache[keys[i + 1]] = stage
@@ -244,3 +250,17 @@ class Runner:
         from modelshrink.runner.measure_variant import measure_variant
 
         return measure_variant(self, data, variant, seed, cache)
+
+    def _export_checks(self, name: str, stage: Stage, onnx_path: Path, compact_path: Path) -> dict[str, Any]:
+        """Earlier gains on the files themselves (see runner/checks.py); failures are recorded, not fatal."""
+        reference = stage.model.state_dict()
+        checks = check_onnx(onnx_path, reference, stage.steps)
+        checks += check_state(load_compact(compact_path)[0], stage.steps, after="export:compact")
+        self._log_failed_checks(name, checks)
+        every = [c for s in stage.steps for c in s.get("checks", [])] + checks
+        return {"checks": checks, "checks_failed": len(failed_checks(every))}
+
+    def _log_failed_checks(self, label: str, checks: list[dict[str, Any]]) -> None:
+        for c in failed_checks(checks):
+            self.log(escape(f"[warning] {label}: {c['property']} (from {c['established_by']}) not kept after "
+                            f"{c['after']}: measured {c['measured']}"))  # fmt: skip

@@ -1,7 +1,17 @@
 """Compression techniques. Importing this package registers all of them."""
 
 # Each import registers one technique (the registry is filled by the decorators).
-from modelshrink.techniques import cluster_kmeans, distill_kd, lowrank, prune_magnitude, quant_onnx, quant_qat  # noqa: E402,F401
+from modelshrink.techniques import (  # noqa: F401
+    cluster_kmeans,
+    distill_kd,
+    lowrank,
+    prune_magnitude,
+    prune_nm,
+    prune_random,
+    prune_structured,
+    quant_onnx,
+    quant_qat,
+)
 from modelshrink.techniques.base import (
     TECHNIQUES,
     RunContext,

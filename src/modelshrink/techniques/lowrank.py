@@ -125,7 +125,9 @@ def lowrank(model: nn.Module, cfg: LowRankConfig, ctx: RunContext) -> TechniqueR
             )
         rank = fixed if fixed is not None else energy_rank(torch.linalg.svdvals(w.double()), cfg.energy)
         if rank * (m + n) >= m * n:
-            skipped.append(SkippedLayer(name, type_name, f"rank {rank} would not shrink it ({rank}·({m}+{n}) ≥ {m}·{n})"))
+            skipped.append(
+                SkippedLayer(name, type_name, f"rank {rank} would not shrink it ({rank}·({m}+{n}) ≥ {m}·{n})")
+            )
             continue
         plan.append((name, module, rank))
 

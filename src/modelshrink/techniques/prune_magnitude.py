@@ -16,6 +16,7 @@ Masks live in a Python dict, never on the model: no hooks, buffers or
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal, Self
 
 import torch
@@ -107,18 +108,22 @@ class _Pruner:
         self.mask_updates = 0
         self.steps = 0  # optimizer steps seen
 
+    def scores(self, target: Target) -> torch.Tensor:
+        """What decides which weights go first: the smallest scores (here |w|; prune.random overrides)."""
+        return target.weight.detach().abs()
+
     @torch.no_grad()
     def update_masks(self, sparsity: float) -> None:
         """Recompute every mask so `sparsity` of the weights (per tensor or overall) are dropped."""
         weights = [t.weight for t in self.targets]
         if self.cfg.scope == "per_tensor":
             for t, w in zip(self.targets, weights, strict=True):
-                flat = w.detach().abs().reshape(-1)  # (n,)
+                flat = self.scores(t).reshape(-1)  # (n,)
                 self.masks[t.qualified_name] = _keep_mask(flat, _zero_count(sparsity, flat.numel())).view_as(w)
             return
         # Global: one ranking over all targets, so layers with small weights lose more of them.
         device = weights[0].device
-        flat = torch.cat([w.detach().abs().reshape(-1).to(device) for w in weights])  # (N,)
+        flat = torch.cat([self.scores(t).reshape(-1).to(device) for t in self.targets])  # (N,)
         keep = _keep_mask(flat, _zero_count(sparsity, flat.numel()))
         for t, w, part in zip(self.targets, weights, keep.split([w.numel() for w in weights]), strict=True):
             self.masks[t.qualified_name] = part.to(w.device).view_as(w)
@@ -144,14 +149,21 @@ class _Pruner:
 @register_technique(MagnitudePruneConfig)
 def prune_magnitude(model: nn.Module, cfg: MagnitudePruneConfig, ctx: RunContext) -> TechniqueResult:
     """Unstructured magnitude pruning (TFMOT-style schedule, fine-tuned between mask updates)."""
+    return run_pruning(model, cfg, ctx, _Pruner)
+
+
+def run_pruning(
+    model: nn.Module, cfg: MagnitudePruneConfig, ctx: RunContext, pruner_cls: Callable[..., _Pruner]
+) -> TechniqueResult:
+    """The schedule, fine-tuning and final prune, with `pruner_cls(targets, cfg)` choosing the weights."""
     fine_tune = ctx.fine_tune
     if cfg.epochs > 0 and fine_tune is None:
         raise ConfigError(
-            f"prune.magnitude with epochs={cfg.epochs} needs fine-tuning, which needs training data, "
+            f"{cfg.kind} with epochs={cfg.epochs} needs fine-tuning, which needs training data, "
             f"and none is available here; use epochs=0 for one-shot pruning without fine-tuning"
         )
     targets, skipped = prunable_weights(model, exclude=ctx.exclude)
-    pruner = _Pruner(targets, cfg)
+    pruner = pruner_cls(targets, cfg)
 
     if cfg.epochs > 0 and fine_tune is not None:
         pruner.on_step(0)  # TFMOT step 0: the first batch, before any optimizer step

@@ -1,0 +1,179 @@
+"""Pipelines keep earlier gains: check, after every stage and after export, what earlier steps established.
+
+A step establishes properties of the weights it leaves: a pruned tensor set has at least some
+sparsity, a clustered tensor at most k distinct values, an N:M-pruned tensor the N:M pattern. A
+later step can silently undo them (clustering without `preserve_sparsity` moves the zeros onto a
+centroid; a fine-tune without masks regrows weights; an exporter could densify). So after each
+stage the runner checks every property declared by the steps before it, and after export it
+checks them all again on the files: the compact file by tensor name, the ONNX file by matching
+initializers to tensors of the same element count (ONNX renames and may transpose LSTM weights).
+
+Techniques declare properties in `details["properties"]`, a list of
+`{"property": "sparsity", "tensors": [...], "min": 0.5}`, `{"property": "distinct_values",
+"tensors": [...], "max": 16}` or `{"property": "nm", "n": 2, "m": 4, "tensors": [...]}`; for the
+thesis's techniques (which predate the hook) they are read off their existing details.
+
+A failed check does not fail the variant: its measured size, speed and accuracy are still true
+of the artifact, and discarding them would hide what happened. Each check is recorded in the
+row (`ok: false` with the measured value) and the row's `checks_failed` counts them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+SPARSITY_TOLERANCE = 1e-3  # absolute: measured sparsity may fall this far below the established level
+
+
+def declared_properties(step: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The properties one step record (`kind`, `details`) establishes."""
+    details = step.get("details") or {}
+    if "properties" in details:
+        return list(details["properties"])
+    kind = step.get("kind")
+    if kind == "prune.magnitude" and isinstance(details.get("sparsity"), dict):
+        return [{"property": "sparsity", "tensors": sorted(details["sparsity"]), "min": details["overall_sparsity"]}]
+    if kind == "cluster.kmeans" and isinstance(details.get("clusters"), dict) and details["clusters"]:
+        counts = details["clusters"]  # measured distinct values per tensor after clustering
+        return [{"property": "distinct_values", "tensors": sorted(counts), "max": max(counts.values())}]
+    return []
+
+
+def _label(prop: Mapping[str, Any]) -> str:
+    if prop["property"] == "sparsity":
+        return f"sparsity>={prop['min']:.4f}"
+    if prop["property"] == "distinct_values":
+        return f"distinct_values<={prop['max']}"
+    return f"nm={prop['n']}:{prop['m']}"
+
+
+def _nm_holds(arr: np.ndarray, n: int, m: int) -> bool:
+    """Every group of m along the last axis (the input dimension) has at most n nonzeros."""
+    if arr.shape[-1] % m:
+        return False
+    groups = (arr.reshape(-1, arr.shape[-1] // m, m) != 0).sum(-1)
+    return bool((groups <= n).all())
+
+
+def _conv_rows(arr: np.ndarray) -> np.ndarray:
+    return np.moveaxis(arr, 1, -1) if arr.ndim in (3, 4) else arr  # Conv: input channels last
+
+
+def _evaluate(prop: Mapping[str, Any], arrays: list[np.ndarray]) -> tuple[bool, float]:
+    """(ok, measured) of one property over the tensors' arrays (already in their torch layout)."""
+    if prop["property"] == "sparsity":
+        zeros = sum(int((a == 0).sum()) for a in arrays)
+        measured = zeros / max(1, sum(a.size for a in arrays))
+        return measured >= prop["min"] - SPARSITY_TOLERANCE, measured
+    if prop["property"] == "distinct_values":
+        measured = max(int(np.unique(a).size) for a in arrays)
+        return measured <= prop["max"], float(measured)
+    if prop["property"] == "nm":
+        n, m = prop["n"], prop["m"]
+        held = [_nm_holds(_conv_rows(a), n, m) for a in arrays]
+        return all(held), sum(held) / len(held)  # measured: share of tensors with the pattern
+    raise ValueError(f"unknown property {prop['property']!r}")  # internal: techniques declare known ones
+
+
+def check_state(state: Mapping[str, Any], steps: list[Mapping[str, Any]], after: str) -> list[dict[str, Any]]:
+    """Check the properties of `steps` on a name → tensor mapping (a torch state dict or the compact file)."""
+    out = []
+    for step in steps:
+        for prop in declared_properties(step):
+            missing = [t for t in prop["tensors"] if t not in state]
+            record: dict[str, Any] = {"after": after, "established_by": step["kind"], "property": _label(prop)}
+            if missing:  # e.g. a later step changed the architecture and renamed the tensor
+                out.append({**record, "ok": False, "measured": None, "note": f"tensors gone: {missing}"})
+                continue
+            arrays = [np.asarray(state[t].detach().cpu() if hasattr(state[t], "detach") else state[t])
+                      for t in prop["tensors"]]  # fmt: skip
+            ok, measured = _evaluate(prop, arrays)
+            out.append({**record, "ok": ok, "measured": round(measured, 6)})
+    return out
+
+
+def _onnx_weights(path: Path) -> list[np.ndarray]:
+    """The ≥2-D weight initializers; quantized ones minus their zero point, so a zero weight reads 0.
+
+    ORT's quantizer names a quantized weight `<w>_quantized` beside `<w>_zero_point` (and scale);
+    it nudges the zero point so that float 0 is stored exactly as the zero point.
+    """
+    model = onnx.load(str(path), load_external_data=False)
+    inits = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+    arrays = []
+    for name, arr in inits.items():
+        if arr.ndim < 2:
+            continue
+        if arr.dtype in (np.float32, np.float16, np.float64):
+            arrays.append(arr)
+        elif arr.dtype in (np.int8, np.uint8) and name.endswith("_quantized"):
+            zero_point = inits.get(name.removesuffix("_quantized") + "_zero_point")
+            if zero_point is None and arr.dtype == np.int8:
+                arrays.append(arr.astype(np.int32))  # symmetric int8: zero point 0
+            elif zero_point is not None and zero_point.size == 1:
+                arrays.append(arr.astype(np.int32) - int(zero_point.reshape(-1)[0]))
+            # per-channel zero points that are not all equal: left unmatched, reported as such
+            elif zero_point is not None and np.all(zero_point == zero_point.reshape(-1)[0]):
+                arrays.append(arr.astype(np.int32) - int(zero_point.reshape(-1)[0]))
+    return arrays
+
+
+def _as_torch_layout(arr: np.ndarray, shapes: list[tuple[int, ...]], prop: Mapping[str, Any]) -> np.ndarray:
+    """`arr` in a torch tensor's layout; for an N:M check, whichever candidate shape and 2-D
+    orientation holds the pattern (ORT's quantized LSTM stores W transposed; its gate order
+    differs from torch's, but rows stay rows, so the pattern along the input dimension survives)."""
+    if prop["property"] != "nm":
+        return arr.reshape(shapes[0])
+    layouts = [arr.reshape(s) for s in shapes] + [arr.reshape(s[::-1]).T for s in shapes if len(s) == 2]
+    return next((a for a in layouts if _nm_holds(_conv_rows(a), prop["n"], prop["m"])), layouts[0])
+
+
+def check_onnx(
+    path: Path, reference: Mapping[str, Any], steps: list[Mapping[str, Any]], after: str = "export:onnx"
+) -> list[dict[str, Any]]:
+    """Check the properties on an ONNX file's weight initializers.
+
+    ONNX names differ from torch's (LSTM weights become W/R), so a tensor is matched to the
+    initializer with its element count. When several torch tensors share a count, they match
+    only if all of them belong to the property (then the group is checked together); a tensor
+    that cannot be matched gives `ok: null` with a note, never a guess.
+    """
+    weights = _onnx_weights(path)
+    by_size: dict[int, list[np.ndarray]] = {}
+    for arr in weights:
+        by_size.setdefault(arr.size, []).append(arr)
+    ref_sizes: dict[int, list[str]] = {}
+    for name, t in reference.items():
+        if getattr(t, "dim", lambda: 0)() >= 2:
+            ref_sizes.setdefault(t.numel(), []).append(name)
+    out = []
+    for step in steps:
+        for prop in declared_properties(step):
+            record: dict[str, Any] = {"after": after, "established_by": step["kind"], "property": _label(prop)}
+            arrays, unmatched = [], []
+            for size in sorted({reference[t].numel() for t in prop["tensors"] if t in reference}):
+                names = ref_sizes.get(size, [])
+                found = by_size.get(size, [])
+                if len(found) == len(names) and set(names) <= set(prop["tensors"]):
+                    shapes = list(dict.fromkeys(tuple(reference[n].shape) for n in names))
+                    arrays += [_as_torch_layout(a, shapes, prop) for a in found]
+                else:
+                    unmatched += [n for n in names if n in prop["tensors"]]
+            unmatched += [t for t in prop["tensors"] if t not in reference]
+            if unmatched or not arrays:
+                out.append({**record, "ok": None, "measured": None,
+                            "note": f"no unambiguous ONNX initializer for {unmatched}"})  # fmt: skip
+                continue
+            ok, measured = _evaluate(prop, arrays)
+            out.append({**record, "ok": ok, "measured": round(measured, 6)})
+    return out
+
+
+def failed(checks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [c for c in checks if c["ok"] is False]

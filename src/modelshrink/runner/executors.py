@@ -192,7 +192,12 @@ class RayExecutor(Executor):
             else:
                 ray.init(address=address, log_to_driver=False, configure_logging=False)
         except (ConnectionError, RuntimeError, ValueError) as err:
-            raise ConfigError(f"could not start or join Ray at {address or 'local'!r}: {err}") from err
+            if local:
+                raise ConfigError(f"could not start a local Ray instance: {err}") from err
+            raise ConfigError(
+                f"cannot reach a Ray cluster at {address!r} ({err}); start one with `ray start --head`, "
+                "or pass --ray-address local for a local instance"
+            ) from err
         if not local:
             self.jobs = jobs or max(1, int(ray.cluster_resources().get("CPU", 1)))
         self._setup_ref: Any = None

@@ -96,12 +96,11 @@ class Runner:
         run each row as one task that recomputes its prefix, and the driver commits the rows.
         """
         data = data if data is not None else self.prepare()
-        self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "config.json").write_text(self.cfg.model_dump_json(indent=2))
-        (self.out / "preprocessing.json").write_text(json.dumps(data.preprocessing))
-        (self.out / RUN_RECORD).write_text(json.dumps(self._record(data), indent=1, sort_keys=True))
         env = _environment()
-        with ResultStore(self.out / "results.sqlite") as store:
+        with ResultStore(self.out / "results.sqlite") as store:  # refuses a foreign or corrupt store first
+            (self.out / "config.json").write_text(self.cfg.model_dump_json(indent=2))
+            (self.out / "preprocessing.json").write_text(json.dumps(data.preprocessing))
+            (self.out / RUN_RECORD).write_text(json.dumps(self._record(data), indent=1, sort_keys=True))
             for v in self.cfg.variants:  # a redefined variant gets new rows; its old ones are kept, marked
                 if n := store.supersede(v.name, config_key(v.model_dump(mode="json"))):
                     self.log(f"{v.name}: definition changed, {n} earlier rows kept as superseded")
@@ -184,6 +183,8 @@ class Runner:
         """A run folder holds one experiment: resuming, adding seeds and variants or redefining a
         variant (new rows; the old ones are kept as superseded) is fine; changing the data, model
         or training is not, since every row of the folder is compared with the same baselines."""
+        if (self.out / "results.sqlite").exists():
+            ResultStore(self.out / "results.sqlite", readonly=True).close()  # foreign or corrupt: refused, untouched
         old = self._read_record()
         if old is None:
             return

@@ -97,7 +97,7 @@ def search(
     base_val = base["val_accuracy"]
     log(f"baseline: val acc {base_val:.4f}, {base['file_bytes']:,} bytes, {base['latency_ms_p50']:.3f} ms")
 
-    sampler = optuna.samplers.TPESampler(seed=seed, constraints_func=lambda t: t.user_attrs.get("constraint", (1.0,)))
+    sampler = optuna.samplers.TPESampler(seed=seed)  # constraint-aware through Trial.set_constraint
     study = optuna.create_study(direction="minimize", sampler=sampler)
     done: list[Trial] = []
     batch = max(1, jobs)
@@ -114,7 +114,7 @@ def search(
                 t.cost, t.val_accuracy, t.test_accuracy = float(row[cost_col]), row["val_accuracy"], row["test_accuracy"]
                 t.drop_pp = 100 * (base_val - row["val_accuracy"])
                 t.feasible = t.drop_pp <= max_drop
-                ot.set_user_attr("constraint", (t.drop_pp - max_drop,))  # <= 0: within the budget
+                ot.set_constraint("accuracy_drop", t.drop_pp - max_drop)  # <= 0: within the budget
                 study.tell(ot, t.cost)
             done.append(t)
             log(f"trial {t.number}: {name}: " + (f"{cost_col} {t.cost:,.3f}, val acc {t.val_accuracy:.4f} "

@@ -142,7 +142,9 @@ def _check_resume(resume: bool, out: Path | None) -> None:
     from modelshrink.errors import ConfigError
 
     if resume and (out is None or not (out / "results.sqlite").is_file()):
-        raise ConfigError(f"--resume needs --out pointing at an earlier run folder; {str(out)!r} holds no results.sqlite")
+        raise ConfigError(
+            f"--resume needs --out pointing at an earlier run folder; {str(out)!r} holds no results.sqlite"
+        )
 
 
 @app.command()

@@ -14,7 +14,6 @@ import modelshrink
 from modelshrink.cli import main
 from modelshrink.runner.store import ResultStore
 
-
 CONFIG = """
 model: {embed_dim: 8, hidden: 8}
 data: {vocab_size: 64, max_len: 16}

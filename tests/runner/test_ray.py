@@ -11,7 +11,6 @@ from modelshrink.config import parse_config
 from modelshrink.runner.executors import RayExecutor
 from modelshrink.runner.run import Runner
 
-
 pytest.importorskip("ray")
 
 

@@ -7,7 +7,6 @@ import pytest
 
 from modelshrink.cli import main
 
-
 TINY = (
     "model: {embed_dim: 8, hidden: 8}\ndata: {vocab_size: 64, max_len: 16}\ntrain: {epochs: 1}\n"
     "variants: [{name: baseline, steps: []}]\n"

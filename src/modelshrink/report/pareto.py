@@ -31,7 +31,9 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     return front
 
 
-def frontier(rows: list[dict[str, Any]], cost: str = "file_bytes", value: str = "test_accuracy") -> list[dict[str, Any]]:
+def frontier(
+    rows: list[dict[str, Any]], cost: str = "file_bytes", value: str = "test_accuracy"
+) -> list[dict[str, Any]]:
     """The variants (means over their seeds) on the cost-vs-accuracy frontier of a store's rows.
 
     Each entry: variant, seeds, the cost's and the value's mean (under their own names).

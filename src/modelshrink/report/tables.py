@@ -53,7 +53,7 @@ def is_baseline_row(row: dict[str, Any]) -> bool:
 
 def accuracy_changes(rows: list[dict[str, Any]], split: str = "test") -> dict[str, dict[int, float]]:
     """Per variant and seed: accuracy minus the SAME seed's baseline accuracy (seeds without one are left out)."""
-    base = {}
+    base: dict[int, float] = {}
     for r in rows:
         if r["status"] == "ok" and is_baseline_row(r):
             base.setdefault(r["seed"], r[f"{split}_accuracy"])

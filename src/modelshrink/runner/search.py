@@ -111,7 +111,11 @@ def search(
             if row["status"] != "ok" or row.get(cost_col) is None:
                 study.tell(ot, state=optuna.trial.TrialState.FAIL)
             else:
-                t.cost, t.val_accuracy, t.test_accuracy = float(row[cost_col]), row["val_accuracy"], row["test_accuracy"]
+                t.cost, t.val_accuracy, t.test_accuracy = (
+                    float(row[cost_col]),
+                    row["val_accuracy"],
+                    row["test_accuracy"],
+                )
                 t.drop_pp = 100 * (base_val - row["val_accuracy"])
                 t.feasible = t.drop_pp <= max_drop
                 ot.set_constraint("accuracy_drop", t.drop_pp - max_drop)  # <= 0: within the budget

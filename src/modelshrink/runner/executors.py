@@ -82,6 +82,11 @@ def _row_task(variant_json: str, seed: int) -> RowResult:
     return status, result
 
 
+def _lost(err: BaseException) -> RowResult:
+    """The row of a task whose worker died: failed, with why (rerunning the folder retries it)."""
+    return "failed", {"error": f"worker lost: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"}
+
+
 def _setup(runner: Runner, data: TaskData, jobs: int) -> WorkerSetup:
     return WorkerSetup(runner.cfg.model_dump_json(), str(runner.out), data, threads_per_worker(jobs), uuid.uuid4().hex)
 
@@ -137,7 +142,10 @@ class ProcessExecutor(Executor):
         pool = self._pool_for(runner, data)
         futures = {pool.submit(_row_task, v.model_dump_json(), s): (v, s) for v, s in tasks}
         for fut in cf.as_completed(futures):  # committed by the driver as each finishes
-            yield futures[fut], fut.result()
+            try:
+                yield futures[fut], fut.result()
+            except cf.process.BrokenProcessPool as err:  # a worker died (killed, out of memory): a failed row
+                yield futures[fut], _lost(err)
 
     def close(self) -> None:
         if self._pool is not None:
@@ -206,11 +214,16 @@ class RayExecutor(Executor):
             self._setup_ref = ray.put(_setup(runner, data, self.jobs))
         return self._setup_ref, ray.remote(num_cpus=1)(_ray_baseline), ray.remote(num_cpus=1)(_ray_row)
 
-    def _as_completed(self, refs: dict[Any, Any]) -> Iterator[tuple[Any, Any]]:
+    def _as_completed(self, refs: dict[Any, Any], rows: bool = False) -> Iterator[tuple[Any, Any]]:
         pending = list(refs)
         while pending:
             done, pending = self._ray.wait(pending, num_returns=1)
-            yield refs[done[0]], self._ray.get(done[0])
+            try:
+                yield refs[done[0]], self._ray.get(done[0])
+            except self._ray.exceptions.RayError as err:  # a worker or node died: a failed row
+                if not rows:
+                    raise
+                yield refs[done[0]], _lost(err)
 
     def map_baselines(self, runner: Runner, data: TaskData, seeds: list[int]) -> Iterator[int]:
         setup, baseline, _ = self._tasks(runner, data)
@@ -219,7 +232,7 @@ class RayExecutor(Executor):
 
     def map_rows(self, runner: Runner, data: TaskData, tasks: list[RowTask]) -> Iterator[tuple[RowTask, RowResult]]:
         setup, _, row = self._tasks(runner, data)
-        yield from self._as_completed({row.remote(setup, v.model_dump_json(), s): (v, s) for v, s in tasks})
+        yield from self._as_completed({row.remote(setup, v.model_dump_json(), s): (v, s) for v, s in tasks}, rows=True)
 
     def close(self) -> None:
         self._ray.shutdown()

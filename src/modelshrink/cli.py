@@ -38,6 +38,15 @@ TextColOpt = Annotated[str | None, typer.Option("--text-column", help="CSV colum
 LabelColOpt = Annotated[str | None, typer.Option("--label-column", help="CSV column with the label (default: label).")]
 StratifyOpt = Annotated[bool, typer.Option("--stratify", help="Stratify the 70/15/15 split by label.")]
 SubsampleOpt = Annotated[int | None, typer.Option("--subsample", min=10, help="Use a random subset of N rows.")]
+SeedsOpt = Annotated[int | None, typer.Option("--seeds", min=1, help="Run seeds 0..N-1 (instead of --seed).")]
+ResumeOpt = Annotated[
+    bool, typer.Option("--resume", help="Resume the run in --out (finished rows are skipped; the default there too).")
+]
+JobsOpt = Annotated[int | None, typer.Option("--jobs", help="Rows run at once, in local processes (or Ray tasks).")]
+ExecutorOpt = Annotated[str, typer.Option("--executor", help="inprocess | processes | ray.")]
+RayAddressOpt = Annotated[
+    str | None, typer.Option("--ray-address", help="Ray head HOST:PORT, 'auto', or 'local' (start one for the run).")
+]
 
 
 @app.callback()
@@ -90,17 +99,20 @@ def _progress() -> Progress:
     )  # fmt: skip
 
 
-def _execute(cfg: Any, out: Path | None) -> None:
+def _execute(
+    cfg: Any, out: Path | None, jobs: int | None = None, executor: str = "inprocess", ray_address: str | None = None
+) -> None:
     from modelshrink.report.tables import write_exports
+    from modelshrink.runner.executors import make_executor
     from modelshrink.runner.run import Runner
 
     out = out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
     try:
         runner = Runner(cfg, out)
         data = runner.prepare()  # bad data or folder: one error line, before any progress bar or file
-        with _progress() as progress:
+        with make_executor(executor, jobs, ray_address) as ex, _progress() as progress:
             runner.progress, runner.log = progress, progress.console.print
-            rows = runner.run(data)
+            rows = runner.run(data, ex)
     except KeyboardInterrupt:
         console.print(
             f"interrupted: finished rows are saved in {out}/results.sqlite; run again with --out {out} to resume"
@@ -112,7 +124,27 @@ def _execute(cfg: Any, out: Path | None) -> None:
     failed = sum(r["status"] != "ok" for r in rows)
     if failed:  # the finished rows are saved; the exit code still tells a script something failed
         console.print(f"[red]{failed} of {len(rows)} rows failed[/red]; their errors are in summary.md")
+        for r in rows:
+            if r["status"] != "ok":
+                console.print(f"  {escape(r['variant'])} seed {r['seed']}: {escape(str(r.get('error', '')))}")
         raise typer.Exit(1)
+
+
+def _seed_flags(seed: list[int] | None, seeds: int | None) -> list[int] | None:
+    from modelshrink.errors import ConfigError
+
+    if seeds is not None and seed:
+        raise ConfigError(f"pass --seeds {seeds} (seeds 0..{seeds - 1}) or --seed, not both")
+    return list(range(seeds)) if seeds is not None else seed
+
+
+def _check_resume(resume: bool, out: Path | None) -> None:
+    from modelshrink.errors import ConfigError
+
+    if resume and (out is None or not (out / "results.sqlite").is_file()):
+        raise ConfigError(
+            f"--resume needs --out pointing at an earlier run folder; {str(out)!r} holds no results.sqlite"
+        )
 
 
 @app.command()
@@ -120,10 +152,14 @@ def run(
     data: DataOpt = None, out: OutOpt = None, epochs: EpochsOpt = None, seed: SeedOpt = None,
     config: ConfigOpt = None, preset: PresetOpt = "seed", task: TaskOpt = None, text_column: TextColOpt = None,
     label_column: LabelColOpt = None, stratify: StratifyOpt = False, subsample: SubsampleOpt = None,
+    seeds: SeedsOpt = None, resume: ResumeOpt = False, jobs: JobsOpt = None, executor: ExecutorOpt = "inprocess",
+    ray_address: RayAddressOpt = None,
 ) -> None:  # fmt: skip
     """The main job: train the baseline, apply every variant of the preset, measure, report."""
+    _check_resume(resume, out)
+    seed = _seed_flags(seed, seeds)
     cfg = _resolve(preset, config, data, task, text_column, label_column, stratify, subsample, epochs, seed, False)
-    _execute(cfg, out)
+    _execute(cfg, out, jobs, executor, ray_address)
 
 
 @app.command()
@@ -149,6 +185,66 @@ def report(folder: Annotated[Path, typer.Argument(help="A run folder holding res
     with ResultStore(folder / "results.sqlite") as store:
         paths = write_exports(store.rows(), folder)
     console.print(f"results: {', '.join(str(p) for p in paths)}")
+
+
+@app.command()
+def export(
+    folder: Annotated[Path, typer.Argument(help="A run folder holding results.sqlite.")],
+    fmt: Annotated[str, typer.Option("--format", help="csv | json | md.")] = "csv",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write; '-' for stdout.")] = None,
+) -> None:
+    """Export a run folder's store as CSV, JSON or Markdown (default: results.csv etc. in the folder)."""
+    from modelshrink.errors import ConfigError
+    from modelshrink.report.tables import EXPORTS, export_text
+    from modelshrink.runner.store import ResultStore
+
+    if fmt not in EXPORTS:
+        raise ConfigError(f"unknown --format {fmt!r}; known: {', '.join(EXPORTS)}")
+    if not (folder / "results.sqlite").is_file():
+        raise ConfigError(f"{str(folder)!r} holds no results.sqlite; pass a folder written by `modelshrink run`")
+    with ResultStore(folder / "results.sqlite", readonly=True) as store:
+        text = export_text(store.rows(), fmt)
+    if output is not None and str(output) == "-":
+        typer.echo(text, nl=False)
+        return
+    path = output or folder / EXPORTS[fmt]
+    path.write_text(text)
+    console.print(f"wrote {path}")
+
+
+@app.command()
+def search(
+    max_drop: Annotated[float, typer.Option("--max-drop", help="Most validation accuracy lost, percentage points.")],
+    budget_trials: Annotated[int, typer.Option("--budget-trials", help="Pipelines to try.")] = 20,
+    objective: Annotated[str, typer.Option("--objective", help="size (file bytes) | latency (p50 ms).")] = "size",
+    data: DataOpt = None, out: OutOpt = None, epochs: EpochsOpt = None, seed: SeedOpt = None,
+    config: ConfigOpt = None, preset: PresetOpt = "seed", task: TaskOpt = None, text_column: TextColOpt = None,
+    label_column: LabelColOpt = None, stratify: StratifyOpt = False, subsample: SubsampleOpt = None,
+    jobs: JobsOpt = None, executor: ExecutorOpt = "inprocess", ray_address: RayAddressOpt = None,
+) -> None:  # fmt: skip
+    """Search techniques and settings for the smallest (or fastest) model within an accuracy budget."""
+    from modelshrink.errors import ConfigError
+    from modelshrink.runner.executors import make_executor
+    from modelshrink.runner.search import search as run_search
+
+    if max_drop < 0:  # checked before any data is read
+        raise ConfigError(f"--max-drop must be >= 0 percentage points of validation accuracy, got {max_drop}")
+    if budget_trials < 1:
+        raise ConfigError(f"--budget-trials must be at least 1, got {budget_trials}")
+    if seed and len(seed) > 1:
+        raise ConfigError(f"search uses one seed; got --seed {' --seed '.join(map(str, seed))}")
+    cfg = _resolve(preset, config, data, task, text_column, label_column, stratify, subsample, epochs, seed, False)
+    out = out or Path("runs") / ("search-" + datetime.now().strftime("%Y%m%d-%H%M%S"))
+    with make_executor(executor, jobs, ray_address) as ex:
+        res = run_search(cfg, out, max_drop, budget_trials, objective, ex, jobs or 1, console.print)
+    col = res["cost_column"]
+    console.print(f"frontier ({col} vs validation accuracy):")
+    for t in res["frontier"]:
+        console.print(f"  {escape(t['variant']):40} {t['cost']:>14,.3f}  val acc {t['val_accuracy']:.4f}  "
+                      f"drop {t['drop_pp']:+.2f} pp")  # fmt: skip
+    w = res["winner"]
+    console.print(f"winner (within {res['max_drop_pp']} pp): {escape(w['variant'])}: {col} {w['cost']:,.3f}, "
+                  f"val acc {w['val_accuracy']:.4f}, test acc {w['test_accuracy']:.4f}; details in {out}/search.json")  # fmt: skip
 
 
 @app.command()

@@ -28,7 +28,7 @@ MEMORY_COLUMNS = [f"peak_rss_mb_{a}" for a in ARTIFACTS]
 # Columns of results.csv, in order (flat values; nested details stay in results.json).
 CSV_COLUMNS = ["variant", "seed", "status", "export_format", *NUMERIC_COLUMNS, "compact_weights",
                "compact_matches_model", *LATENCY_COLUMNS, *MEMORY_COLUMNS, "latency_threads", "wall_s", "error",
-               "key", "torch", "onnxruntime", "git_sha", "machine"]  # fmt: skip
+               "key", "superseded", "executor", "torch", "onnxruntime", "git_sha", "machine"]  # fmt: skip
 
 # The thesis's table (DESIGN.md): size in KB was an h5 file that held the Adam state.
 THESIS = [
@@ -42,8 +42,45 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+def ci95(values: list[float]) -> tuple[float, float] | None:
+    """95% confidence interval of the mean (Student's t, n - 1 degrees of freedom); None below 2 values."""
+    if len(values) < 2:
+        return None
+    from scipy import stats  # scipy comes with scikit-learn; imported here to keep the module light
+
+    mean, std = _mean_std(values)
+    half = float(stats.t.ppf(0.975, len(values) - 1)) * std / len(values) ** 0.5
+    return mean - half, mean + half
+
+
+def is_baseline_row(row: dict[str, Any]) -> bool:
+    """The trained baseline itself: no steps, starting from the baseline."""
+    variant = row.get("config", {}).get("variant", {})
+    return not variant.get("steps") and variant.get("start", "baseline") == "baseline"
+
+
+def accuracy_changes(rows: list[dict[str, Any]], split: str = "test") -> dict[str, dict[int, float]]:
+    """Per variant and seed: accuracy minus the SAME seed's baseline accuracy (seeds without one are left out)."""
+    base: dict[int, float] = {}
+    for r in rows:
+        if r["status"] == "ok" and is_baseline_row(r):
+            base.setdefault(r["seed"], r[f"{split}_accuracy"])
+    out: dict[str, dict[int, float]] = {}
+    for r in rows:
+        if r["status"] == "ok" and r["seed"] in base:
+            out.setdefault(r["variant"], {})[r["seed"]] = r[f"{split}_accuracy"] - base[r["seed"]]
+    return out
+
+
 def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One entry per variant (in first-seen order): mean and std over its successful seeds."""
+    """One entry per variant (in first-seen order): mean and std over its successful seeds.
+
+    Also `ci95` (per column, the 95% t-interval of the mean, None with one seed) and
+    `test_accuracy_change` / `val_accuracy_change` (mean, std of the accuracy minus the same
+    seed's baseline accuracy) with their `_ci95`.
+    """
+    rows = [r for r in rows if not r.get("superseded")]
+    changes = {split: accuracy_changes(rows, split) for split in ("test", "val")}
     out = []
     for name in dict.fromkeys(r["variant"] for r in rows):
         ok = [r for r in rows if r["variant"] == name and r["status"] == "ok"]
@@ -51,10 +88,16 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                                  "failed": sum(1 for r in rows if r["variant"] == name and r["status"] != "ok")}  # fmt: skip
         if ok:
             entry["export_format"] = ok[0]["export_format"]
+            entry["ci95"] = {}
             for col in NUMERIC_COLUMNS:
                 # None: not applicable to this variant (e.g. the compact size of an int8 model).
                 values = [float(r[col]) for r in ok if r.get(col) is not None]
                 entry[col] = _mean_std(values) if len(values) == len(ok) else None
+                entry["ci95"][col] = ci95(values) if len(values) == len(ok) else None
+            for split in ("test", "val"):
+                deltas = list(changes[split].get(name, {}).values())
+                entry[f"{split}_accuracy_change"] = _mean_std(deltas) if deltas else None
+                entry[f"{split}_accuracy_change_ci95"] = ci95(deltas)
         out.append(entry)
     return out
 
@@ -64,30 +107,43 @@ def _pct(ms: tuple[float, float], seeds: int) -> str:
     return f"{100 * mean:.2f}%" + (f" ± {100 * std:.2f}" if seeds > 1 else "")
 
 
+def _ci_pct(ci: tuple[float, float] | None) -> str:
+    return "—" if ci is None else f"[{100 * ci[0]:.2f}, {100 * ci[1]:.2f}]"
+
+
+def _pp(ms: tuple[float, float] | None, n: int) -> str:
+    if ms is None:
+        return "—"
+    return f"{100 * ms[0]:+.2f}" + (f" ± {100 * ms[1]:.2f}" if n > 1 else "")
+
+
 def _kb(ms: tuple[float, float] | None) -> str:
     return "—" if ms is None else f"{ms[0] / 1024:,.1f}"
 
 
 def summary_markdown(rows: list[dict[str, Any]], title: str = "modelshrink results") -> str:
+    rows = [r for r in rows if not r.get("superseded")]
     agg = aggregate(rows)
     seeds = sorted({r["seed"] for r in rows})
     lines = [f"# {title}", "",
              f"Seeds: {', '.join(map(str, seeds))}. Accuracies are mean ± standard deviation over seeds, measured by "
-             "running each variant's ONNX file in ONNX Runtime. Sizes are bytes of real files on disk that load back; "
-             "optimizer state is never counted.", "",
+             "running each variant's ONNX file in ONNX Runtime; the 95% confidence interval of the mean uses "
+             "Student's t (two or more seeds); Δ is the change against the same seed's baseline, in percentage "
+             "points. Sizes are bytes of real files on disk that load back; optimizer state is never counted.", "",
              "| Variant | Format | ONNX file (KB) | gzip (KB) | Compact (KB) | Params | Nonzeros | Distinct/tensor (max) "
-             "| Train acc | Val acc | Test acc | Test macro-F1 | Latency p50 (ms) |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+             "| Train acc | Val acc | Test acc | Test acc 95% CI | Δ test acc (pp) | Test macro-F1 | Latency p50 (ms) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for a in agg:
         if not a["seeds"]:
-            lines.append(f"| {a['variant']} | failed ({a['failed']} seeds) | | | | | | | | | | | |")
+            lines.append(f"| {a['variant']} | failed ({a['failed']} seeds) | | | | | | | | | | | | | |")
             continue
         n = a["seeds"]
         lines.append(
             f"| {a['variant']} | {a['export_format']} | {_kb(a['file_bytes'])} | {_kb(a['file_gzip_bytes'])} "
             f"| {_kb(a['compact_bytes'])} | {a['parameters'][0]:,.0f} | {a['nonzeros'][0]:,.0f} "
             f"| {a['distinct_values_max'][0]:,.0f} | {_pct(a['train_accuracy'], n)} | {_pct(a['val_accuracy'], n)} "
-            f"| {_pct(a['test_accuracy'], n)} | {_pct(a['test_macro_f1'], n)} | {a['latency_ms_p50'][0]:.3f} |"
+            f"| {_pct(a['test_accuracy'], n)} | {_ci_pct(a['ci95']['test_accuracy'])} "
+            f"| {_pp(a['test_accuracy_change'], n)} | {_pct(a['test_macro_f1'], n)} | {a['latency_ms_p50'][0]:.3f} |"
         )
     failed = [r for r in rows if r["status"] != "ok"]
     if failed:
@@ -197,10 +253,24 @@ def latency_section(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+EXPORTS = {"json": "results.json", "csv": "results.csv", "md": "summary.md"}
+
+
+def export_text(rows: list[dict[str, Any]], fmt: str) -> str:
+    """The store's rows as JSON (every field), CSV (flat columns) or the Markdown summary."""
+    if fmt == "json":
+        return json.dumps(rows, indent=1)
+    if fmt == "csv":
+        return pd.DataFrame([{c: r.get(c) for c in CSV_COLUMNS} for r in rows], columns=CSV_COLUMNS).to_csv(index=False)
+    if fmt == "md":
+        return summary_markdown(rows)
+    raise ValueError(f"unknown export format {fmt!r}; known: {', '.join(EXPORTS)}")
+
+
 def write_exports(rows: list[dict[str, Any]], out: Path) -> list[Path]:
     """results.json, results.csv and summary.md in `out` (exports of the store, never the store)."""
-    paths = [out / "results.json", out / "results.csv", out / "summary.md"]
-    paths[0].write_text(json.dumps(rows, indent=1))
-    pd.DataFrame([{c: r.get(c) for c in CSV_COLUMNS} for r in rows], columns=CSV_COLUMNS).to_csv(paths[1], index=False)
-    paths[2].write_text(summary_markdown(rows))
+    paths = []
+    for fmt, name in EXPORTS.items():
+        (out / name).write_text(export_text(rows, fmt))
+        paths.append(out / name)
     return paths

@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnxruntime
@@ -35,6 +35,9 @@ from modelshrink.runner.checks import failed as failed_checks
 from modelshrink.runner.store import ResultStore, config_key
 from modelshrink.techniques.base import RunContext, TechniqueConfig, get_technique
 from modelshrink.train import OnStep, fine_tune, fit, set_seed
+
+if TYPE_CHECKING:
+    from modelshrink.runner.executors import Executor
 
 Log = Callable[[str], None]
 SPLITS = ("train", "val", "test")
@@ -84,39 +87,73 @@ class Runner:
         self._check_folder(data)
         return data
 
-    def run(self, data: TaskData | None = None) -> list[dict[str, Any]]:
+    def run(self, data: TaskData | None = None, executor: Executor | None = None) -> list[dict[str, Any]]:
+        """Run every unfinished (variant, seed) row and return the store's current rows.
+
+        In-process (the default) the variants of a seed share pipeline prefixes through an
+        in-memory cache; other executors train each seed's baseline first (cached on disk), then
+        run each row as one task that recomputes its prefix, and the driver commits the rows.
+        """
         data = data if data is not None else self.prepare()
-        self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "config.json").write_text(self.cfg.model_dump_json(indent=2))
-        (self.out / "preprocessing.json").write_text(json.dumps(data.preprocessing))
-        (self.out / RUN_RECORD).write_text(json.dumps(self._record(data), indent=1, sort_keys=True))
         env = _environment()
-        with ResultStore(self.out / "results.sqlite") as store:
+        with ResultStore(self.out / "results.sqlite") as store:  # refuses a foreign or corrupt store first
+            (self.out / "config.json").write_text(self.cfg.model_dump_json(indent=2))
+            (self.out / "preprocessing.json").write_text(json.dumps(data.preprocessing))
+            (self.out / RUN_RECORD).write_text(json.dumps(self._record(data), indent=1, sort_keys=True))
+            for v in self.cfg.variants:  # a redefined variant gets new rows; its old ones are kept, marked
+                if n := store.supersede(v.name, config_key(v.model_dump(mode="json"))):
+                    self.log(f"{v.name}: definition changed, {n} earlier rows kept as superseded")
+            todo: list[tuple[VariantConfig, int]] = []
             for seed in self.cfg.seeds:
                 keys = {v.name: config_key(self._row_config(data, v, seed)) for v in self.cfg.variants}
-                todo = [v for v in self.cfg.variants if not store.done(keys[v.name])]
-                if not todo:
+                seed_todo = [(v, seed) for v in self.cfg.variants if not store.done(keys[v.name])]
+                if not seed_todo:
                     self.log(f"seed {seed}: all {len(keys)} variants already in the store, skipped")
-                    continue
-                cache = {("baseline",): Stage(self._baseline(data, seed), self.cfg.model, data.input_dim)}
-                for variant in todo:
-                    t0 = time.perf_counter()
-                    row_cfg = self._row_config(data, variant, seed)
-                    try:
-                        result = self._variant(data, variant, seed, cache)
-                        status = "ok"
-                        self.log(f"{variant.name} seed {seed}: test acc {result['test_accuracy']:.4f}, "
-                                 f"{result['file_bytes']:,} bytes ({result['export_format']})")  # fmt: skip
-                    except Exception as err:  # any failure is recorded, and the sweep moves on
-                        result, status = {"error": f"{type(err).__name__}: {err}"}, "failed"
-                        self.log(
-                            f"[red]{variant.name} seed {seed} failed:[/red] {escape(f'{type(err).__name__}: {err}')}"
-                        )
-                        if not isinstance(err, ModelshrinkError):  # a bug, not bad input: keep the trace
-                            result["traceback"] = traceback.format_exc()
-                    result.update(env, wall_s=round(time.perf_counter() - t0, 2))
-                    store.put(keys[variant.name], variant.name, seed, status, row_cfg, result)
+                todo += seed_todo
+            if executor is None or executor.name == "inprocess":
+                for seed in dict.fromkeys(s for _, s in todo):
+                    cache = {("baseline",): self.baseline_stage(data, seed)}
+                    for variant, _ in (t for t in todo if t[1] == seed):
+                        status, result = self.run_row(data, variant, seed, cache, env)
+                        self._put(store, data, variant, seed, status, result)
+            elif todo:
+                for seed in executor.map_baselines(self, data, sorted({s for _, s in todo})):
+                    self.log(f"seed {seed}: baseline ready")
+                for (variant, seed), (status, result) in executor.map_rows(self, data, todo):
+                    self._log_row(variant, seed, status, result)
+                    self._put(store, data, variant, seed, status, {**result, "executor": executor.name})
             return store.rows()
+
+    def _put(
+        self, store: ResultStore, data: TaskData, variant: VariantConfig, seed: int, status: str, result: dict[str, Any]
+    ) -> None:
+        row_cfg = self._row_config(data, variant, seed)
+        store.put(config_key(row_cfg), variant.name, seed, status, row_cfg, result)
+
+    def run_row(
+        self, data: TaskData, variant: VariantConfig, seed: int, cache: dict[tuple, Stage], env: dict[str, str],
+        quiet: bool = False,
+    ) -> tuple[str, dict[str, Any]]:  # fmt: skip
+        """One (variant, seed): its measurements, or the error; never raises for a failing variant."""
+        t0 = time.perf_counter()
+        try:
+            result = self._variant(data, variant, seed, cache)
+            status = "ok"
+        except Exception as err:  # any failure is recorded, and the sweep moves on
+            result, status = {"error": f"{type(err).__name__}: {err}"}, "failed"
+            if not isinstance(err, ModelshrinkError):  # a bug, not bad input: keep the trace
+                result["traceback"] = traceback.format_exc()
+        result.update(env, wall_s=round(time.perf_counter() - t0, 2), executor="inprocess")
+        if not quiet:
+            self._log_row(variant, seed, status, result)
+        return status, result
+
+    def _log_row(self, variant: VariantConfig, seed: int, status: str, result: dict[str, Any]) -> None:
+        if status == "ok":
+            self.log(f"{variant.name} seed {seed}: test acc {result['test_accuracy']:.4f}, "
+                     f"{result['file_bytes']:,} bytes ({result['export_format']})")  # fmt: skip
+        else:
+            self.log(f"[red]{variant.name} seed {seed} failed:[/red] {escape(result['error'])}")
 
     def _shared(self, data: TaskData) -> dict[str, Any]:
         """What every row of a folder shares: data (by content, not path), model, training."""
@@ -142,15 +179,16 @@ class Runner:
         return record
 
     def _check_folder(self, data: TaskData) -> None:
-        """A run folder holds one experiment: resuming or adding seeds and variants is fine,
-        changing the data, model, training or a variant's definition is not (rows would mix)."""
+        """A run folder holds one experiment: resuming, adding seeds and variants or redefining a
+        variant (new rows; the old ones are kept as superseded) is fine; changing the data, model
+        or training is not, since every row of the folder is compared with the same baselines."""
+        if (self.out / "results.sqlite").exists():
+            ResultStore(self.out / "results.sqlite", readonly=True).close()  # foreign or corrupt: refused, untouched
         old = self._read_record()
         if old is None:
             return
         shared = self._shared(data)
         changed = [k for k, v in shared.items() if old.get(k) != v]
-        changed += [f"variant {v.name!r}" for v in self.cfg.variants
-                    if v.name in old.get("variants", {}) and old["variants"][v.name] != v.model_dump(mode="json")]  # fmt: skip
         if changed:
             raise ConfigError(
                 f"run folder {str(self.out)!r} holds results for a different {', '.join(changed)}; "
@@ -161,6 +199,10 @@ class Runner:
         return {**self._shared(data), "variant": variant.model_dump(mode="json"), "seed": seed}
 
     # -- baseline --------------------------------------------------------------------------
+    def baseline_stage(self, data: TaskData, seed: int) -> Stage:
+        """The seed's trained baseline as the first stage of every pipeline that starts from it."""
+        return Stage(self._baseline(data, seed), self.cfg.model, data.input_dim)
+
     def _baseline(self, data: TaskData, seed: int) -> nn.Module:
         """Train the baseline, or load it when this folder already holds one for this config."""
         c = self.cfg

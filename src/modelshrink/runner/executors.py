@@ -1,0 +1,262 @@
+"""Where the rows of a sweep run: in-process (default), local processes, or a Ray cluster.
+
+Every executor but the in-process one runs each (variant, seed) row as one task: the task
+loads the seed's baseline from the run folder (trained first, once, by a baseline task),
+recomputes the variant's whole pipeline, writes its artifacts and returns its measurements;
+the driver alone writes rows into the store. Tasks are deterministic for a given seed (every
+technique seeds itself), so the numbers equal the in-process executor's, which instead
+reuses pipeline prefixes in memory.
+
+Ray is imported only when asked for: `import modelshrink` and the CLI stay light.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from modelshrink.errors import ConfigError
+
+if TYPE_CHECKING:
+    from modelshrink.config import VariantConfig
+    from modelshrink.data.tasks import TaskData
+    from modelshrink.runner.run import Runner
+
+RowTask = tuple["VariantConfig", int]
+RowResult = tuple[str, dict[str, Any]]
+RAY_CONNECT_TIMEOUT_S = 5.0  # a TCP probe of the head before ray.init, which can wait minutes on its own
+
+
+def threads_per_worker(jobs: int) -> int:
+    """Split the machine's cores between the workers, at least one thread each."""
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
+@dataclass(frozen=True)
+class WorkerSetup:
+    """What every worker needs, sent once per worker (not per task)."""
+
+    cfg_json: str
+    out: str
+    data: TaskData
+    threads: int
+    token: str  # identifies this run's setup, so a reused (Ray) worker re-initialises for a new one
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(setup: WorkerSetup) -> None:
+    if _WORKER.get("token") == setup.token:
+        return
+    import torch
+
+    from modelshrink.config import RunConfig
+    from modelshrink.runner.run import Runner, _environment
+
+    torch.set_num_threads(setup.threads)
+    runner = Runner(RunConfig.model_validate_json(setup.cfg_json), Path(setup.out), log=lambda _m: None)
+    _WORKER.update(token=setup.token, runner=runner, data=setup.data, env=_environment())
+
+
+def _baseline_task(seed: int) -> int:
+    _WORKER["runner"]._baseline(_WORKER["data"], seed)  # trains and caches on disk, or loads the cache
+    return seed
+
+
+def _row_task(variant_json: str, seed: int) -> RowResult:
+    from modelshrink.config import VariantConfig
+
+    runner, data = _WORKER["runner"], _WORKER["data"]
+    variant = VariantConfig.model_validate_json(variant_json)
+    cache = {("baseline",): runner.baseline_stage(data, seed)}  # loaded from the folder's cache
+    status, result = runner.run_row(data, variant, seed, cache, _WORKER["env"], quiet=True)
+    return status, result
+
+
+def _lost(err: BaseException) -> RowResult:
+    """The row of a task whose worker died: failed, with why (rerunning the folder retries it)."""
+    return "failed", {"error": f"worker lost: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"}
+
+
+def _setup(runner: Runner, data: TaskData, jobs: int) -> WorkerSetup:
+    return WorkerSetup(runner.cfg.model_dump_json(), str(runner.out), data, threads_per_worker(jobs), uuid.uuid4().hex)
+
+
+class Executor:
+    """In-process: the Runner's own loop (rows of a seed share pipeline prefixes in memory)."""
+
+    name = "inprocess"
+
+    def map_baselines(self, runner: Runner, data: TaskData, seeds: list[int]) -> Iterator[int]:
+        raise NotImplementedError  # the Runner runs in-process itself
+
+    def map_rows(self, runner: Runner, data: TaskData, tasks: list[RowTask]) -> Iterator[tuple[RowTask, RowResult]]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release workers or the cluster connection."""
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ProcessExecutor(Executor):
+    """`--jobs N`: N local worker processes (spawned, never forked: forking a process that has
+    started torch's thread pools can deadlock)."""
+
+    name = "processes"
+
+    def __init__(self, jobs: int) -> None:
+        if jobs < 1:
+            raise ConfigError(f"--jobs must be at least 1, got {jobs}; use --jobs 1 to run one row at a time")
+        self.jobs = jobs
+        self._pool: cf.ProcessPoolExecutor | None = None
+        self._token = ""
+
+    def _pool_for(self, runner: Runner, data: TaskData) -> cf.ProcessPoolExecutor:
+        if self._pool is None:
+            setup = _setup(runner, data, self.jobs)
+            self._pool = cf.ProcessPoolExecutor(
+                self.jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker, initargs=(setup,)
+            )
+        return self._pool
+
+    def map_baselines(self, runner: Runner, data: TaskData, seeds: list[int]) -> Iterator[int]:
+        pool = self._pool_for(runner, data)
+        for fut in cf.as_completed([pool.submit(_baseline_task, s) for s in seeds]):
+            yield fut.result()
+
+    def map_rows(self, runner: Runner, data: TaskData, tasks: list[RowTask]) -> Iterator[tuple[RowTask, RowResult]]:
+        pool = self._pool_for(runner, data)
+        futures = {pool.submit(_row_task, v.model_dump_json(), s): (v, s) for v, s in tasks}
+        for fut in cf.as_completed(futures):  # committed by the driver as each finishes
+            try:
+                yield futures[fut], fut.result()
+            except cf.process.BrokenProcessPool as err:  # a worker died (killed, out of memory): a failed row
+                yield futures[fut], _lost(err)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+
+def _probe(address: str) -> None:
+    """Fail fast on an unreachable head: ray.init(address=...) itself retries for minutes."""
+    hostport = address.removeprefix("ray://")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--ray-address must be HOST:PORT (e.g. 10.0.0.5:6379), 'auto' or 'local', got {address!r}")
+    try:
+        socket.create_connection((host, int(port)), timeout=RAY_CONNECT_TIMEOUT_S).close()
+    except OSError as err:
+        raise ConfigError(
+            f"cannot reach a Ray cluster at {address!r} ({err or 'timed out'} after {RAY_CONNECT_TIMEOUT_S:.0f} s); "
+            "start one with `ray start --head`, or pass --ray-address local for a local instance"
+        ) from err
+
+
+class RayExecutor(Executor):
+    """`--executor ray`: each row one Ray task; results come back to the driver, which stores them.
+
+    `address` None or "local" starts a local Ray instance for the run (loopback only, no
+    dashboard); "auto" or HOST:PORT joins a running cluster. On a cluster of several machines
+    the run folder must be on a file system every node sees (baselines and artifacts go there),
+    and modelshrink must be installed on every node.
+    """
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, jobs: int | None = None) -> None:
+        if jobs is not None and jobs < 1:
+            raise ConfigError(f"--jobs must be at least 1, got {jobs}")
+        try:
+            import ray
+        except ImportError as err:
+            raise ConfigError("--executor ray needs Ray: pip install 'ray>=2.9'") from err
+        self._ray = ray
+        self.jobs = jobs or (os.cpu_count() or 1)
+        local = address in (None, "", "local")
+        if not local and address != "auto":
+            _probe(address)  # type: ignore[arg-type]
+        try:
+            if local:
+                ray.init(num_cpus=self.jobs, include_dashboard=False, _node_ip_address="127.0.0.1",
+                         log_to_driver=False, configure_logging=False)  # fmt: skip
+            else:
+                ray.init(address=address, log_to_driver=False, configure_logging=False)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            if local:
+                raise ConfigError(f"could not start a local Ray instance: {err}") from err
+            raise ConfigError(
+                f"cannot reach a Ray cluster at {address!r} ({err}); start one with `ray start --head`, "
+                "or pass --ray-address local for a local instance"
+            ) from err
+        if not local:
+            self.jobs = jobs or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        self._setup_ref: Any = None
+
+    def _tasks(self, runner: Runner, data: TaskData) -> tuple[Any, Any, Any]:
+        ray = self._ray
+        if self._setup_ref is None:
+            self._setup_ref = ray.put(_setup(runner, data, self.jobs))
+        return self._setup_ref, ray.remote(num_cpus=1)(_ray_baseline), ray.remote(num_cpus=1)(_ray_row)
+
+    def _as_completed(self, refs: dict[Any, Any], rows: bool = False) -> Iterator[tuple[Any, Any]]:
+        pending = list(refs)
+        while pending:
+            done, pending = self._ray.wait(pending, num_returns=1)
+            try:
+                yield refs[done[0]], self._ray.get(done[0])
+            except self._ray.exceptions.RayError as err:  # a worker or node died: a failed row
+                if not rows:
+                    raise
+                yield refs[done[0]], _lost(err)
+
+    def map_baselines(self, runner: Runner, data: TaskData, seeds: list[int]) -> Iterator[int]:
+        setup, baseline, _ = self._tasks(runner, data)
+        for _, seed in self._as_completed({baseline.remote(setup, s): s for s in seeds}):
+            yield seed
+
+    def map_rows(self, runner: Runner, data: TaskData, tasks: list[RowTask]) -> Iterator[tuple[RowTask, RowResult]]:
+        setup, _, row = self._tasks(runner, data)
+        yield from self._as_completed({row.remote(setup, v.model_dump_json(), s): (v, s) for v, s in tasks}, rows=True)
+
+    def close(self) -> None:
+        self._ray.shutdown()
+
+
+def _ray_baseline(setup: WorkerSetup, seed: int) -> int:
+    _init_worker(setup)
+    return _baseline_task(seed)
+
+
+def _ray_row(setup: WorkerSetup, variant_json: str, seed: int) -> RowResult:
+    _init_worker(setup)
+    return _row_task(variant_json, seed)
+
+
+def make_executor(executor: str, jobs: int | None, ray_address: str | None) -> Executor:
+    """The executor the CLI flags ask for; checks the flags before anything starts."""
+    if jobs is not None and jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1, got {jobs}; use --jobs 1 to run one row at a time")
+    if executor == "ray":
+        return RayExecutor(ray_address, jobs)
+    if ray_address is not None:
+        raise ConfigError("--ray-address needs --executor ray")
+    if executor not in ("inprocess", "processes"):
+        raise ConfigError(f"unknown --executor {executor!r}; known: inprocess, processes, ray")
+    if jobs is None or (jobs == 1 and executor == "inprocess"):
+        return Executor()
+    return ProcessExecutor(jobs)

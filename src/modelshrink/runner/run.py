@@ -72,6 +72,9 @@ def _environment() -> dict[str, str]:
 class Runner:
     def __init__(self, cfg: RunConfig, out: Path, progress: Progress | None = None, log: Log = print) -> None:
         self.cfg, self.out, self.progress, self.log = cfg, Path(out), progress, log
+        # Per-epoch histories for the report's training curves: the baseline's, and the fine-tuning of a step.
+        self._history: list[dict[str, float]] = []
+        self._tuned: list[dict[str, float]] = []
 
     # -- the job ---------------------------------------------------------------------------
     def prepare(self) -> TaskData:
@@ -173,9 +176,12 @@ class Runner:
         if weights.is_file():
             model.load_state_dict(load_file(weights))  # safetensors: no code runs on load
             model.eval()
+            history_file = folder / "history.json"  # for the report's training curves
+            self._history = json.loads(history_file.read_text()) if history_file.is_file() else []
             self.log(f"seed {seed}: baseline loaded from {folder}")
             return model
         history = fit(model, data, c.train, seed, self.progress, label=f"baseline seed {seed}")
+        self._history = history
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "history.json").write_text(json.dumps(history, indent=1))
         (folder / "model.json").write_text(json.dumps({"model": c.model.model_dump(mode="json"),
@@ -196,7 +202,7 @@ class Runner:
         def tune(
             model: nn.Module, epochs: int, on_step: OnStep | None = None, params: Sequence[nn.Parameter] | None = None
         ) -> None:
-            fine_tune(model, data, self.cfg.train, seed, epochs, on_step, params, self.progress, label)
+            self._tuned += fine_tune(model, data, self.cfg.train, seed, epochs, on_step, params, self.progress, label)
 
         return RunContext(
             example_input=torch.from_numpy(data.x_train[:8]),
@@ -223,9 +229,10 @@ class Runner:
             step: TechniqueConfig = variant.steps[i]
             model = copy.deepcopy(stage.model)
             t0 = time.perf_counter()
+            self._tuned = []
             res = get_technique(step.kind).apply(model, step, self._context(data, seed, f"{variant.name}: {step.kind}"))
             record = {"kind": step.kind, "skipped": [vars(s) for s in res.skipped], "details": res.details,
-                      "seconds": round(time.perf_counter() - t0, 2)}  # fmt: skip
+                      "seconds": round(time.perf_counter() - t0, 2), "history": self._tuned}  # fmt: skip
             for s in res.skipped:
                 self.log(escape(f"{variant.name}: {step.kind} skipped {s.name} ({s.type}): {s.reason}"))
             stage = Stage(res.model.eval(), res.export_format or stage.export_format, stage.steps + [record])
@@ -281,6 +288,9 @@ class Runner:
             "onnx_weights": {k: weights[k] for k in ("int8_bytes", "float_bytes", "total_bytes", "op_types")},
             **{f"{s}_accuracy": metrics[s]["accuracy"] for s in SPLITS},
             "test_macro_f1": metrics["test"]["macro_f1"],
+            "test_confusion_matrix": metrics["test"]["confusion_matrix"],  # rows: true label, columns: predicted
+            "labels": data.labels,
+            "baseline_history": self._history if variant.start == "baseline" else [],  # per epoch, for the report
             "test_agreement_with_torch": agreement,  # share of test predictions equal to the float torch model's
             **latency,  # one input at a time, ONNX Runtime with `latency_threads` threads
             "latency_threads": self.cfg.latency_threads,

@@ -42,7 +42,7 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         entry: dict[str, Any] = {"variant": name, "seeds": len(ok),
                                  "failed": sum(1 for r in rows if r["variant"] == name and r["status"] != "ok")}  # fmt: skip
         if ok:
-            entry["export_format"] = ok[0]["export_format"]
+            entry["export_format"] = ok[0].get("export_format", "—")
             for col in NUMERIC_COLUMNS:
                 # None: not applicable to this variant (e.g. the compact size of an int8 model).
                 values = [float(r[col]) for r in ok if r.get(col) is not None]
@@ -51,13 +51,19 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _pct(ms: tuple[float, float], seeds: int) -> str:
+def _pct(ms: tuple[float, float] | None, seeds: int) -> str:
+    if ms is None:  # not measured for every seed (e.g. a row from an older version): never shown as 0
+        return "—"
     mean, std = ms
     return f"{100 * mean:.2f}%" + (f" ± {100 * std:.2f}" if seeds > 1 else "")
 
 
 def _kb(ms: tuple[float, float] | None) -> str:
     return "—" if ms is None else f"{ms[0] / 1024:,.1f}"
+
+
+def _num(ms: tuple[float, float] | None, fmt: str = "{:,.0f}") -> str:
+    return "—" if ms is None else fmt.format(ms[0])
 
 
 def summary_markdown(rows: list[dict[str, Any]], title: str = "modelshrink results") -> str:
@@ -76,16 +82,16 @@ def summary_markdown(rows: list[dict[str, Any]], title: str = "modelshrink resul
             continue
         n = a["seeds"]
         lines.append(
-            f"| {a['variant']} | {a['export_format']} | {_kb(a['file_bytes'])} | {_kb(a['file_gzip_bytes'])} "
-            f"| {_kb(a['compact_bytes'])} | {a['parameters'][0]:,.0f} | {a['nonzeros'][0]:,.0f} "
-            f"| {a['distinct_values_max'][0]:,.0f} | {_pct(a['train_accuracy'], n)} | {_pct(a['val_accuracy'], n)} "
-            f"| {_pct(a['test_accuracy'], n)} | {_pct(a['test_macro_f1'], n)} | {a['latency_ms_p50'][0]:.3f} |"
+            f"| {a['variant']} | {a.get('export_format', '—')} | {_kb(a['file_bytes'])} | {_kb(a['file_gzip_bytes'])} "
+            f"| {_kb(a['compact_bytes'])} | {_num(a['parameters'])} | {_num(a['nonzeros'])} "
+            f"| {_num(a['distinct_values_max'])} | {_pct(a['train_accuracy'], n)} | {_pct(a['val_accuracy'], n)} "
+            f"| {_pct(a['test_accuracy'], n)} | {_pct(a['test_macro_f1'], n)} | {_num(a['latency_ms_p50'], '{:.3f}')} |"
         )
     failed = [r for r in rows if r["status"] != "ok"]
     if failed:
         lines += ["", "## Failed", ""] + [f"- {r['variant']} seed {r['seed']}: {r.get('error', '')}" for r in failed]
     skipped = {(r["variant"], s["name"], s["reason"]) for r in rows if r["status"] == "ok"
-               for step in r.get("steps", []) for s in step["skipped"]}  # fmt: skip
+               for step in r.get("steps") or [] for s in step.get("skipped", [])}  # fmt: skip
     if skipped:
         lines += ["", "## Layers a technique did not change", ""]
         lines += [f"- {v}: {name} — {reason}" for v, name, reason in sorted(skipped)]

@@ -59,10 +59,10 @@ def render(fig: Figure, name: str, title: str, caption: str, out_dir: Path) -> P
     out_dir.mkdir(parents=True, exist_ok=True)
     png = out_dir / f"{name}.png"
     # hashsalt: clip-path ids differ between the figures inlined in one page; no date: stable output.
-    with matplotlib.rc_context({"svg.hashsalt": name}):
+    with matplotlib.rc_context({"svg.hashsalt": name, "svg.fonttype": "none"}):
         buf = io.StringIO()
-        fig.savefig(buf, format="svg", metadata={"Date": None}, bbox_inches="tight")
-    fig.savefig(png, format="png", dpi=110, bbox_inches="tight")
+        fig.savefig(buf, format="svg", metadata={"Date": None})
+    fig.savefig(png, format="png", dpi=110)
     svg = buf.getvalue()
     svg = svg[svg.index("<svg") :]  # drop the XML prolog and DOCTYPE: inline SVG in HTML needs neither
     return Plot(name, title, caption, svg, png)

@@ -62,6 +62,8 @@ def render(fig: Figure, name: str, title: str, caption: str, out_dir: Path) -> P
     with matplotlib.rc_context({"svg.hashsalt": name, "svg.fonttype": "none"}):
         buf = io.StringIO()
         fig.savefig(buf, format="svg", metadata={"Date": None})
+    # The layout is solved for the SVG; the PNG reuses it (constrained layout is a third of the time).
+    fig.set_layout_engine("none")
     fig.savefig(png, format="png", dpi=110)
     svg = buf.getvalue()
     svg = svg[svg.index("<svg") :]  # drop the XML prolog and DOCTYPE: inline SVG in HTML needs neither
@@ -111,13 +113,16 @@ def _hbars(
     y = np.arange(len(names))
     for j, (name, stats, color) in enumerate(series):
         pos = y + (j - (len(series) - 1) / 2) * height
+        have = [(p, s) for p, s in zip(pos, stats, strict=True) if s is not None]
         for p, s in zip(pos, stats, strict=True):
             if s is None:
                 ax.text(0, p, " —", va="center", fontsize=7, color="#777777")
-                continue
-            ax.barh(p, scale * s.mean, height, xerr=scale * s.std if s.n > 1 else None, color=color,
-                    ecolor="#444444", capsize=2)  # fmt: skip
-            ax.text(scale * (s.mean + s.std), p, " " + fmt.format(scale * s.mean), va="center", fontsize=7)
+            else:
+                ax.text(scale * (s.mean + s.std), p, " " + fmt.format(scale * s.mean), va="center", fontsize=7)
+        if have:  # one call per series: far fewer artists to lay out than one bar at a time
+            means, stds = np.array([s.mean for _, s in have]), np.array([s.std for _, s in have])
+            ax.barh([p for p, _ in have], scale * means, height, xerr=scale * stds if stds.any() else None,
+                    color=color, ecolor="#444444", capsize=2)  # fmt: skip
     ax.set_yticks(y, [label(n) for n in names])
     ax.invert_yaxis()
     handles = [Patch(color=color, label=name) for name, _, color in series]
@@ -159,14 +164,16 @@ def accuracy_bars(views: list[VariantView]) -> Figure | None:
 def training_curves(views: list[VariantView]) -> Figure | None:
     """The baseline's epochs (loss, validation accuracy) and each variant's fine-tuning epochs."""
     base = next(((r["seed"], r["baseline_history"]) for v in views for r in v.ok if r.get("baseline_history")), None)
-    tunes = []  # (variant, seed, [train_loss per fine-tuning epoch, all steps in order])
+    tunes = []  # (variant, seeds, [train_loss per fine-tuning epoch, all steps in order, mean over seeds])
     for v in views:
+        per_seed = []
         for r in v.ok:
             steps = r.get("steps") if isinstance(r.get("steps"), list) else []
             losses = [h.get("train_loss") for s in steps if isinstance(s, dict) for h in s.get("history") or []]
-            losses = [x for x in losses if isinstance(x, int | float)]
-            if losses:
-                tunes.append((v.name, r["seed"], losses))
+            if losses and all(isinstance(x, int | float) for x in losses):
+                per_seed.append(losses)
+        if per_seed and all(len(x) == len(per_seed[0]) for x in per_seed):
+            tunes.append((v.name, len(per_seed), list(np.mean(per_seed, axis=0))))
     if base is None and not tunes:
         return None
     fig = Figure(figsize=(10, 4), layout="constrained")
@@ -196,8 +203,8 @@ def training_curves(views: list[VariantView]) -> Figure | None:
     if tunes:
         ax = fig.add_subplot(1, panels, col)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        for name, seed, losses in tunes:
-            ax.plot(range(1, len(losses) + 1), losses, marker=".", label=label(f"{name} (seed {seed})"))
+        for name, n, losses in tunes:
+            ax.plot(range(1, len(losses) + 1), losses, marker=".", label=label(f"{name} (mean of {n} seeds)"))
         ax.set_xlim(0.5, max(len(losses) for _, _, losses in tunes) + 0.5)
         ax.set_xlabel("fine-tuning epoch (all steps of the variant, in order)")
         ax.set_ylabel("training loss")

@@ -38,8 +38,10 @@ def main() -> None:
             print(f"run {i + 1}: {times[-1]:.2f} s wall, {cpu[-1]:.2f} s CPU")
         html = paths[0].stat().st_size
         print(f"rows: {args.variants * args.seeds}; report.html {html / 1024:.0f} KB, {len(paths) - 4} PNG figures")
-        print(f"median write_report: {statistics.median(times):.2f} s wall, {statistics.median(cpu):.2f} s CPU "
-              "(target ≤ 10 s; on a busy machine the CPU time is the fairer figure)")
+        print(
+            f"median write_report: {statistics.median(times):.2f} s wall, {statistics.median(cpu):.2f} s CPU "
+            "(target ≤ 10 s; on a busy machine the CPU time is the fairer figure)"
+        )
 
 
 if __name__ == "__main__":

@@ -111,7 +111,7 @@ def _hbars(
     """Grouped horizontal bars, one group per variant; a missing value draws no bar (never a 0)."""
     height = 0.8 / len(series)
     y = np.arange(len(names))
-    for j, (name, stats, color) in enumerate(series):
+    for j, (_, stats, color) in enumerate(series):
         pos = y + (j - (len(series) - 1) / 2) * height
         have = [(p, s) for p, s in zip(pos, stats, strict=True) if s is not None]
         for p, s in zip(pos, stats, strict=True):
@@ -168,7 +168,7 @@ def training_curves(views: list[VariantView]) -> Figure | None:
     for v in views:
         per_seed = []
         for r in v.ok:
-            steps = r.get("steps") if isinstance(r.get("steps"), list) else []
+            steps = r["steps"] if isinstance(r.get("steps"), list) else []
             losses = [h.get("train_loss") for s in steps if isinstance(s, dict) for h in s.get("history") or []]
             if losses and all(isinstance(x, int | float) for x in losses):
                 per_seed.append(losses)

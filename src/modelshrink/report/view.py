@@ -90,7 +90,8 @@ def baseline_of(views: list[VariantView]) -> VariantView | None:
     """The trained baseline: a variant with no technique that starts from it (preferably named "baseline")."""
     plain = [v for v in views if not v.chain and v.start == "baseline" and v.ok]
     named = [v for v in plain if v.name == "baseline"]
-    return (named or plain or [None])[0]
+    found = named or plain
+    return found[0] if found else None
 
 
 def _compression(v: VariantView, base: VariantView | None) -> Stat | None:
@@ -145,15 +146,21 @@ def _cost(v: VariantView, base: VariantView) -> str:
     lat, b_lat = v.stat("latency_ms_p50"), base.stat("latency_ms_p50")
     parts = []
     if size is not None:
-        ratio = f" ({v.compression.mean:.2f}× smaller than the baseline's {fmt_bytes(b_size.mean if b_size else None)})"
-        parts.append(f"file {fmt_bytes(size.mean)}" + (ratio if v.compression is not None and v is not base else ""))
+        ratio = ""
+        if v.compression is not None and v is not base:
+            x = v.compression.mean
+            ratio = f" ({x:.2f}× smaller" if x >= 1 else f" ({1 / x:.2f}× larger"
+            ratio += f" than the baseline's {fmt_bytes(b_size.mean if b_size else None)})"
+        parts.append(f"file {fmt_bytes(size.mean)}{ratio}")
     if acc is not None and b_acc is not None:
         delta = 100 * (acc.mean - b_acc.mean)
         parts.append(f"test accuracy {fmt_pct(acc)}" + ("" if v is base else f", {delta:+.2f} points vs the baseline"))
         if v is not base and acc.n > 1 and abs(delta) < 100 * max(acc.std, b_acc.std):
             parts.append("the difference is within one standard deviation over seeds")
     if lat is not None:
-        speed = f" ({b_lat.mean / lat.mean:.2f}× the baseline's speed)" if b_lat and lat.mean > 0 and v is not base else ""
+        speed = (
+            f" ({b_lat.mean / lat.mean:.2f}× the baseline's speed)" if b_lat and lat.mean > 0 and v is not base else ""
+        )
         parts.append(f"latency {fmt_ms(lat)}{speed}")
     return "; ".join(parts) + "."
 

@@ -102,7 +102,7 @@ def _progress() -> Progress:
 def _execute(
     cfg: Any, out: Path | None, jobs: int | None = None, executor: str = "inprocess", ray_address: str | None = None
 ) -> None:
-    from modelshrink.report.tables import write_exports
+    from modelshrink.report.html import write_report
     from modelshrink.runner.executors import make_executor
     from modelshrink.runner.run import Runner
 
@@ -118,7 +118,7 @@ def _execute(
             f"interrupted: finished rows are saved in {out}/results.sqlite; run again with --out {out} to resume"
         )
         raise typer.Exit(130) from None
-    paths = write_exports(rows, out)
+    paths = write_report(out)  # report.html, figures/*.png, summary.md, results.json/csv: all from the store
     console.print((out / "summary.md").read_text(), markup=False, highlight=False)
     console.print(f"results: {', '.join(str(p) for p in paths)}")
     failed = sum(r["status"] != "ok" for r in rows)
@@ -175,16 +175,12 @@ def train(
 
 @app.command()
 def report(folder: Annotated[Path, typer.Argument(help="A run folder holding results.sqlite.")]) -> None:
-    """Rebuild results.json, results.csv and summary.md from a run folder's store."""
-    from modelshrink.errors import ConfigError
-    from modelshrink.report.tables import write_exports
-    from modelshrink.runner.store import ResultStore
+    """Rebuild report.html, its figures, summary.md, results.json and results.csv from a run folder's store."""
+    from modelshrink.report.html import write_report
 
-    if not (folder / "results.sqlite").is_file():
-        raise ConfigError(f"{str(folder)!r} holds no results.sqlite; pass a folder written by `modelshrink run`")
-    with ResultStore(folder / "results.sqlite") as store:
-        paths = write_exports(store.rows(), folder)
-    console.print(f"results: {', '.join(str(p) for p in paths)}")
+    paths = write_report(folder)  # raises ConfigError when the folder has no store
+    console.print(f"report: {paths[0]}")
+    console.print(f"results: {', '.join(str(p) for p in paths[1:])}")
 
 
 @app.command()

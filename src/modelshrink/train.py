@@ -188,8 +188,8 @@ def fine_tune(
     params: Sequence[nn.Parameter] | None = None,
     progress: Progress | None = None,
     label: str = "fine-tune",
-) -> None:
-    """Train `epochs` epochs with a fresh Adam (the baseline's recipe), no early stopping.
+) -> list[dict[str, float]]:
+    """Train `epochs` epochs with a fresh Adam (the baseline's recipe), no early stopping; return the history.
 
     No early stopping or best-weight restore: a pruning schedule or centroid training must end
     in the state its last step made.
@@ -198,6 +198,10 @@ def fine_tune(
     loop = _Loop(model, data, cfg, np.random.default_rng(seed), params)
     steps = -(-len(data.x_train) // cfg.batch_size)
     task = progress.add_task(f"{label}: {epochs} epochs", total=steps * epochs) if progress else None
-    for _ in range(epochs):
-        loop.epoch(on_step, progress, task)
+    history = []
+    for epoch in range(1, epochs + 1):
+        t0 = time.perf_counter()
+        history.append({"epoch": epoch, "train_loss": loop.epoch(on_step, progress, task),
+                        "seconds": time.perf_counter() - t0})  # fmt: skip
     model.eval()
+    return history

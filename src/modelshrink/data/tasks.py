@@ -13,6 +13,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from modelshrink.data.images import normalize, pil_to_array, read_image_folder
 from modelshrink.data.text import Tokenizer, read_text_csv, split_indices
 from modelshrink.errors import ConfigError, DataError
 from modelshrink.registry import Registry
@@ -30,8 +31,11 @@ def cache_dir() -> Path:
 class DataConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    task: str = Field("emotion", description="emotion | csv | digits")
-    path: str | None = Field(None, description="CSV file; emotion also looks at $MODELSHRINK_DATA, the cache, the Hub")
+    task: str = Field("emotion", description="emotion | text-csv (alias csv) | digits | image-folder | mnist | cifar10")
+    path: str | None = Field(
+        None,
+        description="CSV file, or image-folder's root; emotion also looks at $MODELSHRINK_DATA, the cache, the Hub",
+    )
     text_column: str = "text"
     label_column: str = "label"
     vocab_size: int = Field(10_000, ge=3, description="ids in the vocabulary, padding and out-of-vocabulary included")
@@ -40,6 +44,13 @@ class DataConfig(BaseModel):
     split_seed: int = 42
     stratify: bool = False
     subsample: int | None = Field(None, ge=10, description="use a random subset of this many rows (quick runs)")
+    image_size: int | None = Field(
+        None,
+        ge=1,
+        description="image-folder, mnist, cifar10: resize images to this "
+        "size x size (default: image-folder 32, mnist and cifar10 keep 28 and 32)",
+    )
+    grayscale: bool = Field(False, description="image-folder: read images as one grey channel instead of RGB")
 
     @model_validator(mode="after")
     def _check_split(self) -> DataConfig:
@@ -150,11 +161,11 @@ def load_emotion(cfg: DataConfig) -> TaskData:
     return _text_task(texts, labels, cfg, f"{path} ({how})", _file_sha256(path))
 
 
-@TASKS.register("csv")
+@TASKS.register("text-csv")
 def load_csv(cfg: DataConfig) -> TaskData:
     """Any text-classification CSV (--data, --text-column, --label-column)."""
     if not cfg.path:
-        raise ConfigError("task 'csv' needs a file: pass --data PATH")
+        raise ConfigError(f"task {cfg.task!r} needs a file: pass --data PATH")
     texts, labels = read_text_csv(Path(cfg.path), cfg.text_column, cfg.label_column)
     return _text_task(texts, labels, cfg, cfg.path, _file_sha256(Path(cfg.path)))
 
@@ -176,6 +187,85 @@ def load_digits(cfg: DataConfig) -> TaskData:
         preprocessing={"kind": "image", "labels": names, "scale": 1 / 16.0, "shape": [1, 8, 8]},
         fingerprint=f"sklearn.datasets.load_digits {sklearn.__version__}",
     )  # fmt: skip
+
+
+TASKS.add("csv", load_csv)  # the name before text-csv; kept so configs keep working
+
+# What each task gives a model, and the model a run uses when the config names one for the other kind.
+TASK_INPUT: dict[str, Literal["text", "image"]] = {
+    "emotion": "text", "text-csv": "text", "csv": "text",
+    "digits": "image", "image-folder": "image", "mnist": "image", "cifar10": "image",
+}  # fmt: skip
+# 16 channels: on digits, cnn-small reaches 91% validation accuracy in 6 epochs (8 channels: 50% in 3).
+DEFAULT_MODEL: dict[str, dict[str, Any]] = {"text": {"name": "lstm"}, "image": {"name": "cnn-small", "channels": 16}}
+
+
+def _image_task(
+    x: np.ndarray, labels: list[str], names: list[str], cfg: DataConfig, source: str, fingerprint: str
+) -> TaskData:
+    """uint8 images (N, C, H, W) → split, normalized with the training split's statistics."""
+    if cfg.subsample is not None and cfg.subsample < len(x):
+        keep = np.sort(np.random.default_rng(cfg.split_seed).choice(len(x), cfg.subsample, replace=False))
+        x, labels = x[keep], [labels[i] for i in keep]
+    train, val, test = split_indices(labels, cfg.split, cfg.split_seed, cfg.stratify)
+    label_id = {name: i for i, name in enumerate(names)}
+    y = np.array([label_id[lab] for lab in labels], dtype=np.int64)
+    (x_train, x_val, x_test), norm = normalize(x[train], x[val], x[test])
+    return TaskData(
+        x_train, y[train], x_val, y[val], x_test, y[test], labels=names, input_dim=int(x.shape[1]), kind="image",
+        source=source, preprocessing={"kind": "image", "labels": names, "shape": list(x.shape[1:]), **norm},
+        fingerprint=fingerprint,
+    )  # fmt: skip
+
+
+@TASKS.register("image-folder")
+def load_image_folder(cfg: DataConfig) -> TaskData:
+    """Images in one sub-folder per class (--data FOLDER), read with Pillow, resized to image_size."""
+    if not cfg.path:
+        raise ConfigError("task 'image-folder' needs a folder: pass --data FOLDER (one sub-folder per class)")
+    x, labels, names = read_image_folder(Path(cfg.path), cfg.image_size or 32, cfg.grayscale)
+    digest = hashlib.sha256(x.tobytes() + "\n".join(labels).encode()).hexdigest()
+    return _image_task(x, labels, names, cfg, cfg.path, digest)
+
+
+def _hub_images(cfg: DataConfig, hub_name: str, image_column: str, grayscale: bool) -> TaskData:
+    """An image data set from the Hugging Face Hub (`datasets`); all its splits pooled, then split our way."""
+    try:
+        import datasets  # optional dependency, and it needs a network the first time
+
+        for name in ("huggingface_hub", "datasets"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+        ds = datasets.load_dataset(hub_name)
+    except Exception as err:  # noqa: BLE001 - no package, no network: the same advice
+        raise DataError(
+            f"cannot load {hub_name} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
+            f"task {cfg.task!r} needs the 'datasets' package (pip install 'modelshrink[hub]') and a network once; "
+            "offline, use --task digits or --task image-folder"
+        ) from err
+    images: list[Any] = []
+    ids: list[int] = []
+    names: list[str] = []
+    for split in sorted(ds):  # every split the Hub offers; our own split_seed split follows
+        part = ds[split]
+        names = list(part.features["label"].names)
+        images += list(part[image_column])
+        ids += [int(i) for i in part["label"]]
+    x = pil_to_array(images, cfg.image_size, grayscale)
+    labels = [names[i] for i in ids]
+    digest = hashlib.sha256(x.tobytes() + np.asarray(ids, dtype=np.int64).tobytes()).hexdigest()
+    return _image_task(x, labels, names, cfg, f"Hugging Face Hub ({hub_name})", digest)
+
+
+@TASKS.register("mnist")
+def load_mnist(cfg: DataConfig) -> TaskData:
+    """MNIST handwritten digits (28x28 grey) through the `datasets` library; needs a network once."""
+    return _hub_images(cfg, "ylecun/mnist", "image", grayscale=True)
+
+
+@TASKS.register("cifar10")
+def load_cifar10(cfg: DataConfig) -> TaskData:
+    """CIFAR-10 (32x32 colour, 10 classes) through the `datasets` library; needs a network once."""
+    return _hub_images(cfg, "uoft-cs/cifar10", "img", grayscale=False)
 
 
 def load_task(cfg: DataConfig) -> TaskData:

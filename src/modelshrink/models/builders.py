@@ -1,32 +1,91 @@
-"""Build a model by name from a typed config."""
+"""Build a model by name from a typed config.
+
+Built-in models read either text (token ids: `input_dim` is the vocabulary size) or images
+(`input_dim` is the number of channels). `name: custom` with `build: path/to/file.py:function`
+builds the user's own model (see `modelshrink.models.byo`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
+from modelshrink.errors import ConfigError
 from modelshrink.models.cnn import TinyCNN
+from modelshrink.models.image import MLP, SmallCNN
 from modelshrink.models.lstm import LSTMClassifier
+from modelshrink.models.text import CNN1dText, RNNClassifier, TinyTransformer
 from modelshrink.registry import Registry
+
+if TYPE_CHECKING:
+    from modelshrink.data.tasks import TaskData
+
+ModelName = Literal["lstm", "gru", "bilstm", "cnn1d-text", "transformer-tiny", "cnn", "cnn-small", "mlp", "custom"]
+
+# What each built-in model reads; a task's data must match (checked before training).
+MODEL_INPUT: dict[str, Literal["text", "image"]] = {
+    "lstm": "text", "gru": "text", "bilstm": "text", "cnn1d-text": "text", "transformer-tiny": "text",
+    "cnn": "image", "cnn-small": "image", "mlp": "image",
+}  # fmt: skip
+# The settings each model reads; setting another one (away from its default) is an error, not silently ignored.
+MODEL_SETTINGS: dict[str, tuple[str, ...]] = {
+    "lstm": ("embed_dim", "hidden", "dropout", "l2_input", "embed_rank", "fc_rank", "vocab_keep"),
+    "gru": ("embed_dim", "hidden", "dropout"),
+    "bilstm": ("embed_dim", "hidden", "dropout"),
+    "cnn1d-text": ("embed_dim", "channels", "kernel_size", "dropout"),
+    "transformer-tiny": ("embed_dim", "heads", "layers", "hidden", "max_positions", "dropout"),
+    "cnn": ("channels", "channels2"),
+    "cnn-small": ("channels", "dropout"),
+    "mlp": ("image_size", "hidden", "layers", "dropout"),
+    "custom": ("build",),
+}
 
 
 class ModelConfig(BaseModel):
+    """Which model, and its sizes. Each field says which models read it."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    name: Literal["lstm", "cnn"] = "lstm"
-    embed_dim: int = Field(32, ge=1, description="lstm: embedding width")
-    hidden: int = Field(64, ge=1, description="lstm: LSTM units")
-    dropout: float = Field(0.5, ge=0.0, lt=1.0, description="lstm: dropout before the classifier")
+    name: ModelName = Field("lstm", description="built-in model, or 'custom' with `build`")
+    embed_dim: int = Field(32, ge=1, description="lstm, gru, bilstm, cnn1d-text, transformer-tiny: embedding width")
+    hidden: int = Field(64, ge=1, description="lstm, gru, bilstm: units; transformer-tiny: FFN width; mlp: layer width")
+    dropout: float = Field(0.5, ge=0.0, lt=1.0, description="dropout before the classifier (all but cnn)")
     l2_input: float = Field(1e-3, ge=0.0, description="lstm: L2 weight on the LSTM input weights")
-    channels: int = Field(8, ge=1, description="cnn: channels of the first convolution")
+    channels: int = Field(8, ge=1, description="cnn, cnn-small: channels of the first convolution; cnn1d-text: filters")
+    kernel_size: int = Field(3, ge=1, description="cnn1d-text: convolution width in tokens")
+    heads: int = Field(2, ge=1, description="transformer-tiny: attention heads (must divide embed_dim)")
+    layers: int = Field(1, ge=1, description="transformer-tiny: encoder blocks; mlp: hidden layers")
+    max_positions: int = Field(256, ge=1, description="transformer-tiny: longest sequence with its own position")
+    image_size: int = Field(8, ge=1, description="mlp: input images are image_size x image_size")
+    build: str | None = Field(None, description="custom: 'path/to/file.py:function' returning an nn.Module")
+    # Set by techniques that change the architecture (None: the unchanged shape).
     embed_rank: int | None = Field(None, ge=1, description="lstm: embedding factored as (vocab×r)·(r×embed_dim)")
     fc_rank: int | None = Field(None, ge=1, description="lstm: classifier factored as (hidden×r)·(r×labels)")
-    # Set by prune.structured (None: the unpruned shape).
     vocab_keep: int | None = Field(None, ge=2, description="lstm: embedding rows kept; ids >= it read as OOV (1)")
     channels2: int | None = Field(None, ge=1, description="cnn: channels of the second convolution (2*channels)")
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelConfig:
+        if self.name == "custom" and not self.build:
+            raise ValueError("model 'custom' needs `build: path/to/file.py:function` (or --model FILE.py:FUNCTION)")
+        if self.name != "custom" and self.build:
+            raise ValueError(
+                f"`build` is only read by model 'custom', not {self.name!r}; remove it or set name: custom"
+            )
+        defaults = ModelConfig.model_fields
+        unused = [f for f in self.model_fields_set - {"name"}
+                  if f not in MODEL_SETTINGS[self.name] and getattr(self, f) != defaults[f].default]  # fmt: skip
+        if unused:
+            raise ValueError(
+                f"model {self.name!r} does not read {', '.join(sorted(unused))}; "
+                f"its settings are: {', '.join(MODEL_SETTINGS[self.name])}"
+            )
+        if self.name == "transformer-tiny" and self.embed_dim % self.heads:
+            raise ValueError(f"transformer-tiny: heads ({self.heads}) must divide embed_dim ({self.embed_dim})")
+        return self
 
 
 # A builder takes (config, vocab_size or input channels, number of labels).
@@ -40,11 +99,84 @@ def _lstm(cfg: ModelConfig, vocab_size: int, num_labels: int) -> nn.Module:
                           cfg.embed_rank, cfg.fc_rank, cfg.vocab_keep)  # fmt: skip
 
 
+@MODELS.register("gru")
+def _gru(cfg: ModelConfig, vocab_size: int, num_labels: int) -> nn.Module:
+    return RNNClassifier(vocab_size, num_labels, "gru", cfg.embed_dim, cfg.hidden, cfg.dropout)
+
+
+@MODELS.register("bilstm")
+def _bilstm(cfg: ModelConfig, vocab_size: int, num_labels: int) -> nn.Module:
+    return RNNClassifier(vocab_size, num_labels, "lstm", cfg.embed_dim, cfg.hidden, cfg.dropout, bidirectional=True)
+
+
+@MODELS.register("cnn1d-text")
+def _cnn1d_text(cfg: ModelConfig, vocab_size: int, num_labels: int) -> nn.Module:
+    return CNN1dText(vocab_size, num_labels, cfg.embed_dim, cfg.channels, cfg.kernel_size, cfg.dropout)
+
+
+@MODELS.register("transformer-tiny")
+def _transformer_tiny(cfg: ModelConfig, vocab_size: int, num_labels: int) -> nn.Module:
+    return TinyTransformer(vocab_size, num_labels, cfg.embed_dim, cfg.heads, cfg.layers, cfg.hidden,
+                           cfg.max_positions, cfg.dropout)  # fmt: skip
+
+
 @MODELS.register("cnn")
 def _cnn(cfg: ModelConfig, in_channels: int, num_labels: int) -> nn.Module:
     return TinyCNN(num_labels, cfg.channels, in_channels, cfg.channels2)
 
 
+@MODELS.register("cnn-small")
+def _cnn_small(cfg: ModelConfig, in_channels: int, num_labels: int) -> nn.Module:
+    return SmallCNN(in_channels, num_labels, cfg.channels, cfg.dropout)
+
+
+@MODELS.register("mlp")
+def _mlp(cfg: ModelConfig, in_channels: int, num_labels: int) -> nn.Module:
+    return MLP(in_channels, num_labels, cfg.image_size, cfg.hidden, cfg.layers, cfg.dropout)
+
+
+@MODELS.register("custom")
+def _custom(cfg: ModelConfig, input_dim: int, num_labels: int) -> nn.Module:
+    from modelshrink.models.byo import build_custom
+
+    return build_custom(cfg.build or "", input_dim, num_labels)
+
+
 def build_model(cfg: ModelConfig, input_dim: int, num_labels: int) -> nn.Module:
     """`input_dim` is the vocabulary size for text models, input channels for image models."""
     return MODELS.get(cfg.name)(cfg, input_dim, num_labels)
+
+
+def check_model_fits(cfg: ModelConfig, data: TaskData) -> None:
+    """Raise ConfigError, before any training, when the model cannot read the task's arrays."""
+    reads = MODEL_INPUT.get(cfg.name)
+    if reads is not None and reads != data.kind:
+        fits = ", ".join(n for n, k in MODEL_INPUT.items() if k == data.kind)
+        raise ConfigError(
+            f"the data ({data.source}) gives {data.kind}s but model {cfg.name!r} reads {reads}; "
+            f"use one of: {fits} (--model NAME or `model: {{name: ...}}` in the config)"
+        )
+    if cfg.name == "mlp" and tuple(data.x_train.shape[2:]) != (cfg.image_size, cfg.image_size):
+        raise ConfigError(
+            f"model 'mlp' reads {cfg.image_size}x{cfg.image_size} images but the task's are "
+            f"{'x'.join(map(str, data.x_train.shape[2:]))}; set model.image_size (or data.image_size) to match"
+        )
+    if cfg.name == "custom":  # the user's model: one forward pass now, so a mistake fails before training
+        import torch
+
+        model = build_model(cfg, data.input_dim, data.num_labels).eval()
+        x = torch.from_numpy(data.x_train[:2])
+        try:
+            with torch.no_grad():
+                out = model(x)
+        except Exception as err:  # the user's forward failed: say on what input
+            raise ConfigError(
+                f"model from {cfg.build!r} failed on a batch of the task's input (shape {list(x.shape)}, "
+                f"{x.dtype}): {type(err).__name__}: {err}"
+            ) from err
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != (len(x), data.num_labels):
+            got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ConfigError(
+                f"model from {cfg.build!r} returned {got} for input shape {list(x.shape)}; it must return "
+                f"logits of shape [batch, {data.num_labels}] (the task has {data.num_labels} labels)"
+            )

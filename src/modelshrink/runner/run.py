@@ -29,7 +29,7 @@ from modelshrink.config import RunConfig, VariantConfig
 from modelshrink.data.tasks import TaskData, load_task
 from modelshrink.errors import ConfigError, ModelshrinkError
 from modelshrink.export.compact import load_compact
-from modelshrink.models.builders import ModelConfig, build_model
+from modelshrink.models.builders import ModelConfig, build_model, check_model_fits
 from modelshrink.runner.checks import check_onnx, check_state
 from modelshrink.runner.checks import failed as failed_checks
 from modelshrink.runner.store import ResultStore, config_key
@@ -82,11 +82,7 @@ class Runner:
     def prepare(self) -> TaskData:
         """Load the data and check the run folder; raises before anything is written."""
         data = load_task(self.cfg.data)
-        if data.kind == "image" and self.cfg.model.name == "lstm":
-            raise ConfigError(
-                f"task {self.cfg.data.task!r} gives images but model 'lstm' reads token ids; "
-                "set `model: {name: cnn}` in the config or use --preset digits"
-            )
+        check_model_fits(self.cfg.model, data)
         self._check_folder(data)
         return data
 

@@ -18,7 +18,12 @@ from modelshrink.techniques.base import SkippedLayer
 # in-place edits (`p.mul_`, `p.copy_`) reach the forward pass; reparametrizations would not.
 _SINGLE_WEIGHT_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Embedding)
 _RNN_WEIGHT_PREFIXES = ("weight_ih_l", "weight_hh_l", "weight_hr_l")  # weight_hr_l*: LSTM(proj_size>0)
-SUPPORTED_LAYER_TYPES: tuple[str, ...] = ("Linear", "Conv1d", "Conv2d", "Embedding", "LSTM", "GRU", "RNN")
+# nn.MultiheadAttention's forward reads `in_proj_weight` (or q/k/v_proj_weight) on every call,
+# so in-place edits reach it too; its `out_proj` is an nn.Linear subclass, found on its own.
+_MHA_WEIGHTS = ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight")
+SUPPORTED_LAYER_TYPES: tuple[str, ...] = (
+    "Linear", "Conv1d", "Conv2d", "Embedding", "LSTM", "GRU", "RNN", "MultiheadAttention",
+)  # fmt: skip
 
 UNSUPPORTED_REASON = "unsupported layer type"
 EXCLUDED_REASON = "excluded by config"
@@ -46,6 +51,8 @@ def _weight_names(module: nn.Module, own_params: dict[str, nn.Parameter]) -> lis
     """Names of `module`'s own parameters that are targets; None when the layer type is unsupported."""
     if isinstance(module, nn.RNNBase):
         return [name for name in own_params if name.startswith(_RNN_WEIGHT_PREFIXES)]
+    if isinstance(module, nn.MultiheadAttention):
+        return [name for name in _MHA_WEIGHTS if name in own_params]
     if isinstance(module, _SINGLE_WEIGHT_TYPES):
         return ["weight"] if "weight" in own_params else []
     return None
@@ -76,8 +83,9 @@ def prunable_weights(model: nn.Module, exclude: tuple[str, ...] = ()) -> tuple[l
 
     Supported: the `weight` of nn.Linear, nn.Conv1d, nn.Conv2d and nn.Embedding, and every
     `weight_ih_l*`/`weight_hh_l*` (reverse directions and projections included) of nn.LSTM,
-    nn.GRU and nn.RNN. Biases are never targets. Another layer with parameters of its own
-    (BatchNorm, LayerNorm, MultiheadAttention's in-projection, a custom layer) is reported as
+    nn.GRU and nn.RNN, and the input projections of nn.MultiheadAttention (`in_proj_weight`, or
+    `q/k/v_proj_weight`; its `out_proj` is a Linear). Biases are never targets. Another layer with parameters of its own
+    (BatchNorm, LayerNorm, a custom layer) is reported as
     skipped with reason "unsupported layer type"; targets named in `exclude` (a parameter's
     or module's qualified name) are skipped with reason "excluded by config". A weight tied to
     another (the same Parameter in two layers) is listed once, under its first name.

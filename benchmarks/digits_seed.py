@@ -1,0 +1,32 @@
+"""Time `modelshrink run --task digits --preset seed` end to end, offline (issue 8: ≤ 3 minutes on 2 cores).
+
+Usage: PYTHONPATH=src python benchmarks/digits_seed.py [OUT_FOLDER]
+Prints the wall time and the summary table the run wrote. The seed preset's LSTM reads text,
+so `--task digits` runs the image default model (cnn-small) with the seed preset's variants.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from modelshrink.cli import main
+
+
+def run(out: Path) -> float:
+    t0 = time.perf_counter()
+    code = main(["run", "--task", "digits", "--preset", "seed", "--out", str(out)])
+    seconds = time.perf_counter() - t0
+    if code != 0:
+        raise SystemExit(f"modelshrink run exited with {code}")
+    return seconds
+
+
+if __name__ == "__main__":
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tmp) / "digits-seed"
+        seconds = run(out)
+        print((out / "summary.md").read_text())
+        print(f"modelshrink run --task digits --preset seed: {seconds:.1f} s wall (limit 180 s)")

@@ -1,0 +1,191 @@
+"""The Python API: compare compression techniques on your own model, or apply one to it.
+
+    import modelshrink
+    results = modelshrink.compare(build, "digits", {"pruned": [{"kind": "prune.magnitude"}]})
+    pruned = modelshrink.prune(model, sparsity=0.5).model
+
+`compare` runs the same job as `modelshrink run` (baseline training, each variant's pipeline,
+ONNX artifacts, measurements, results store) in a run folder. The technique functions are thin
+wrappers over the technique registry, for use on a model in hand.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from modelshrink.config import RunConfig, VariantConfig, parse_config
+from modelshrink.data.tasks import DataConfig, TaskData
+from modelshrink.errors import ConfigError, UnknownNameError
+from modelshrink.export.onnx import FORMATS, export_onnx
+from modelshrink.models.builders import check_model_fits
+from modelshrink.models.byo import ModelInputs, register_build_fn
+from modelshrink.techniques import TECHNIQUES, RunContext, TechniqueResult, get_technique
+from modelshrink.train import TrainConfig, fine_tune
+
+Variants = Mapping[str, Sequence[Mapping[str, Any]]] | Sequence[VariantConfig | Mapping[str, Any]]
+
+
+@dataclasses.dataclass
+class Results:
+    """What `compare` measured: one row per (variant, seed), as in the run folder's results store."""
+
+    rows: list[dict[str, Any]]
+    out: Path  # the run folder: results.sqlite, summary.md, models/<variant>-seed<n>/model.onnx
+
+    def table(self) -> str:
+        """The Markdown summary (mean ± std over seeds), as `modelshrink report` writes it."""
+        from modelshrink.report.tables import summary_markdown
+
+        return summary_markdown(self.rows)
+
+    def __getitem__(self, variant: str) -> list[dict[str, Any]]:
+        """The rows of one variant (one per seed)."""
+        rows = [r for r in self.rows if r["variant"] == variant]
+        if not rows:
+            raise UnknownNameError(
+                f"no variant {variant!r}; variants: {', '.join(dict.fromkeys(r['variant'] for r in self.rows))}"
+            )
+        return rows
+
+
+def _variants(variants: Variants) -> list[dict[str, Any]]:
+    if isinstance(variants, Mapping):
+        out = [{"name": name, "steps": list(steps)} for name, steps in variants.items()]
+    else:
+        out = [v.model_dump() if isinstance(v, VariantConfig) else dict(v) for v in variants]
+    if not any(not v.get("steps") for v in out):  # every comparison needs the uncompressed model beside it
+        out.insert(0, {"name": "baseline", "steps": []})
+    return out
+
+
+def compare(
+    build_fn: Callable[[ModelInputs], nn.Module],
+    data: TaskData | DataConfig | str,
+    variants: Variants,
+    seeds: Sequence[int] = (0,),
+    train: TrainConfig | Mapping[str, Any] | None = None,
+    out: str | Path | None = None,
+) -> Results:
+    """Train `build_fn`'s model on `data`, apply each variant, and measure every artifact.
+
+    Args:
+        build_fn: called with `ModelInputs(input_dim, num_labels)`; returns the nn.Module.
+        data: a task name ("digits", "emotion", ...), a DataConfig, or a TaskData in memory.
+        variants: {name: [technique steps]} or a list of VariantConfig/dicts; a baseline is added if none.
+        seeds, train: as in a run config; `out`: the run folder (default runs/<timestamp>).
+    """
+    from modelshrink.report.tables import write_exports
+    from modelshrink.runner.run import Runner
+
+    ref = register_build_fn(build_fn)
+    train_raw = train.model_dump() if isinstance(train, TrainConfig) else dict(train or {})
+    if isinstance(data, TaskData):
+        data_raw: dict[str, Any] = {"task": f"in-memory ({data.source})"}
+    elif isinstance(data, DataConfig):
+        data_raw = data.model_dump()
+    else:
+        data_raw = {"task": data}
+    raw = {"data": data_raw, "model": {"name": "custom", "build": ref}, "train": train_raw, "seeds": list(seeds),
+           "variants": _variants(variants)}  # fmt: skip
+    cfg: RunConfig = parse_config(raw, "modelshrink.compare")
+    folder = Path(out) if out is not None else Path("runs") / datetime.now().strftime("compare-%Y%m%d-%H%M%S")
+    runner = Runner(cfg, folder)
+    if isinstance(data, TaskData):
+        check_model_fits(cfg.model, data)
+        runner._check_folder(data)
+        task_data = data
+    else:
+        task_data = runner.prepare()
+    rows = runner.run(task_data)
+    write_exports(rows, folder)
+    return Results(rows, folder)
+
+
+def _context(data: TaskData | None, train: TrainConfig | None, exclude: Sequence[str], **extra: Any) -> RunContext:
+    cfg = train or TrainConfig()
+    fields = {f.name for f in dataclasses.fields(RunContext)}
+    unknown = sorted(set(extra) - fields)
+    if unknown:  # e.g. `teacher` before a distillation technique adds it to the context
+        raise ConfigError(f"this version's RunContext has no {', '.join(unknown)}; update modelshrink")
+    if data is None:
+        return RunContext(example_input=torch.zeros(0), exclude=tuple(exclude), **extra)
+
+    def tune(model: nn.Module, epochs: int, on_step: Any = None, params: Any = None) -> None:
+        fine_tune(model, data, cfg, seed=0, epochs=epochs, on_step=on_step, params=params)
+
+    bs = cfg.batch_size
+    return RunContext(
+        example_input=torch.from_numpy(data.x_train[:8]), steps_per_epoch=-(-len(data.x_train) // bs),
+        fine_tune=tune, exclude=tuple(exclude), **extra,
+        calibration=[torch.from_numpy(data.x_train[i : i + bs]) for i in range(0, min(len(data.x_train), bs * 64), bs)],
+    )  # fmt: skip
+
+
+def prune(
+    model: nn.Module, sparsity: float = 0.5, data: TaskData | None = None, epochs: int = 0,
+    exclude: Sequence[str] = (), train: TrainConfig | None = None,
+) -> TechniqueResult:  # fmt: skip
+    """Magnitude-prune `model` in place to `sparsity` (fraction of zero weights).
+
+    epochs=0: one shot, no data needed. epochs>0: reach `sparsity` at once and fine-tune on
+    `data` with the masks held (TFMOT's ConstantSparsity). Returns the result: `.model`,
+    `.skipped` (layers left alone, and why), `.details`.
+    """
+    tech = get_technique("prune.magnitude")
+    cfg = tech.config_cls.model_validate({"kind": "prune.magnitude", "final_sparsity": sparsity,
+                                         "schedule": "constant", "epochs": epochs})  # fmt: skip
+    return tech.apply(model, cfg, _context(data, train, exclude))
+
+
+def cluster(
+    model: nn.Module, clusters: int = 16, data: TaskData | None = None, epochs: int = 0,
+    exclude: Sequence[str] = (), train: TrainConfig | None = None,
+) -> TechniqueResult:  # fmt: skip
+    """Cluster each weight tensor of `model` in place to `clusters` shared values (k-means++).
+
+    epochs>0 fine-tunes the shared values on `data`. Returns the result (`.model`, `.skipped`, `.details`).
+    """
+    tech = get_technique("cluster.kmeans")
+    cfg = tech.config_cls.model_validate({"kind": "cluster.kmeans", "clusters": clusters, "epochs": epochs})
+    return tech.apply(model, cfg, _context(data, train, exclude))
+
+
+def quantize(
+    model: nn.Module, example_input: torch.Tensor, path: str | Path, mode: str = "int8_dynamic",
+    calibration: Sequence[torch.Tensor] | None = None,
+) -> Path:  # fmt: skip
+    """Write `model` as a quantized ONNX file at `path` and return the path.
+
+    mode: "int8_dynamic" (int8 weights), "int8_static" (int8 weights and activations; needs
+    `calibration` input batches) or "fp16". Quantization is ONNX Runtime's, on the exported
+    graph: the PyTorch model itself is not changed. Run the file with
+    `modelshrink.export.onnx.OnnxClassifier(path)`.
+    """
+    if mode not in FORMATS or mode == "fp32":
+        raise ConfigError(f"unknown quantization mode {mode!r}; use one of: int8_dynamic, int8_static, fp16")
+    return export_onnx(model, example_input, Path(path), mode, calibration=calibration)  # type: ignore[arg-type]
+
+
+def distill(
+    student: nn.Module, teacher: nn.Module, data: TaskData, config: Mapping[str, Any] | None = None,
+    train: TrainConfig | None = None,
+) -> TechniqueResult:  # fmt: skip
+    """Train `student` on `data` to match `teacher` (knowledge distillation, technique "distill.kd").
+
+    `config`: the distill.kd settings (see `modelshrink list`), e.g. {"temperature": 4.0}.
+    """
+    if "distill.kd" not in TECHNIQUES:
+        raise UnknownNameError(
+            "modelshrink.distill needs the technique 'distill.kd', which this installation does not register; "
+            f"registered: {', '.join(sorted(TECHNIQUES))}"
+        )
+    tech = TECHNIQUES["distill.kd"]
+    cfg = tech.config_cls.model_validate({**dict(config or {}), "kind": "distill.kd"})
+    return tech.apply(student, cfg, _context(data, train, (), teacher=teacher))

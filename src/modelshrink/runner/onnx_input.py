@@ -1,0 +1,238 @@
+"""Bring your own ONNX model: the post-training techniques and every measurement, no PyTorch model needed.
+
+`--onnx model.onnx` takes a classifier exported from any framework (PyTorch, Keras/TensorFlow
+through tf2onnx, ...) and a task's data. Techniques that train (pruning, clustering,
+distillation) need the model's weights in PyTorch and are not run; the three that need no
+training are: int8 dynamic, int8 static (calibrated on training rows) and float16, each
+written with ONNX Runtime's tools exactly as the runner writes the project's own models.
+
+Each variant is one row in the run folder's results store, with the same measured fields as
+a runner row (accuracy from the file, bytes, gzip/zstd bytes, latency), so `modelshrink
+report` and the exports work unchanged. Loading an ONNX file runs no code from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from modelshrink.config import RunConfig
+from modelshrink.data.tasks import TaskData
+from modelshrink.errors import ArtifactError, DataError
+from modelshrink.export._atomic import atomic_output
+from modelshrink.export.onnx import OnnxClassifier, _quiet, _to_fp16, _to_int8_dynamic, onnx_weight_stats
+from modelshrink.measure.accuracy import classification_metrics
+from modelshrink.measure.latency import latency_ms
+from modelshrink.measure.size import file_sizes
+from modelshrink.runner.run import _environment
+from modelshrink.runner.store import ResultStore, config_key
+
+Log = Callable[[str], None]
+SPLITS = ("train", "val", "test")
+# The variants an ONNX input gets: (name, technique kind or None for the file as given, format).
+ONNX_VARIANTS: tuple[tuple[str, str | None, str], ...] = (
+    ("baseline", None, "fp32"),
+    ("baseline-int8", "quant.int8_dynamic", "int8_dynamic"),
+    ("baseline-int8-static", "quant.int8_static", "int8_static"),
+    ("baseline-fp16", "quant.fp16", "fp16"),
+)
+CALIBRATION_BATCHES, CALIBRATION_BATCH = 8, 32  # as quant.int8_static's default: 8 training batches
+
+
+class _Input:
+    """Adapts the task's arrays to the ONNX model's input: rank, layout, fixed sizes."""
+
+    def __init__(self, model: onnx.ModelProto, data: TaskData) -> None:
+        graph_inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+        if len(graph_inputs) != 1:
+            raise DataError(f"--onnx model has {len(graph_inputs)} inputs; modelshrink needs a classifier with one")
+        inp = graph_inputs[0]
+        self.name = inp.name
+        # Each axis: an int when fixed in the file, None when dynamic (a name or unset).
+        self.dims = [d.dim_value if d.HasField("dim_value") else None for d in inp.type.tensor_type.shape.dim]
+        self.batch = self.dims[0] if self.dims and self.dims[0] else None
+        sample = data.x_train[:1]
+        self.mode = self._choose(sample.shape[1:])
+
+    def _choose(self, row: tuple[int, ...]) -> str:
+        want = self.dims[1:]
+        fits = len(want) == len(row) and all(w is None or w == r for w, r in zip(want, row, strict=True))
+        if fits:
+            return "as-is"
+        if (
+            len(row) == 3
+            and len(want) == 3
+            and all(w is None or w == r for w, r in zip(want, row[1:] + row[:1], strict=True))
+        ):
+            return "nhwc"  # Keras/TensorFlow image models are channels-last
+        if len(want) == 1 and (want[0] is None or want[0] == int(np.prod(row))):
+            return "flatten"
+        if len(row) == 1 and len(want) == 1 and want[0] is not None and want[0] > row[0]:
+            return "pad"  # token ids shorter than the model's fixed sequence: pre-pad with 0
+        raise DataError(
+            f"--onnx model's input {self.name!r} has shape {['?' if d is None else d for d in self.dims]}, "
+            f"but the task's rows have shape {list(row)}; export the model for that input, or pick the matching task"
+        )
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self.mode == "nhwc":
+            return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+        if self.mode == "flatten":
+            return x.reshape(len(x), -1)
+        if self.mode == "pad" or (x.ndim == 2 and len(self.dims) == 2 and self.dims[1] and x.shape[1] < self.dims[1]):
+            width = self.dims[1] or x.shape[1]
+            return np.pad(x, ((0, 0), (width - x.shape[1], 0)))  # pre-padding, as the tokenizer pads
+        return x
+
+
+class _Calibration:
+    """ONNX Runtime's CalibrationDataReader protocol over training batches, with the model's input name."""
+
+    def __init__(self, name: str, batches: list[np.ndarray]) -> None:
+        self._it = iter([{name: b} for b in batches])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._it, None)
+
+    def rewind(self) -> None:  # one pass is all MinMax calibration needs
+        pass
+
+
+def _split(data: TaskData, name: str) -> tuple[np.ndarray, np.ndarray]:
+    return {"train": (data.x_train, data.y_train), "val": (data.x_val, data.y_val),
+            "test": (data.x_test, data.y_test)}[name]  # fmt: skip
+
+
+def _weight_stats(model: onnx.ModelProto) -> dict[str, int]:
+    """Parameters (elements of float initializers), their nonzeros and most distinct values in one tensor."""
+    params = nonzeros = distinct = 0
+    for init in model.graph.initializer:
+        arr = numpy_helper.to_array(init)
+        if not np.issubdtype(arr.dtype, np.floating):
+            continue  # shapes, indices: not weights
+        params += arr.size
+        nonzeros += int(np.count_nonzero(arr))
+        if arr.ndim >= 2:
+            distinct = max(distinct, int(np.unique(arr).size))
+    return {"parameters": params, "nonzeros": nonzeros, "distinct_values_max": distinct}
+
+
+def _to_int8_static(src: Path, dst: Path, reader: _Calibration) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    # The same settings as the runner's int8_static export (export/onnx.py explains reduce_range).
+    quantize_static(str(src), str(dst), reader, quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8, per_channel=False, reduce_range=True,
+                    calibrate_method=CalibrationMethod.MinMax)  # fmt: skip
+
+
+def _write_variant(src: Path, dst: Path, fmt: str, adapt: _Input, data: TaskData) -> None:
+    with atomic_output(dst) as tmp, _quiet():
+        if fmt == "fp32":
+            tmp.write_bytes(src.read_bytes())
+        elif fmt == "fp16":
+            _to_fp16(src, tmp)
+        elif fmt == "int8_dynamic":
+            _to_int8_dynamic(src, tmp)
+        else:
+            rows = adapt(data.x_train[: CALIBRATION_BATCHES * CALIBRATION_BATCH])
+            batch = adapt.batch or CALIBRATION_BATCH
+            batches = [rows[i : i + batch] for i in range(0, len(rows) - batch + 1, batch)]
+            _to_int8_static(src, tmp, _Calibration(adapt.name, batches))
+
+
+def _measure(path: Path, adapt: _Input, data: TaskData, threads: int, reference: np.ndarray | None) -> dict[str, Any]:
+    clf = OnnxClassifier(path, threads=threads)
+    metrics: dict[str, Any] = {}
+    test_logits = np.zeros(0)
+    for split in SPLITS:
+        x, y = _split(data, split)
+        logits = clf.predict_logits(adapt(x), batch_size=adapt.batch or 256)
+        if logits.ndim != 2 or logits.shape[1] != data.num_labels:
+            raise DataError(f"--onnx model outputs shape {list(logits.shape)}, but the task has {data.num_labels} "
+                            f"labels ({', '.join(data.labels)}); pass a classifier for this task")  # fmt: skip
+        metrics[split] = classification_metrics(y, logits, data.num_labels)
+        if split == "test":
+            test_logits = logits
+    latency = latency_ms(lambda xb: clf.session.run(None, {clf.input_name: adapt(xb)}), data.x_test)
+    agree = float((test_logits.argmax(1) == (reference if reference is not None else test_logits).argmax(1)).mean())
+    return {"metrics": metrics, "latency": latency, "test_logits": test_logits, "agreement": agree}
+
+
+def run_onnx(onnx_path: Path, cfg: RunConfig, data: TaskData, out: Path, log: Log = print) -> list[dict[str, Any]]:
+    """Write and measure the ONNX model as given and its int8 dynamic, int8 static and float16 versions."""
+    onnx_path = Path(onnx_path)
+    if not onnx_path.is_file():
+        raise ArtifactError(f"--onnx file {str(onnx_path)!r} does not exist; pass an existing .onnx file")
+    try:
+        model = onnx.load(str(onnx_path))
+    except Exception as err:  # protobuf DecodeError, OSError
+        raise ArtifactError(f"--onnx file {str(onnx_path)!r} is not a readable ONNX model: {err}") from err
+    adapt = _Input(model, data)
+    OnnxClassifier(onnx_path, threads=cfg.latency_threads)  # fails here, before anything is written
+    sha = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+    stats = _weight_stats(model)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "preprocessing.json").write_text(json.dumps(data.preprocessing))
+    seed = cfg.seeds[0]  # nothing here is random: one row per variant
+    shared = {"onnx_sha256": sha, "data": cfg.data.model_dump(mode="json", exclude={"path"}),
+              "data_sha256": data.fingerprint, "latency_threads": cfg.latency_threads}  # fmt: skip
+    reference: np.ndarray | None = None
+    with ResultStore(out / "results.sqlite") as store:
+        for name, kind, fmt in ONNX_VARIANTS:
+            variant = {"name": name, "steps": [{"kind": kind}] if kind else [], "source": "onnx"}
+            row_cfg = {**shared, "variant": variant, "seed": seed}
+            key = config_key(row_cfg)
+            t0 = time.perf_counter()
+            folder = out / "models" / f"{name}-seed{seed}"
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / "model.onnx"
+            try:
+                _write_variant(onnx_path, path, fmt, adapt, data)
+                m = _measure(path, adapt, data, cfg.latency_threads, reference)
+            except DataError:
+                raise  # the model does not fit the task: one error line, not four failed rows
+            except Exception as err:  # a quantizer that cannot handle this graph: record it, go on
+                store.put(key, name, seed, "failed", row_cfg, {"error": f"{type(err).__name__}: {err}"})
+                log(f"[red]{name} failed:[/red] {type(err).__name__}: {err}")
+                continue
+            if reference is None:
+                reference = m["test_logits"]
+            (folder / "metrics.json").write_text(json.dumps(m["metrics"], indent=1))
+            sizes, weights = file_sizes(path), onnx_weight_stats(path)
+            skipped = [] if fmt != "int8_static" or "LSTM" not in weights["op_types"] else [
+                {"name": "LSTM", "type": "LSTM", "reason": "ONNX Runtime has no static int8 kernel for it; weights stay float32"}
+            ]  # fmt: skip
+            result = {
+                "export_format": fmt,
+                "steps": [{"kind": kind, "skipped": skipped, "details": {"note": "ONNX Runtime, on the --onnx file"}}]
+                if kind
+                else [],
+                **stats,
+                "dense_fp32_bytes": stats["parameters"] * 4,
+                "file_bytes": sizes["file_bytes"],
+                "file_gzip_bytes": sizes["gzip_bytes"],
+                "file_zstd_bytes": sizes["zstd_bytes"],
+                "onnx_weights": {k: weights[k] for k in ("int8_bytes", "float_bytes", "total_bytes", "op_types")},
+                **{f"{s}_accuracy": m["metrics"][s]["accuracy"] for s in SPLITS},
+                "test_macro_f1": m["metrics"]["test"]["macro_f1"],
+                "test_agreement_with_original": m["agreement"],  # the --onnx file as given is the reference
+                **m["latency"],
+                "latency_threads": cfg.latency_threads,
+                "compact_bytes": None,
+                "compact_test_accuracy": None,
+                "artifacts": {"onnx": str(path.relative_to(out))},
+                **_environment(),
+                "wall_s": round(time.perf_counter() - t0, 2),
+            }
+            store.put(key, name, seed, "ok", row_cfg, result)
+            log(f"{name}: test acc {result['test_accuracy']:.4f}, {result['file_bytes']:,} bytes ({fmt})")
+        return store.rows()

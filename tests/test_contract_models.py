@@ -1,0 +1,87 @@
+"""Every registered technique on every built-in model (the product), tiny sizes, 1 fine-tuning epoch.
+
+A pair may fail only with an IncompatibleModelError (the technique found nothing it can change);
+the coverage table (`modelshrink coverage`) then says why. Anything else is a failure.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from modelshrink.data.synthetic import synthetic_text_task
+from modelshrink.data.tasks import TaskData
+from modelshrink.errors import IncompatibleModelError
+from modelshrink.export.onnx import OnnxClassifier, export_onnx
+from modelshrink.models import MODEL_INPUT, ModelConfig, build_model
+from modelshrink.techniques import TECHNIQUES, RunContext, SkippedLayer, get_technique
+from modelshrink.train import TrainConfig, fine_tune
+
+# The smallest sizes each model accepts, so the whole product stays fast.
+TINY = {
+    "lstm": {"embed_dim": 8, "hidden": 8}, "gru": {"embed_dim": 8, "hidden": 8}, "bilstm": {"embed_dim": 8, "hidden": 8},
+    "cnn1d-text": {"embed_dim": 8, "channels": 8}, "transformer-tiny": {"embed_dim": 8, "hidden": 16, "heads": 2},
+    "cnn": {"channels": 4}, "cnn-small": {"channels": 4}, "mlp": {"hidden": 16},
+}  # fmt: skip
+
+
+def _image_task() -> TaskData:
+    rng = np.random.default_rng(0)
+    x = rng.random((96, 1, 8, 8), dtype=np.float32)
+    y = (x.mean(axis=(1, 2, 3)) > 0.5).astype(np.int64)
+    return TaskData(x[:64], y[:64], x[64:80], y[64:80], x[80:], y[80:], labels=["lo", "hi"], input_dim=1,
+                    kind="image", source="test")  # fmt: skip
+
+
+_DATA = {"text": synthetic_text_task(n=120), "image": _image_task()}
+
+
+def _ctx(data: TaskData) -> RunContext:
+    cfg = TrainConfig(batch_size=32, threads=1)
+
+    def tune(model: nn.Module, epochs: int, on_step=None, params=None) -> None:  # noqa: ANN001
+        fine_tune(model, data, cfg, seed=0, epochs=min(epochs, 1), on_step=on_step, params=params)
+
+    return RunContext(example_input=torch.from_numpy(data.x_train[:8]), seed=0,
+                      steps_per_epoch=-(-len(data.x_train) // 32), fine_tune=tune,
+                      calibration=[torch.from_numpy(data.x_train[i : i + 32]) for i in range(0, 64, 32)])  # fmt: skip
+
+
+def test_every_builtin_model_has_tiny_sizes() -> None:
+    assert set(TINY) == set(MODEL_INPUT)
+
+
+@pytest.mark.parametrize("model_name", sorted(MODEL_INPUT))
+@pytest.mark.parametrize("kind", sorted(TECHNIQUES))
+def test_technique_on_builtin_model(kind: str, model_name: str, tmp_path: Path) -> None:
+    tech = get_technique(kind)
+    cfg = tech.config_cls()
+    data = _DATA[MODEL_INPUT[model_name]]
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name=model_name, **TINY[model_name]), data.input_dim, data.num_labels).eval()  # type: ignore[arg-type]
+    ctx = _ctx(data)
+    with torch.no_grad():
+        before = model(ctx.example_input)
+    try:
+        result = tech.apply(copy.deepcopy(model), cfg, ctx)
+    except IncompatibleModelError as err:  # allowed: the technique says plainly it cannot handle this model
+        assert model_name in str(err) or type(model).__name__ in str(err)
+        return
+    with torch.no_grad():
+        after = result.model.eval()(ctx.example_input)
+    assert after.shape == before.shape
+    assert torch.isfinite(after).all()
+    assert all(isinstance(s, SkippedLayer) and s.reason and s.type for s in result.skipped)
+    json.dumps(result.details)
+    assert not any(m._forward_pre_hooks or m._forward_hooks for m in result.model.modules())
+    # The result exports in the format the technique asks for and runs in ONNX Runtime.
+    path = export_onnx(result.model, ctx.example_input, tmp_path / "m.onnx", result.export_format or "fp32",
+                       calibration=ctx.calibration)  # fmt: skip
+    logits = OnnxClassifier(path).predict_logits(data.x_test)
+    assert logits.shape == (len(data.x_test), data.num_labels) and np.isfinite(logits).all()

@@ -7,6 +7,7 @@ import json
 import re
 from pathlib import Path
 
+import markupsafe
 import numpy as np
 import pytest
 from sklearn.metrics import f1_score
@@ -45,7 +46,7 @@ def test_report_files_and_self_contained(tmp_path: Path) -> None:
     assert "script-src 'sha256-" in page
     # The run's config (from config.json) and environment are shown.
     assert "&#34;epochs&#34;: 7" in page or '"epochs": 7' in page
-    assert "2.13.0+cpu" in page and "abc1234" in page and "0, 1, 2" in page
+    assert "2.13.0+cpu" in page and "abc1234" in page and "0, 1, 2" in page and "Synthetic CPU @ 1 GHz" in page
     # summary.md: the thesis-style table, one line per variant.
     md = (tmp_path / "summary.md").read_text()
     assert all(f"| {v} |" in md for v in ("baseline", "pruned", "int8"))
@@ -53,7 +54,8 @@ def test_report_files_and_self_contained(tmp_path: Path) -> None:
 
 def test_script_in_names_and_labels_is_text(tmp_path: Path) -> None:
     """A variant and a class label named <script>alert(1)</script> are escaped in the page and the SVGs."""
-    write_synthetic_store(tmp_path, ["baseline", XSS], seeds=[0])
+    odd = "cost $x^{2$ \\ & 'q'"  # unbalanced mathtext for matplotlib, quotes and & for HTML
+    write_synthetic_store(tmp_path, ["baseline", XSS, odd], seeds=[0])
     with ResultStore(tmp_path / "results.sqlite") as store:
         rows = store.rows()
         for r in rows:  # the label too, in the confusion matrix of the best variant
@@ -69,6 +71,7 @@ def test_script_in_names_and_labels_is_text(tmp_path: Path) -> None:
     for svg in _svgs(page):  # matplotlib writes text as glyph paths and a comment, both escaped
         assert "<script" not in svg
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in "".join(_svgs(page))
+    assert str(markupsafe.escape(odd)) in page
 
 
 def test_failed_variants_show_as_failed_with_message(tmp_path: Path) -> None:

@@ -96,9 +96,10 @@ def test_missing_figures_are_dashes_and_figures_are_left_out(tmp_path: Path) -> 
     with ResultStore(tmp_path / "results.sqlite") as store:
         for name, chain in (("baseline", []), ("pruned", ["prune.magnitude"])):
             result = synthetic_row(name, 0, chain, rng)
-            for key in ("latency_ms_p50", "latency_ms_p90", "baseline_history", "test_confusion_matrix", "labels",
-                        "file_gzip_bytes", "parameters"):  # fmt: skip
+            for key in ("latency_ms_p50", "latency_ms_p90", "test_confusion_matrix", "labels", "file_gzip_bytes",
+                        "parameters"):  # fmt: skip
                 del result[key]
+            result["baseline_history"] = ["not an epoch"]  # malformed: no curve, no crash
             for step in result["steps"]:
                 del step["history"]
             cfg = {"variant": {"name": name, "start": "baseline", "steps": [{"kind": k} for k in chain]}}
@@ -157,3 +158,21 @@ def test_helpers() -> None:
     cm = np.zeros((4, 4), dtype=int)
     np.add.at(cm, (y, p), 1)
     assert np.allclose(per_class_f1(cm), f1_score(y, p, average=None, labels=range(4)))
+
+
+def test_a_figure_that_cannot_be_drawn_is_named_and_the_rest_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from modelshrink.report import plots
+
+    def broken(views: object) -> None:
+        raise KeyError("size_bytes_v2")
+
+    monkeypatch.setattr(plots, "size_bars", broken)
+    write_synthetic_store(tmp_path, ["baseline", "pruned"], seeds=[0])
+    (tmp_path / "figures").mkdir()
+    (tmp_path / "figures" / "size_bars.png").write_bytes(b"old")
+    write_report(tmp_path)
+    page = (tmp_path / "report.html").read_text()
+    assert "Size on disk: could not be drawn (KeyError: &#39;size_bytes_v2&#39;)" in page
+    assert len(_svgs(page)) == 5 and not (tmp_path / "figures" / "size_bars.png").exists()

@@ -35,7 +35,7 @@ from modelshrink.export.onnx import OnnxClassifier, export_onnx, onnx_weight_sta
 from modelshrink.measure.accuracy import classification_metrics, predict_logits
 from modelshrink.measure.latency import latency_ms
 from modelshrink.measure.size import file_sizes, model_stats
-from modelshrink.models.builders import build_model
+from modelshrink.models.builders import ModelConfig, build_model
 from modelshrink.runner.store import ResultStore, config_key
 from modelshrink.techniques.base import RunContext, TechniqueConfig, get_technique
 from modelshrink.train import OnStep, evaluate, fine_tune, fit, set_seed
@@ -50,6 +50,8 @@ class Stage:
     """The model after a prefix of a pipeline, with what its steps reported."""
 
     model: nn.Module
+    model_config: ModelConfig  # rebuilds `model` (techniques may change the architecture)
+    input_dim: int
     export_format: str = "fp32"
     steps: list[dict[str, Any]] = field(default_factory=list)  # per step: kind, skipped, details, seconds
 
@@ -114,7 +116,7 @@ class Runner:
                 if not todo:
                     self.log(f"seed {seed}: all {len(keys)} variants already in the store, skipped")
                     continue
-                cache = {("baseline",): Stage(self._baseline(data, seed))}
+                cache = {("baseline",): Stage(self._baseline(data, seed), self.cfg.model, data.input_dim)}
                 for variant in todo:
                     t0 = time.perf_counter()
                     row_cfg = self._row_config(data, variant, seed)
@@ -208,7 +210,9 @@ class Runner:
         return model
 
     # -- variants --------------------------------------------------------------------------
-    def _context(self, data: TaskData, seed: int, label: str) -> RunContext:
+    def _context(
+        self, data: TaskData, seed: int, label: str, stage: Stage | None = None, teacher: nn.Module | None = None
+    ) -> RunContext:
         bs = self.cfg.train.batch_size
 
         def tune(
@@ -225,6 +229,10 @@ class Runner:
             calibration=[
                 torch.from_numpy(data.x_train[i : i + bs]) for i in range(0, min(len(data.x_train), bs * 64), bs)
             ],
+            teacher=teacher,
+            model_config=stage.model_config if stage else self.cfg.model,
+            input_dim=stage.input_dim if stage else data.input_dim,
+            num_labels=data.num_labels,
         )
 
     def _stage(self, data: TaskData, variant: VariantConfig, seed: int, cache: dict[tuple, Stage]) -> Stage:
@@ -234,7 +242,8 @@ class Runner:
         done = max(i for i, k in enumerate(keys) if k in cache) if any(k in cache for k in keys) else -1
         if done < 0:  # start: scratch, nothing computed yet
             set_seed(seed)
-            cache[keys[0]] = Stage(build_model(self.cfg.model, data.input_dim, data.num_labels))
+            cache[keys[0]] = Stage(build_model(self.cfg.model, data.input_dim, data.num_labels), self.cfg.model,
+                                   data.input_dim)  # fmt: skip
             done = 0
         stage = cache[keys[done]]
         for i in range(done, len(variant.steps)):
@@ -242,12 +251,15 @@ class Runner:
             model = copy.deepcopy(stage.model)
             t0 = time.perf_counter()
             self._tuned = []
-            res = get_technique(step.kind).apply(model, step, self._context(data, seed, f"{variant.name}: {step.kind}"))
+            ctx = self._context(data, seed, f"{variant.name}: {step.kind}", stage, cache[("baseline",)].model
+                                if ("baseline",) in cache else None)  # fmt: skip
+            res = get_technique(step.kind).apply(model, step, ctx)
             record = {"kind": step.kind, "skipped": [vars(s) for s in res.skipped], "details": res.details,
                       "seconds": round(time.perf_counter() - t0, 2), "history": self._tuned}  # fmt: skip
             for s in res.skipped:
                 self.log(escape(f"{variant.name}: {step.kind} skipped {s.name} ({s.type}): {s.reason}"))
-            stage = Stage(res.model.eval(), res.export_format or stage.export_format, stage.steps + [record])
+            stage = Stage(res.model.eval(), res.model_config or stage.model_config, res.input_dim or stage.input_dim,
+                          res.export_format or stage.export_format, stage.steps + [record])  # fmt: skip
             cache[keys[i + 1]] = stage
         return stage
 
@@ -306,14 +318,14 @@ class Runner:
             "test_agreement_with_torch": agreement,  # share of test predictions equal to the float torch model's
             **latency,  # one input at a time, ONNX Runtime with `latency_threads` threads
             "latency_threads": self.cfg.latency_threads,
-            **self._compact(model, data, folder, stage.export_format),
+            **self._compact(model, data, folder, stage),
             "artifacts": {
                 "onnx": str(onnx_path.relative_to(self.out)),
                 "compact": str((folder / "weights.msz").relative_to(self.out)),
             },  # fmt: skip
         }
 
-    def _compact(self, model: nn.Module, data: TaskData, folder: Path, export_format: str) -> dict[str, Any]:
+    def _compact(self, model: nn.Module, data: TaskData, folder: Path, stage: Stage) -> dict[str, Any]:
         """Write the compact weights file, load it back (no pickle) and measure its test accuracy.
 
         The compact format holds float weights: for a quantized variant it is not the deployed
@@ -321,12 +333,12 @@ class Runner:
         """
         path = folder / "weights.msz"
         save_compact({k: v.detach() for k, v in model.state_dict().items()}, path,
-                     {"model": self.cfg.model.model_dump(mode="json"), "input_dim": data.input_dim,
+                     {"model": stage.model_config.model_dump(mode="json"), "input_dim": stage.input_dim,
                       "labels": data.labels})  # fmt: skip
-        if export_format != "fp32":
+        if stage.export_format != "fp32":
             return {"compact_bytes": None, "compact_test_accuracy": None}
         state, _ = load_compact(path)
-        reloaded = build_model(self.cfg.model, data.input_dim, data.num_labels)
+        reloaded = build_model(stage.model_config, stage.input_dim, data.num_labels)
         reloaded.load_state_dict(state)
         accuracy = evaluate(reloaded, data.x_test, data.y_test, data.num_labels)["accuracy"]
         return {"compact_bytes": path.stat().st_size, "compact_test_accuracy": accuracy}

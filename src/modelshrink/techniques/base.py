@@ -45,6 +45,13 @@ class RunContext:
     fine_tune: FineTuneFn | None = None  # None: no training data available (e.g. library use)
     calibration: Iterable[torch.Tensor] | None = None  # input batches for static quantization
     exclude: tuple[str, ...] = ()  # qualified parameter/module names the user excluded
+    # The trained baseline of this seed (eval mode; do not modify) — the teacher for distillation.
+    teacher: nn.Module | None = None
+    # The config that rebuilds the model a technique receives (models.builders.ModelConfig) and
+    # its input_dim (vocabulary size / input channels); None in library use on a foreign model.
+    model_config: Any = None
+    input_dim: int | None = None
+    num_labels: int | None = None
 
 
 @dataclass
@@ -66,6 +73,11 @@ class TechniqueResult:
     # Set by post-training quantization techniques: how the exporter must write the model.
     # None leaves the format chosen by an earlier step (default float32).
     export_format: ExportFormat | None = None
+    # Set by techniques that change the architecture (structured pruning, distillation, low rank):
+    # the ModelConfig (and input_dim) that rebuilds the returned model, e.g. for the compact file.
+    # None: the architecture is unchanged.
+    model_config: Any = None
+    input_dim: int | None = None
 
 
 ApplyFn = Callable[[nn.Module, Any, RunContext], TechniqueResult]

@@ -7,6 +7,7 @@ import json
 import re
 from pathlib import Path
 
+import markupsafe
 import numpy as np
 import pytest
 from sklearn.metrics import f1_score
@@ -45,7 +46,7 @@ def test_report_files_and_self_contained(tmp_path: Path) -> None:
     assert "script-src 'sha256-" in page
     # The run's config (from config.json) and environment are shown.
     assert "&#34;epochs&#34;: 7" in page or '"epochs": 7' in page
-    assert "2.13.0+cpu" in page and "abc1234" in page and "0, 1, 2" in page
+    assert "2.13.0+cpu" in page and "abc1234" in page and "0, 1, 2" in page and "Synthetic CPU @ 1 GHz" in page
     # summary.md: the thesis-style table, one line per variant.
     md = (tmp_path / "summary.md").read_text()
     assert all(f"| {v} |" in md for v in ("baseline", "pruned", "int8"))
@@ -53,7 +54,8 @@ def test_report_files_and_self_contained(tmp_path: Path) -> None:
 
 def test_script_in_names_and_labels_is_text(tmp_path: Path) -> None:
     """A variant and a class label named <script>alert(1)</script> are escaped in the page and the SVGs."""
-    write_synthetic_store(tmp_path, ["baseline", XSS], seeds=[0])
+    odd = "cost $x^{2$ \\ & 'q'"  # unbalanced mathtext for matplotlib, quotes and & for HTML
+    write_synthetic_store(tmp_path, ["baseline", XSS, odd], seeds=[0])
     with ResultStore(tmp_path / "results.sqlite") as store:
         rows = store.rows()
         for r in rows:  # the label too, in the confusion matrix of the best variant
@@ -69,6 +71,7 @@ def test_script_in_names_and_labels_is_text(tmp_path: Path) -> None:
     for svg in _svgs(page):  # matplotlib writes text as glyph paths and a comment, both escaped
         assert "<script" not in svg
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in "".join(_svgs(page))
+    assert str(markupsafe.escape(odd)) in page
 
 
 def test_failed_variants_show_as_failed_with_message(tmp_path: Path) -> None:
@@ -93,9 +96,10 @@ def test_missing_figures_are_dashes_and_figures_are_left_out(tmp_path: Path) -> 
     with ResultStore(tmp_path / "results.sqlite") as store:
         for name, chain in (("baseline", []), ("pruned", ["prune.magnitude"])):
             result = synthetic_row(name, 0, chain, rng)
-            for key in ("latency_ms_p50", "latency_ms_p90", "baseline_history", "test_confusion_matrix", "labels",
-                        "file_gzip_bytes", "parameters"):  # fmt: skip
+            for key in ("latency_ms_p50", "latency_ms_p90", "test_confusion_matrix", "labels", "file_gzip_bytes",
+                        "parameters"):  # fmt: skip
                 del result[key]
+            result["baseline_history"] = ["not an epoch"]  # malformed: no curve, no crash
             for step in result["steps"]:
                 del step["history"]
             cfg = {"variant": {"name": name, "start": "baseline", "steps": [{"kind": k} for k in chain]}}
@@ -154,3 +158,21 @@ def test_helpers() -> None:
     cm = np.zeros((4, 4), dtype=int)
     np.add.at(cm, (y, p), 1)
     assert np.allclose(per_class_f1(cm), f1_score(y, p, average=None, labels=range(4)))
+
+
+def test_a_figure_that_cannot_be_drawn_is_named_and_the_rest_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from modelshrink.report import plots
+
+    def broken(views: object) -> None:
+        raise KeyError("size_bytes_v2")
+
+    monkeypatch.setattr(plots, "size_bars", broken)
+    write_synthetic_store(tmp_path, ["baseline", "pruned"], seeds=[0])
+    (tmp_path / "figures").mkdir()
+    (tmp_path / "figures" / "size_bars.png").write_bytes(b"old")
+    write_report(tmp_path)
+    page = (tmp_path / "report.html").read_text()
+    assert "Size on disk: could not be drawn (KeyError: &#39;size_bytes_v2&#39;)" in page
+    assert len(_svgs(page)) == 5 and not (tmp_path / "figures" / "size_bars.png").exists()

@@ -133,7 +133,7 @@ def _read_config(run_dir: Path, rows: list[dict[str, Any]]) -> tuple[dict[str, A
     return (first if isinstance(first, dict) else None), "the first row of the results store"
 
 
-def _figures(views: list[VariantView], out_dir: Path) -> list[plots.Plot]:
+def _figures(views: list[VariantView], out_dir: Path) -> tuple[list[plots.Plot], list[str]]:
     best = best_variant(views)
     specs: list[tuple[str, str, str, Callable[[], Figure | None]]] = [
         ("pareto_size", "Size vs accuracy",
@@ -158,15 +158,17 @@ def _figures(views: list[VariantView], out_dir: Path) -> list[plots.Plot]:
          "The variant with the highest mean test accuracy; test-set confusion matrices summed over its seeds.",
          lambda: plots.best_classes(best) if best else None),
     ]  # fmt: skip
-    out = []
+    out, problems = [], []
     for name, title, caption, build in specs:
         stale = out_dir / f"{name}.png"
-        fig = build()
-        if fig is None:
-            stale.unlink(missing_ok=True)  # no data now: an old PNG would contradict the report
-            continue
-        out.append(plots.render(fig, name, title, caption, out_dir))
-    return out
+        stale.unlink(missing_ok=True)  # no data now: an old PNG would contradict the report
+        try:
+            fig = build()
+            if fig is not None:
+                out.append(plots.render(fig, name, title, caption, out_dir))
+        except Exception as err:  # rows of another version: the rest of the report is still worth having
+            problems.append(f"{title}: could not be drawn ({type(err).__name__}: {err})")
+    return out, problems
 
 
 def _failures(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -192,6 +194,7 @@ def render_html(rows: list[dict[str, Any]], run_dir: Path, figure_dir: Path) -> 
     script_hash = base64.b64encode(hashlib.sha256(SORT_JS.encode()).digest()).decode()
     best = best_variant(views)
     base = baseline_of(views)
+    figures, figure_problems = _figures(views, figure_dir)
     return _env.get_template("report.html.j2").render(
         title=f"modelshrink report: {run_dir.resolve().name}",
         run_dir=str(run_dir.resolve()),
@@ -202,7 +205,8 @@ def render_html(rows: list[dict[str, Any]], run_dir: Path, figure_dir: Path) -> 
         best=best.name if best else None,
         heads=heads,
         body=body,
-        figures=_figures(views, figure_dir),
+        figures=figures,
+        figure_problems=figure_problems,
         failures=_failures(rows),
         skipped=_skipped(rows),
         environment=_environment(rows, config),

@@ -11,6 +11,7 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -161,9 +162,21 @@ def accuracy_bars(views: list[VariantView]) -> Figure | None:
     return fig
 
 
+def _numbers(history: list[dict[str, Any]], key: str) -> list[float] | None:
+    """One number per epoch, or None when any epoch lacks it (a curve with holes would mislead)."""
+    values = [h.get(key) for h in history]
+    return (
+        [float(v) for v in values if isinstance(v, int | float)]
+        if all(isinstance(v, int | float) for v in values)
+        else None
+    )
+
+
 def training_curves(views: list[VariantView]) -> Figure | None:
     """The baseline's epochs (loss, validation accuracy) and each variant's fine-tuning epochs."""
-    base = next(((r["seed"], r["baseline_history"]) for v in views for r in v.ok if r.get("baseline_history")), None)
+    histories = [(r["seed"], [h for h in r.get("baseline_history") or [] if isinstance(h, dict)])
+                 for v in views for r in v.ok if isinstance(r.get("baseline_history"), list)]  # fmt: skip
+    base = next(((seed, hist) for seed, hist in histories if hist), None)
     tunes = []  # (variant, seeds, [train_loss per fine-tuning epoch, all steps in order, mean over seeds])
     for v in views:
         per_seed = []
@@ -186,15 +199,15 @@ def training_curves(views: list[VariantView]) -> Figure | None:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         epochs = [h.get("epoch", i + 1) for i, h in enumerate(hist)]
         for key, style in (("train_loss", "-"), ("val_loss", "--")):
-            vals = [h.get(key) for h in hist]
-            if all(isinstance(x, int | float) for x in vals):
+            vals = _numbers(hist, key)
+            if vals is not None:
                 ax.plot(epochs, vals, style, marker=".", label=key.replace("_", " "))
         ax.set_xlabel("epoch")
         ax.set_ylabel("loss")
         ax.set_title(f"baseline training (seed {seed})", fontsize=10)
         lines = list(ax.get_lines())
-        accs = [h.get("val_accuracy") for h in hist]
-        if all(isinstance(x, int | float) for x in accs):
+        accs = _numbers(hist, "val_accuracy")
+        if accs is not None:
             ax2 = ax.twinx()
             lines += ax2.plot(epochs, [100 * a for a in accs], ":", color="#228833", marker=".", label="val accuracy")
             ax2.set_ylabel("validation accuracy (%)")

@@ -44,7 +44,7 @@ def synthetic_row(variant: str, seed: int, chain: list[str], rng: np.random.Gene
         "latency_ms_p50": float(0.05 * (0.6 if int8 else 1.0) * rng.uniform(0.9, 1.1)),
         "latency_ms_p90": 0.09, "latency_threads": 1,
         "torch": "2.13.0+cpu", "onnxruntime": "1.32.0", "python": "3.11.7", "git_sha": "abc1234",
-        "machine": "x86_64 Linux", "wall_s": 2.5,
+        "machine": "x86_64 Linux", "cpu": "Synthetic CPU @ 1 GHz", "cpu_count": "2", "wall_s": 2.5,
     }  # fmt: skip
 
 

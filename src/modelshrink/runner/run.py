@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import platform
 import subprocess
 import time
@@ -68,7 +69,18 @@ def _environment() -> dict[str, str]:
         sha = ""
     return {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "git_sha": sha or "unknown",
             "machine": f"{platform.machine()} {platform.processor() or platform.system()}",
-            "python": platform.python_version()}  # fmt: skip
+            "python": platform.python_version(), "cpu": _cpu_model(), "cpu_count": str(os.cpu_count())}  # fmt: skip
+
+
+def _cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo), for the report's environment; "unknown" elsewhere."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 class Runner:

@@ -127,7 +127,9 @@ def expand_variant(raw: Any) -> list[Any]:
             except ValidationError as err:
                 first = err.errors()[0]
                 loc = ".".join(str(p) for p in first["loc"])
-                raise ValueError(f"variant {name!r}: steps.{i}.{loc}: {first['msg']} (got {first.get('input')!r})") from err
+                raise ValueError(
+                    f"variant {name!r}: steps.{i}.{loc}: {first['msg']} (got {first.get('input')!r})"
+                ) from err
         out.append({**raw, "name": name, "steps": new_steps})
     return out
 

@@ -39,6 +39,10 @@ def prune_random(model: nn.Module, cfg: RandomPruneConfig, ctx: RunContext) -> T
     """Random unstructured pruning (prune.magnitude's schedule, random masks): the baseline criterion."""
     result = run_pruning(model, cfg, ctx, lambda targets, c: _RandomPruner(targets, c, ctx.seed))
     result.details["properties"] = [
-        {"property": "sparsity", "tensors": sorted(result.details["sparsity"]), "min": result.details["overall_sparsity"]}
+        {
+            "property": "sparsity",
+            "tensors": sorted(result.details["sparsity"]),
+            "min": result.details["overall_sparsity"],
+        }
     ]
     return result

@@ -216,9 +216,15 @@ def prune_structured(model: nn.Module, cfg: StructuredPruneConfig, ctx: RunConte
             f"prune.structured with epochs={cfg.epochs} needs fine-tuning, which needs training data, and none is "
             f"available here; use epochs=0 to cut without fine-tuning"
         )
-    scores = _taylor_scores(model, ctx) if cfg.importance == "taylor" else _norm_scores(model, 1 if cfg.importance == "l1" else 2)
+    scores = (
+        _taylor_scores(model, ctx)
+        if cfg.importance == "taylor"
+        else _norm_scores(model, 1 if cfg.importance == "l1" else 2)
+    )
     base = _base_config(model, ctx)
-    cut = _cut_lstm(model, cfg, scores, base) if isinstance(model, LSTMClassifier) else _cut_cnn(model, cfg, scores, base)
+    cut = (
+        _cut_lstm(model, cfg, scores, base) if isinstance(model, LSTMClassifier) else _cut_cnn(model, cfg, scores, base)
+    )
 
     input_dim = _input_dim(model, ctx)
     num_labels = ctx.num_labels or int(model.fc.out_features)

@@ -13,6 +13,12 @@ from modelshrink.models.lstm import LSTMClassifier
 from modelshrink.registry import Registry
 
 
+def _unset(value: object) -> bool:
+    # Fields added after run folders existed are left out of dumps while unset, so the
+    # config hashes (baseline cache, result keys) of configs that do not use them stay the same.
+    return value is None
+
+
 class ModelConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -23,8 +29,12 @@ class ModelConfig(BaseModel):
     l2_input: float = Field(1e-3, ge=0.0, description="lstm: L2 weight on the LSTM input weights")
     channels: int = Field(8, ge=1, description="cnn: channels of the first convolution")
     # Set by prune.structured (None: the unpruned shape).
-    vocab_keep: int | None = Field(None, ge=2, description="lstm: embedding rows kept; ids >= it read as OOV (1)")
-    channels2: int | None = Field(None, ge=1, description="cnn: channels of the second convolution (2*channels)")
+    vocab_keep: int | None = Field(
+        None, ge=2, exclude_if=_unset, description="lstm: embedding rows kept; ids >= it read as OOV (1)"
+    )
+    channels2: int | None = Field(
+        None, ge=1, exclude_if=_unset, description="cnn: channels of the second convolution (2*channels)"
+    )
 
 
 # A builder takes (config, vocab_size or input channels, number of labels).

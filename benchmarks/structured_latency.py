@@ -102,7 +102,11 @@ def main() -> None:
             t = np.array(times[(name, engine)])
             p50, p90 = float(np.median(t)), float(np.percentile(t, 90))
             speedup = float(np.median(times[("baseline", engine)])) / p50
-            row[engine] = {"latency_ms_p50": round(p50, 2), "latency_ms_p90": round(p90, 2), "speedup": round(speedup, 2)}
+            row[engine] = {
+                "latency_ms_p50": round(p50, 2),
+                "latency_ms_p90": round(p90, 2),
+                "speedup": round(speedup, 2),
+            }
             cells.append(f"{p50:8.2f} {p90:7.2f} {speedup:6.2f}x")
         rows.append(row)
         print(f"{name:44s} {params[name]:8d} {nonzero[name]:8d} | {cells[0]} | {cells[1]}")

@@ -49,6 +49,13 @@ def _run(tmp_path: Path, variants: list[dict]) -> dict[str, dict]:
 PRUNE = {"kind": "prune.magnitude", "schedule": "constant", "final_sparsity": 0.5, "epochs": 1}
 CLUSTER = {"kind": "cluster.kmeans", "clusters": 8, "preserve_sparsity": True, "epochs": 1}
 NM = {"kind": "prune.nm", "epochs": 1}
+STRUCTURED = {
+    "kind": "prune.structured",
+    "unit_sparsity": 0.5,
+    "embed_dim_sparsity": 0.5,
+    "vocab_keep": 32,
+    "epochs": 1,
+}
 
 
 def _by(checks: list[dict], after: str, prop: str) -> dict:
@@ -64,6 +71,9 @@ def test_properties_kept_pass_and_a_densifying_step_fails_visibly(tmp_path: Path
         {"name": "prune-densify", "steps": [PRUNE, {"kind": "test.densify"}]},
         {"name": "cluster-densify", "steps": [PRUNE, CLUSTER, {"kind": "test.densify"}]},
         {"name": "nm-densify", "steps": [NM, {"kind": "test.densify"}]},
+        {"name": "baseline", "steps": []},
+        {"name": "structured", "steps": [STRUCTURED]},
+        {"name": "structured-int8", "steps": [STRUCTURED, {"kind": "quant.int8_dynamic"}]},
     ])  # fmt: skip
     row = rows["prune-cluster"]
     stage = row["steps"][1]["checks"]  # after cluster.kmeans: prune.magnitude's sparsity survived
@@ -90,6 +100,17 @@ def test_properties_kept_pass_and_a_densifying_step_fails_visibly(tmp_path: Path
         assert row["checks_failed"] >= 3
     assert _by(rows["prune-densify"]["checks"], "export:compact", "sparsity>=")["measured"] < 0.1
     assert _by(rows["cluster-densify"]["checks"], "export:compact", "sparsity>=")["ok"] is False
+
+    # The runner tracks a changed architecture: the smaller model exports, and its compact file
+    # is rebuilt from the new ModelConfig (the compact accuracy is measured on the fp32 variant only).
+    small, base = rows["structured-int8"], rows["baseline"]
+    assert small["parameters"] < 0.5 * base["parameters"]
+    assert small["steps"][0]["details"]["model"] == {**small["steps"][0]["details"]["model"], "hidden": 4,
+                                                     "embed_dim": 4, "vocab_keep": 32}  # fmt: skip
+    assert small["onnx_weights"]["int8_bytes"] > 0 and small["test_accuracy"] > 0
+    fp32 = rows["structured"]
+    assert fp32["compact_test_accuracy"] == pytest.approx(fp32["test_accuracy"], abs=0.02)
+    assert fp32["compact_bytes"] < base["compact_bytes"]
 
 
 def test_check_state_unit() -> None:

@@ -153,3 +153,9 @@ def test_unknown_model_and_missing_training_are_clear_errors() -> None:
         prune_structured(lstm(), StructuredPruneConfig(epochs=2), tiny_ctx("lstm", False))
     with pytest.raises(ValueError, match="vocab_keep"):
         StructuredPruneConfig(vocab_keep=1)
+
+
+def test_unset_new_model_fields_leave_config_dumps_and_hashes_unchanged() -> None:
+    assert set(ModelConfig().model_dump()) == {"name", "embed_dim", "hidden", "dropout", "l2_input", "channels"}
+    cfg = ModelConfig(vocab_keep=100, channels2=3)
+    assert ModelConfig.model_validate_json(cfg.model_dump_json()) == cfg

@@ -44,6 +44,12 @@ MODEL_SETTINGS: dict[str, tuple[str, ...]] = {
 }
 
 
+def _unset(value: object) -> bool:
+    # Fields added after run folders existed are left out of dumps while unset, so the
+    # config hashes (baseline cache, result keys) of configs that do not use them stay the same.
+    return value is None
+
+
 class ModelConfig(BaseModel):
     """Which model, and its sizes. Each field says which models read it."""
 
@@ -61,11 +67,19 @@ class ModelConfig(BaseModel):
     max_positions: int = Field(256, ge=1, description="transformer-tiny: longest sequence with its own position")
     image_size: int = Field(8, ge=1, description="mlp: input images are image_size x image_size")
     build: str | None = Field(None, description="custom: 'path/to/file.py:function' returning an nn.Module")
-    # Set by techniques that change the architecture (None: the unchanged shape).
-    embed_rank: int | None = Field(None, ge=1, description="lstm: embedding factored as (vocab×r)·(r×embed_dim)")
-    fc_rank: int | None = Field(None, ge=1, description="lstm: classifier factored as (hidden×r)·(r×labels)")
-    vocab_keep: int | None = Field(None, ge=2, description="lstm: embedding rows kept; ids >= it read as OOV (1)")
-    channels2: int | None = Field(None, ge=1, description="cnn: channels of the second convolution (2*channels)")
+    # Set by techniques that change the architecture (None: the unchanged shape; left out of dumps).
+    embed_rank: int | None = Field(
+        None, ge=1, exclude_if=_unset, description="lstm: embedding factored as (vocab×r)·(r×embed_dim)"
+    )
+    fc_rank: int | None = Field(
+        None, ge=1, exclude_if=_unset, description="lstm: classifier factored as (hidden×r)·(r×labels)"
+    )
+    vocab_keep: int | None = Field(
+        None, ge=2, exclude_if=_unset, description="lstm: embedding rows kept; ids >= it read as OOV (1)"
+    )
+    channels2: int | None = Field(
+        None, ge=1, exclude_if=_unset, description="cnn: channels of the second convolution (2*channels)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:

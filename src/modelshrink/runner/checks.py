@@ -20,7 +20,7 @@ row (`ok: false` with the measured value) and the row's `checks_failed` counts t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +81,7 @@ def _evaluate(prop: Mapping[str, Any], arrays: list[np.ndarray]) -> tuple[bool, 
     raise ValueError(f"unknown property {prop['property']!r}")  # internal: techniques declare known ones
 
 
-def check_state(state: Mapping[str, Any], steps: list[Mapping[str, Any]], after: str) -> list[dict[str, Any]]:
+def check_state(state: Mapping[str, Any], steps: Sequence[Mapping[str, Any]], after: str) -> list[dict[str, Any]]:
     """Check the properties of `steps` on a name → tensor mapping (a torch state dict or the compact file)."""
     out = []
     for step in steps:
@@ -135,7 +135,7 @@ def _as_torch_layout(arr: np.ndarray, shapes: list[tuple[int, ...]], prop: Mappi
 
 
 def check_onnx(
-    path: Path, reference: Mapping[str, Any], steps: list[Mapping[str, Any]], after: str = "export:onnx"
+    path: Path, reference: Mapping[str, Any], steps: Sequence[Mapping[str, Any]], after: str = "export:onnx"
 ) -> list[dict[str, Any]]:
     """Check the properties on an ONNX file's weight initializers.
 

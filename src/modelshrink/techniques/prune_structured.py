@@ -134,7 +134,7 @@ def _cut_lstm(model: LSTMClassifier, cfg: StructuredPruneConfig, scores: Scores,
         )
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     hidden, embed = lstm.hidden_size, lstm.input_size
-    rows, ids = model.embedding.num_embeddings, model.vocab_keep
+    rows, ids = _embedding(model).num_embeddings, model.vocab_keep
 
     gates = (0, hidden, 2 * hidden, 3 * hidden)
     unit_group: Group = [("lstm.weight_ih_l0", 0, gates), ("lstm.weight_hh_l0", 0, gates),
@@ -181,6 +181,15 @@ def _cut_cnn(model: TinyCNN, cfg: StructuredPruneConfig, scores: Scores, base: M
     return _Cut(state, config, removed, skipped)
 
 
+def _embedding(model: LSTMClassifier) -> nn.Embedding:
+    if not isinstance(model.embedding, nn.Embedding) or not isinstance(model.fc, nn.Linear):
+        raise IncompatibleModelError(
+            "prune.structured needs a plain Embedding and Linear classifier; this LSTM has factored (low-rank) "
+            "layers — run prune.structured before lowrank in the pipeline"
+        )
+    return model.embedding
+
+
 def _base_config(model: nn.Module, ctx: RunContext) -> ModelConfig:
     """The incoming model's config (from the runner), or one read off the model in library use."""
     if isinstance(ctx.model_config, ModelConfig):
@@ -195,7 +204,7 @@ def _input_dim(model: nn.Module, ctx: RunContext) -> int:
     if ctx.input_dim is not None:
         return ctx.input_dim
     if isinstance(model, LSTMClassifier):
-        return model.embedding.num_embeddings  # library use: the vocabulary the model was built for
+        return _embedding(model).num_embeddings  # library use: the vocabulary the model was built for
     return int(model.conv1.in_channels)  # type: ignore[union-attr,arg-type]
 
 
@@ -211,6 +220,8 @@ def prune_structured(model: nn.Module, cfg: StructuredPruneConfig, ctx: RunConte
             f"prune.structured does not know the layer groups of {type(model).__name__}; "
             f"supported models: LSTMClassifier (lstm), TinyCNN (cnn)"
         )
+    if isinstance(model, LSTMClassifier):
+        _embedding(model)  # refuses a low-rank (factored) model before any work
     if cfg.epochs > 0 and ctx.fine_tune is None:
         raise ConfigError(
             f"prune.structured with epochs={cfg.epochs} needs fine-tuning, which needs training data, and none is "
@@ -227,7 +238,7 @@ def prune_structured(model: nn.Module, cfg: StructuredPruneConfig, ctx: RunConte
     )
 
     input_dim = _input_dim(model, ctx)
-    num_labels = ctx.num_labels or int(model.fc.out_features)
+    num_labels = ctx.num_labels or int(model.fc.out_features)  # type: ignore[arg-type]
     pruned = build_model(cut.config, input_dim, num_labels)
     pruned.load_state_dict(cut.state)  # strict: every sliced tensor must fit the rebuilt model
     if cfg.epochs > 0 and ctx.fine_tune is not None:

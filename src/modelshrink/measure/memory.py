@@ -65,7 +65,9 @@ def peak_rss_mb(runtime: str, path: Path, input_shape: tuple[int, ...], input_dt
         out = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env, check=True)
         res: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     except (subprocess.SubprocessError, OSError, json.JSONDecodeError, IndexError) as err:
-        detail = getattr(err, "stderr", "") or ""
-        raise ArtifactError(f"memory measurement of {path} in {runtime} failed: {err} {detail[-300:]}") from err
+        # The child's last stderr line says what went wrong; the command line itself is noise.
+        lines = (getattr(err, "stderr", "") or "").strip().splitlines()
+        why = lines[-1] if lines else f"{type(err).__name__}: {err}"
+        raise ArtifactError(f"memory measurement of {path} in {runtime} failed: {why}") from err
     res["model_rss_mb"] = res["peak_rss_mb"] - res["runtime_rss_mb"]
     return res

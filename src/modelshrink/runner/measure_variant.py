@@ -227,7 +227,10 @@ def measure_variant(
         key = f"{runtime}:{_sha(path)}"
         make = _torch_maker(loaded) if name == "compact" else _onnx_maker(path)
         latency += _latency(runner, name, runtime, key, make, x_test)
-        if MEASURE_MEMORY:
+        # A user's own model (`custom`) rebuilds only in the process that holds its build function,
+        # so its compact file's memory cannot be measured in a fresh process: left out, not guessed.
+        rebuildable = name != "compact" or _model_config(runner, stage).get("name") != "custom"
+        if MEASURE_MEMORY and rebuildable:
             memory.append(_memory(runner, name, runtime, path, key, x_test))
 
     by_name = {a["artifact"]: a for a in artifacts}

@@ -62,7 +62,8 @@ def _check_file(path: Path) -> None:
         head = f.read(16)
     if head and head != SQLITE_MAGIC:
         raise ArtifactError(
-            f"{str(path)!r} is not an SQLite database (corrupt, or another program's file); "
+            f"{str(path)!r} is not a modelshrink results store: not an SQLite database (corrupt, or another "
+            "program's file); "
             "nothing was changed: use a new --out folder"
         )
 

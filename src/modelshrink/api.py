@@ -49,7 +49,9 @@ class Results:
         """The rows of one variant (one per seed)."""
         rows = [r for r in self.rows if r["variant"] == variant]
         if not rows:
-            raise UnknownNameError(f"no variant {variant!r}; variants: {', '.join(dict.fromkeys(r['variant'] for r in self.rows))}")
+            raise UnknownNameError(
+                f"no variant {variant!r}; variants: {', '.join(dict.fromkeys(r['variant'] for r in self.rows))}"
+            )
         return rows
 
 

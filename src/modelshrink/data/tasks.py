@@ -32,8 +32,10 @@ class DataConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     task: str = Field("emotion", description="emotion | text-csv (alias csv) | digits | image-folder | mnist | cifar10")
-    path: str | None = Field(None, description="CSV file, or image-folder's root; emotion also looks at "
-                             "$MODELSHRINK_DATA, the cache, the Hub")
+    path: str | None = Field(
+        None,
+        description="CSV file, or image-folder's root; emotion also looks at $MODELSHRINK_DATA, the cache, the Hub",
+    )
     text_column: str = "text"
     label_column: str = "label"
     vocab_size: int = Field(10_000, ge=3, description="ids in the vocabulary, padding and out-of-vocabulary included")
@@ -42,8 +44,12 @@ class DataConfig(BaseModel):
     split_seed: int = 42
     stratify: bool = False
     subsample: int | None = Field(None, ge=10, description="use a random subset of this many rows (quick runs)")
-    image_size: int | None = Field(None, ge=1, description="image-folder, mnist, cifar10: resize images to this "
-                                   "size x size (default: image-folder 32, mnist and cifar10 keep 28 and 32)")
+    image_size: int | None = Field(
+        None,
+        ge=1,
+        description="image-folder, mnist, cifar10: resize images to this "
+        "size x size (default: image-folder 32, mnist and cifar10 keep 28 and 32)",
+    )
     grayscale: bool = Field(False, description="image-folder: read images as one grey channel instead of RGB")
 
     @model_validator(mode="after")

@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
+from modelshrink.errors import ConfigError
 from modelshrink.models.cnn import TinyCNN
 from modelshrink.models.image import MLP, SmallCNN
 from modelshrink.models.lstm import LSTMClassifier
 from modelshrink.models.text import CNN1dText, RNNClassifier, TinyTransformer
-from modelshrink.errors import ConfigError
 from modelshrink.registry import Registry
 
 if TYPE_CHECKING:
@@ -67,7 +67,9 @@ class ModelConfig(BaseModel):
         if self.name == "custom" and not self.build:
             raise ValueError("model 'custom' needs `build: path/to/file.py:function` (or --model FILE.py:FUNCTION)")
         if self.name != "custom" and self.build:
-            raise ValueError(f"`build` is only read by model 'custom', not {self.name!r}; remove it or set name: custom")
+            raise ValueError(
+                f"`build` is only read by model 'custom', not {self.name!r}; remove it or set name: custom"
+            )
         defaults = ModelConfig.model_fields
         unused = [f for f in self.model_fields_set - {"name"}
                   if f not in MODEL_SETTINGS[self.name] and getattr(self, f) != defaults[f].default]  # fmt: skip

@@ -67,7 +67,11 @@ class _Input:
         fits = len(want) == len(row) and all(w is None or w == r for w, r in zip(want, row, strict=True))
         if fits:
             return "as-is"
-        if len(row) == 3 and len(want) == 3 and all(w is None or w == r for w, r in zip(want, row[1:] + row[:1], strict=True)):
+        if (
+            len(row) == 3
+            and len(want) == 3
+            and all(w is None or w == r for w, r in zip(want, row[1:] + row[:1], strict=True))
+        ):
             return "nhwc"  # Keras/TensorFlow image models are channels-last
         if len(want) == 1 and (want[0] is None or want[0] == int(np.prod(row))):
             return "flatten"
@@ -210,7 +214,8 @@ def run_onnx(onnx_path: Path, cfg: RunConfig, data: TaskData, out: Path, log: Lo
             result = {
                 "export_format": fmt,
                 "steps": [{"kind": kind, "skipped": skipped, "details": {"note": "ONNX Runtime, on the --onnx file"}}]
-                if kind else [],
+                if kind
+                else [],
                 **stats,
                 "dense_fp32_bytes": stats["parameters"] * 4,
                 "file_bytes": sizes["file_bytes"],

@@ -350,11 +350,18 @@ def list_() -> None:
 
 
 @app.command()
-def coverage() -> None:
+def coverage(
+    technique: Annotated[
+        list[str] | None, typer.Option("--technique", help="Only this technique; repeat for several (default: all).")
+    ] = None,
+) -> None:
     """Which technique changes which layer type: measured now on a tiny probe model per layer type."""
     from modelshrink.runner.coverage import coverage_table, format_table
+    from modelshrink.techniques import get_technique
 
-    typer.echo(format_table(coverage_table()))  # plain text: no wrapping of the wide grid
+    for kind in technique or []:
+        get_technique(kind)  # an unknown name: one error line listing the known ones
+    typer.echo(format_table(coverage_table(technique or None)))  # plain text: no wrapping of the wide grid
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -94,7 +94,9 @@ def test_hub_image_tasks_through_datasets(
     assert len(data.y_train) + len(data.y_val) + len(data.y_test) == 60  # both Hub splits pooled
     assert data.labels == ["class0", "class1", "class2"] and TASK_INPUT[task] == "image"
     small = load_task(DataConfig(task=task, image_size=8, subsample=30))
-    assert small.x_train.shape[1:] == (channels, 8, 8) and len(small.y_train) + len(small.y_val) + len(small.y_test) == 30
+    assert (
+        small.x_train.shape[1:] == (channels, 8, 8) and len(small.y_train) + len(small.y_val) + len(small.y_test) == 30
+    )
 
 
 def test_hub_image_task_without_network_names_the_offline_remedy(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -69,7 +69,7 @@ def _mha(m: _Probe, x: torch.Tensor) -> torch.Tensor:
 
 # layer type → (input kind, probe model factory). The probe layer holds most of the parameters, so
 # an ONNX file's bytes tell whether *it* was quantized.
-PROBES: dict[str, tuple[str, Callable[[], nn.Module]]] = {
+PROBES: dict[str, tuple[Literal["text", "image"], Callable[[], nn.Module]]] = {
     "Linear": ("image", lambda: _Probe(nn.Linear(64, 128), lambda m, x: _halves(torch.relu(m.probe(x.flatten(1)))))),
     "Conv1d": ("image", lambda: _Probe(nn.Conv1d(8, 64, 5, padding=2),
                                        lambda m, x: _halves(m.probe(x.flatten(1, 2)).amax(dim=2)))),
@@ -89,7 +89,7 @@ PROBES: dict[str, tuple[str, Callable[[], nn.Module]]] = {
 }  # fmt: skip
 
 
-def _data(kind: str) -> TaskData:
+def _data(kind: Literal["text", "image"]) -> TaskData:
     rng = np.random.default_rng(0)
     if kind == "text":
         x: np.ndarray = rng.integers(1, _VOCAB, (96, _T)).astype(np.int64)
@@ -98,7 +98,7 @@ def _data(kind: str) -> TaskData:
         x, dim = rng.random((96, 1, 8, 8), dtype=np.float32), 1
     y = rng.integers(0, 2, 96).astype(np.int64)
     return TaskData(x[:64], y[:64], x[64:80], y[64:80], x[80:], y[80:], labels=["a", "b"], input_dim=dim, kind=kind,
-                    source="coverage probe")  # type: ignore[arg-type]  # fmt: skip
+                    source="coverage probe")  # fmt: skip
 
 
 def _ctx(data: TaskData) -> RunContext:
@@ -144,7 +144,9 @@ class Cell:
     reason: str  # why not (from the technique's skipped list or its error), "" when supported
 
 
-def _probe_cell(kind: str, layer: str, input_kind: str, make: Callable[[], nn.Module], folder: Path) -> Cell:
+def _probe_cell(
+    kind: str, layer: str, input_kind: Literal["text", "image"], make: Callable[[], nn.Module], folder: Path
+) -> Cell:
     tech = TECHNIQUES[kind]
     data = _data(input_kind)
     ctx = _ctx(data)
@@ -152,7 +154,7 @@ def _probe_cell(kind: str, layer: str, input_kind: str, make: Callable[[], nn.Mo
     model = make().eval()
     before = _weights(model.probe)  # type: ignore[union-attr,arg-type]
     try:
-        result = tech.apply(copy.deepcopy(model), tech.config_cls(), ctx)
+        result = tech.apply(copy.deepcopy(model), tech.config_cls.model_validate({}), ctx)  # its defaults
     except IncompatibleModelError as err:  # "has no weight this technique can change; ..." → its first clause
         return Cell(kind, layer, False, "", str(err).split(";")[0].replace(f"{type(model).__name__} ", "", 1))
     except Exception as err:  # noqa: BLE001 - the technique's own words are the cell's reason

@@ -110,3 +110,16 @@ def test_latency_table_covers_batches_threads_and_runtimes(run: tuple[Path, dict
     assert "## Size of every artifact" in summary and "## Latency and memory" in summary
     assert "| pruned | onnx_int8 | onnxruntime |" in summary
     assert np.isfinite(rows["pruned"]["ms_onnx_int8_b256_tall"])
+
+
+def test_eval_reads_a_model_folder_and_its_compact_file(run: tuple[Path, dict[str, dict], DataConfig]) -> None:
+    from modelshrink.measure.evaluate import evaluate_file
+
+    out, rows, data_cfg = run
+    csv = Path(str(data_cfg.path))
+    folder = out / "models" / "clustered-seed0"
+    onnx = evaluate_file(folder, csv)
+    compact = evaluate_file(out / rows["clustered"]["artifacts"]["compact"], csv)
+    assert onnx["kind"] == "onnx" and compact["kind"] == "compact" and onnx["rows"] == compact["rows"] == 150
+    # float32 ONNX in ONNX Runtime and the same weights in PyTorch: the same predictions up to float noise.
+    assert abs(onnx["accuracy"] - compact["accuracy"]) <= 1 / 150

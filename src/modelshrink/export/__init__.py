@@ -10,7 +10,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from modelshrink.export.compact import FORMAT_VERSION, load_compact, read_compact_header, save_compact
+    from modelshrink.export.compact import (
+        FORMAT_VERSION,
+        load_compact,
+        load_model,
+        read_compact_header,
+        save_compact,
+        save_model,
+    )
     from modelshrink.export.onnx import OnnxClassifier, export_onnx, onnx_weight_stats
 
 _LAZY = {
@@ -18,6 +25,8 @@ _LAZY = {
     "load_compact": "modelshrink.export.compact",
     "read_compact_header": "modelshrink.export.compact",
     "save_compact": "modelshrink.export.compact",
+    "load_model": "modelshrink.export.compact",
+    "save_model": "modelshrink.export.compact",
     "OnnxClassifier": "modelshrink.export.onnx",
     "export_onnx": "modelshrink.export.onnx",
     "onnx_weight_stats": "modelshrink.export.onnx",
@@ -28,9 +37,11 @@ __all__ = [
     "OnnxClassifier",
     "export_onnx",
     "load_compact",
+    "load_model",
     "onnx_weight_stats",
     "read_compact_header",
     "save_compact",
+    "save_model",
 ]
 
 

@@ -12,10 +12,9 @@ from torch import nn
 
 from modelshrink.data.synthetic import synthetic_text_task
 from modelshrink.data.tasks import TaskData
-from modelshrink.models import LSTMClassifier, TinyCNN
-from modelshrink.techniques import TECHNIQUES, RunContext, SkippedLayer, get_technique
 from modelshrink.errors import IncompatibleModelError
-from modelshrink.models import ModelConfig, build_model
+from modelshrink.models import LSTMClassifier, ModelConfig, TinyCNN, build_model
+from modelshrink.techniques import TECHNIQUES, RunContext, SkippedLayer, get_technique
 from modelshrink.train import TrainConfig, fine_tune, fit
 
 

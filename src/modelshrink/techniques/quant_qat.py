@@ -183,9 +183,11 @@ def quant_qat(model: nn.Module, cfg: QATConfig, ctx: RunContext) -> TechniqueRes
     details = {
         "scheme": "int8 symmetric, " + ("per tensor (clusters kept)" if cfg.preserve_clusters else "per channel"),
         "steps": steps,  # optimizer steps with fake quantization (0: post-training)
-        "distinct_values": {q.target.qualified_name: int(torch.unique(q.target.weight.detach()).numel())
-                            for q in quantized},  # fmt: skip
-        "sparsity": {q.target.qualified_name: round(float((q.target.weight == 0).float().mean()), 6)
-                     for q in quantized},  # fmt: skip
+        "distinct_values": {
+            q.target.qualified_name: int(torch.unique(q.target.weight.detach()).numel()) for q in quantized
+        },  # fmt: skip
+        "sparsity": {
+            q.target.qualified_name: round(float((q.target.weight == 0).float().mean()), 6) for q in quantized
+        },  # fmt: skip
     }
     return TechniqueResult(model=model, skipped=skipped, details=details, export_format="int8_weights")

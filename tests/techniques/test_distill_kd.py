@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modelshrink.data.synthetic import synthetic_text_task
+from modelshrink.config import parse_config
+from modelshrink.data.synthetic import synthetic_text_task, write_synthetic_csv
 from modelshrink.data.tasks import TaskData
 from modelshrink.errors import ConfigError
 from modelshrink.models import ModelConfig, build_model
+from modelshrink.runner.run import Runner
 from modelshrink.techniques import RunContext, get_technique
 from modelshrink.techniques.distill_kd import DistillKDConfig, distill_kd, kd_loss, student_config
 from modelshrink.train import TrainConfig, evaluate, fit
@@ -99,3 +102,31 @@ def test_bad_students_and_missing_teacher_are_clear_errors() -> None:
 
 def test_registered() -> None:
     assert get_technique("distill.kd").config_cls is DistillKDConfig
+
+
+def test_runner_rebuilds_changed_architectures_from_their_files(tmp_path: Path) -> None:
+    """Distilled, low-rank and QAT variants through the runner: files load back and score as reported."""
+    csv = write_synthetic_csv(tmp_path / "d.csv", 150)
+    student = {"kind": "distill.kd", "student": {"embed_dim": 4, "hidden": 4}}
+    cfg = parse_config({
+        "data": {"task": "csv", "path": str(csv), "vocab_size": 64, "max_len": 16},
+        "model": {"embed_dim": 8, "hidden": 8}, "train": {"epochs": 1}, "seeds": [0],
+        "variants": [
+            {"name": "baseline", "steps": []},
+            {"name": "kd-pc", "steps": [student, {"kind": "prune.magnitude", "final_sparsity": 0.5, "epochs": 0},
+                                        {"kind": "cluster.kmeans", "clusters": 3, "preserve_sparsity": True,
+                                         "epochs": 0}]},
+            {"name": "lowrank", "steps": [{"kind": "lowrank", "embed_rank": 2, "epochs": 0}]},
+            {"name": "kd-qat", "steps": [student, {"kind": "quant.qat", "epochs": 1}]},
+        ],
+    })  # fmt: skip
+    rows = {r["variant"]: r for r in Runner(cfg, tmp_path / "o", log=lambda m: None).run()}
+    assert all(r["status"] == "ok" for r in rows.values()), {k: r.get("error") for k, r in rows.items()}
+    for name in ("kd-pc", "lowrank"):  # the compact file rebuilt the new architecture and scored as the ONNX file
+        assert rows[name]["compact_test_accuracy"] == pytest.approx(rows[name]["test_accuracy"], abs=1e-9)
+        assert rows[name]["compact_bytes"] < rows["baseline"]["compact_bytes"]
+        assert rows[name]["parameters"] < rows["baseline"]["parameters"]
+    kd = rows["kd-pc"]["steps"][0]["details"]
+    assert kd["teacher_params"] == rows["baseline"]["parameters"] and kd["teacher_train_seconds"] > 0
+    assert rows["kd-qat"]["export_format"] == "int8_weights" and rows["kd-qat"]["test_agreement_with_torch"] == 1.0
+    assert rows["kd-qat"]["onnx_weights"]["int8_bytes"] > rows["kd-qat"]["onnx_weights"]["float_bytes"]

@@ -272,9 +272,11 @@ def _to_int8_weights(src: Path, dst: Path) -> None:
         graph.initializer.remove(init)
         graph.initializer.extend([numpy_helper.from_array(q, f"{name}_int8"),
                                   numpy_helper.from_array(scales, f"{name}_scale")])  # fmt: skip
-        kwargs = {"axis": q_axis} if q_axis is not None else {}
-        dequantize.append(onnx.helper.make_node("DequantizeLinear", [f"{name}_int8", f"{name}_scale"], [name],
-                                                name=f"{name}_dequantize", **kwargs))  # fmt: skip
+        node = onnx.helper.make_node("DequantizeLinear", [f"{name}_int8", f"{name}_scale"], [name],
+                                     name=f"{name}_dequantize")  # fmt: skip
+        if q_axis is not None:
+            node.attribute.append(onnx.helper.make_attribute("axis", q_axis))
+        dequantize.append(node)
     # The DequantizeLinear nodes produce the old initializer names, so consumers are unchanged;
     # they go first to keep the graph topologically sorted.
     nodes = dequantize + list(graph.node)

@@ -83,6 +83,14 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def _train_seconds(baselines: Path, seed: int) -> float | None:
+    """Seconds the seed's baseline (the teacher) trained, from its history.json; None if unknown."""
+    found = sorted(baselines.glob(f"seed{seed}-*/history.json"))
+    if len(found) != 1:
+        return None
+    return round(sum(h["seconds"] for h in json.loads(found[0].read_text())), 2)
+
+
 class Runner:
     def __init__(self, cfg: RunConfig, out: Path, progress: Progress | None = None, log: Log = print) -> None:
         self.cfg, self.out, self.progress, self.log = cfg, Path(out), progress, log
@@ -265,6 +273,7 @@ class Runner:
                 torch.from_numpy(data.x_train[i : i + bs]) for i in range(0, min(len(data.x_train), bs * 64), bs)
             ],
             teacher=teacher,
+            teacher_train_seconds=_train_seconds(self.out / "baselines", seed) if teacher is not None else None,
             model_config=stage.model_config if stage else self.cfg.model,
             input_dim=stage.input_dim if stage else data.input_dim,
             num_labels=data.num_labels,

@@ -53,6 +53,7 @@ class RunContext:
     exclude: tuple[str, ...] = ()  # qualified parameter/module names the user excluded
     # The trained baseline of this seed (eval mode; do not modify) — the teacher for distillation.
     teacher: nn.Module | None = None
+    teacher_train_seconds: float | None = None  # what training the teacher cost (None: unknown)
     # The config that rebuilds the model a technique receives (models.builders.ModelConfig) and
     # its input_dim (vocabulary size / input channels); None in library use on a foreign model.
     model_config: Any = None

@@ -145,5 +145,6 @@ def distill_kd(model: nn.Module, cfg: DistillKDConfig, ctx: RunContext) -> Techn
         "train_seconds": round(train_seconds, 2),  # the whole distillation, teacher forwards included
         "teacher_inference_seconds": round(teacher_seconds, 2),  # the teacher's share: its cost per run
         "teacher_batches": teacher_batches,
+        "teacher_train_seconds": ctx.teacher_train_seconds,  # the baseline's own training (None: unknown)
     }
     return TechniqueResult(model=student, details=details, model_config=s_cfg, input_dim=ctx.input_dim)

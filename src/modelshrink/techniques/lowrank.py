@@ -100,7 +100,7 @@ def lowrank(model: nn.Module, cfg: LowRankConfig, ctx: RunContext) -> TechniqueR
             )
 
     # Plan every layer first (ranks, errors), change the model only after all checks passed.
-    plan: list[tuple[str, nn.Module, int]] = []
+    plan: list[tuple[str, nn.Linear | nn.Embedding, int]] = []
     skipped: list[SkippedLayer] = []
     for name, module in model.named_modules():
         if not isinstance(module, nn.Linear | nn.Embedding):
@@ -136,7 +136,7 @@ def lowrank(model: nn.Module, cfg: LowRankConfig, ctx: RunContext) -> TechniqueR
     for name, module, rank in plan:
         s = torch.linalg.svdvals(module.weight.detach().double())
         energies[name] = round(float(s[:rank].pow(2).sum() / s.pow(2).sum().clamp_min(1e-30)), 6)
-        new = _factor_embedding(module, rank) if isinstance(module, nn.Embedding) else _factor_linear(module, rank)  # type: ignore[arg-type]
+        new = _factor_embedding(module, rank) if isinstance(module, nn.Embedding) else _factor_linear(module, rank)
         _set_module(model, name, new)
         ranks[name] = rank
 

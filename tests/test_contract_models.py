@@ -21,7 +21,7 @@ from modelshrink.errors import IncompatibleModelError
 from modelshrink.export.onnx import OnnxClassifier, export_onnx
 from modelshrink.models import MODEL_INPUT, ModelConfig, build_model
 from modelshrink.techniques import TECHNIQUES, RunContext, SkippedLayer, get_technique
-from modelshrink.train import TrainConfig, fine_tune
+from modelshrink.train import TrainConfig, fine_tune, fit
 
 # The smallest sizes each model accepts, so the whole product stays fast.
 TINY = {
@@ -42,7 +42,7 @@ def _image_task() -> TaskData:
 _DATA = {"text": synthetic_text_task(n=120), "image": _image_task()}
 
 
-def _ctx(data: TaskData) -> RunContext:
+def _ctx(data: TaskData, model_config: ModelConfig, teacher: nn.Module) -> RunContext:
     cfg = TrainConfig(batch_size=32, threads=1)
 
     def tune(model: nn.Module, epochs: int, on_step=None, params=None) -> None:  # noqa: ANN001
@@ -50,7 +50,10 @@ def _ctx(data: TaskData) -> RunContext:
 
     return RunContext(example_input=torch.from_numpy(data.x_train[:8]), seed=0,
                       steps_per_epoch=-(-len(data.x_train) // 32), fine_tune=tune,
-                      calibration=[torch.from_numpy(data.x_train[i : i + 32]) for i in range(0, 64, 32)])  # fmt: skip
+                      calibration=[torch.from_numpy(data.x_train[i : i + 32]) for i in range(0, 64, 32)],
+                      teacher=teacher, model_config=model_config, input_dim=data.input_dim,
+                      num_labels=data.num_labels,
+                      train=lambda m, loss: fit(m, data, cfg.model_copy(update={"epochs": 1}), 0, loss_fn=loss))  # fmt: skip
 
 
 def test_every_builtin_model_has_tiny_sizes() -> None:
@@ -64,8 +67,9 @@ def test_technique_on_builtin_model(kind: str, model_name: str, tmp_path: Path) 
     cfg = tech.config_cls()
     data = _DATA[MODEL_INPUT[model_name]]
     torch.manual_seed(0)
-    model = build_model(ModelConfig(name=model_name, **TINY[model_name]), data.input_dim, data.num_labels).eval()  # type: ignore[arg-type]
-    ctx = _ctx(data)
+    model_config = ModelConfig(name=model_name, **TINY[model_name])  # type: ignore[arg-type]
+    model = build_model(model_config, data.input_dim, data.num_labels).eval()
+    ctx = _ctx(data, model_config, copy.deepcopy(model))
     with torch.no_grad():
         before = model(ctx.example_input)
     try:
@@ -80,6 +84,9 @@ def test_technique_on_builtin_model(kind: str, model_name: str, tmp_path: Path) 
     assert all(isinstance(s, SkippedLayer) and s.reason and s.type for s in result.skipped)
     json.dumps(result.details)
     assert not any(m._forward_pre_hooks or m._forward_hooks for m in result.model.modules())
+    if result.model_config is not None:  # a changed architecture rebuilds from its config (the compact file does)
+        rebuilt = build_model(result.model_config, result.input_dim or data.input_dim, data.num_labels)
+        rebuilt.load_state_dict(result.model.state_dict())
     # The result exports in the format the technique asks for and runs in ONNX Runtime.
     path = export_onnx(result.model, ctx.example_input, tmp_path / "m.onnx", result.export_format or "fp32",
                        calibration=ctx.calibration)  # fmt: skip

@@ -24,10 +24,10 @@ from modelshrink.config import RunConfig, VariantConfig, parse_config
 from modelshrink.data.tasks import DataConfig, TaskData
 from modelshrink.errors import ConfigError, UnknownNameError
 from modelshrink.export.onnx import FORMATS, export_onnx
-from modelshrink.models.builders import check_model_fits
+from modelshrink.models.builders import ModelConfig, check_model_fits
 from modelshrink.models.byo import ModelInputs, register_build_fn
 from modelshrink.techniques import TECHNIQUES, RunContext, TechniqueResult, get_technique
-from modelshrink.train import TrainConfig, fine_tune
+from modelshrink.train import TrainConfig, fine_tune, fit
 
 Variants = Mapping[str, Sequence[Mapping[str, Any]]] | Sequence[VariantConfig | Mapping[str, Any]]
 
@@ -108,8 +108,8 @@ def compare(
     return Results(rows, folder)
 
 
-def _context(data: TaskData | None, train: TrainConfig | None, exclude: Sequence[str], **extra: Any) -> RunContext:
-    cfg = train or TrainConfig()
+def _context(data: TaskData | None, train_cfg: TrainConfig | None, exclude: Sequence[str], **extra: Any) -> RunContext:
+    cfg = train_cfg or TrainConfig()
     fields = {f.name for f in dataclasses.fields(RunContext)}
     unknown = sorted(set(extra) - fields)
     if unknown:  # e.g. `teacher` before a distillation technique adds it to the context
@@ -174,18 +174,31 @@ def quantize(
 
 
 def distill(
-    student: nn.Module, teacher: nn.Module, data: TaskData, config: Mapping[str, Any] | None = None,
-    train: TrainConfig | None = None,
+    teacher: nn.Module, teacher_config: ModelConfig, data: TaskData, student: Mapping[str, Any] | None = None,
+    config: Mapping[str, Any] | None = None, train: TrainConfig | None = None,
 ) -> TechniqueResult:  # fmt: skip
-    """Train `student` on `data` to match `teacher` (knowledge distillation, technique "distill.kd").
+    """Train a smaller student to match `teacher` on `data` (knowledge distillation, technique "distill.kd").
 
-    `config`: the distill.kd settings (see `modelshrink list`), e.g. {"temperature": 4.0}.
+    The student is built from `teacher_config` (the ModelConfig the teacher was built with) with the
+    fields of `student` changed, e.g. {"embed_dim": 8, "hidden": 32}; None: the teacher at half width.
+    `config`: other distill.kd settings, e.g. {"temperature": 4.0}. Returns the trained student in
+    `.model` and its config in `.model_config`.
     """
     if "distill.kd" not in TECHNIQUES:
         raise UnknownNameError(
             "modelshrink.distill needs the technique 'distill.kd', which this installation does not register; "
             f"registered: {', '.join(sorted(TECHNIQUES))}"
         )
+    if not isinstance(teacher_config, ModelConfig):
+        raise ConfigError(
+            f"teacher_config must be the ModelConfig the teacher was built with, got {type(teacher_config).__name__}"
+        )
     tech = TECHNIQUES["distill.kd"]
-    cfg = tech.config_cls.model_validate({**dict(config or {}), "kind": "distill.kd"})
-    return tech.apply(student, cfg, _context(data, train, (), teacher=teacher))
+    cfg = tech.config_cls.model_validate(
+        {**dict(config or {}), "kind": "distill.kd", "student": dict(student) if student is not None else None}
+    )
+    train_cfg = train or TrainConfig()
+    ctx = _context(data, train_cfg, (), teacher=teacher.eval(), model_config=teacher_config,
+                   input_dim=data.input_dim, num_labels=data.num_labels,
+                   train=lambda model, loss_fn: fit(model, data, train_cfg, 0, loss_fn=loss_fn))  # fmt: skip
+    return tech.apply(teacher, cfg, ctx)

@@ -157,5 +157,5 @@ def test_unknown_model_and_missing_training_are_clear_errors() -> None:
 
 def test_unset_new_model_fields_leave_config_dumps_and_hashes_unchanged() -> None:
     assert set(ModelConfig().model_dump()) == {"name", "embed_dim", "hidden", "dropout", "l2_input", "channels"}
-    cfg = ModelConfig(vocab_keep=100, channels2=3)
-    assert ModelConfig.model_validate_json(cfg.model_dump_json()) == cfg
+    for cfg in (ModelConfig(vocab_keep=100, embed_rank=4), ModelConfig(name="cnn", channels2=3)):
+        assert ModelConfig.model_validate_json(cfg.model_dump_json()) == cfg

@@ -44,13 +44,20 @@ class DataConfig(BaseModel):
     split_seed: int = 42
     stratify: bool = False
     subsample: int | None = Field(None, ge=10, description="use a random subset of this many rows (quick runs)")
+    # The two image settings are left out of dumps at their defaults, so the config hashes of
+    # earlier text runs (run.json, baseline cache) stay the same.
     image_size: int | None = Field(
         None,
         ge=1,
+        exclude_if=lambda v: v is None,
         description="image-folder, mnist, cifar10: resize images to this "
         "size x size (default: image-folder 32, mnist and cifar10 keep 28 and 32)",
     )
-    grayscale: bool = Field(False, description="image-folder: read images as one grey channel instead of RGB")
+    grayscale: bool = Field(
+        False,
+        exclude_if=lambda v: v is False,
+        description="image-folder: read images as one grey channel instead of RGB",
+    )
 
     @model_validator(mode="after")
     def _check_split(self) -> DataConfig:

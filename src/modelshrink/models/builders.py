@@ -50,6 +50,12 @@ def _unset(value: object) -> bool:
     return value is None
 
 
+def _equals(default: object) -> Callable[[object], bool]:
+    # Settings added after run folders existed are left out of dumps at their defaults, for the
+    # same reason as `_unset`: configs that do not use them keep their hashes.
+    return lambda value: value == default
+
+
 class ModelConfig(BaseModel):
     """Which model, and its sizes. Each field says which models read it."""
 
@@ -61,12 +67,20 @@ class ModelConfig(BaseModel):
     dropout: float = Field(0.5, ge=0.0, lt=1.0, description="dropout before the classifier (all but cnn)")
     l2_input: float = Field(1e-3, ge=0.0, description="lstm: L2 weight on the LSTM input weights")
     channels: int = Field(8, ge=1, description="cnn, cnn-small: channels of the first convolution; cnn1d-text: filters")
-    kernel_size: int = Field(3, ge=1, description="cnn1d-text: convolution width in tokens")
-    heads: int = Field(2, ge=1, description="transformer-tiny: attention heads (must divide embed_dim)")
-    layers: int = Field(1, ge=1, description="transformer-tiny: encoder blocks; mlp: hidden layers")
-    max_positions: int = Field(256, ge=1, description="transformer-tiny: longest sequence with its own position")
-    image_size: int = Field(8, ge=1, description="mlp: input images are image_size x image_size")
-    build: str | None = Field(None, description="custom: 'path/to/file.py:function' returning an nn.Module")
+    kernel_size: int = Field(3, ge=1, exclude_if=_equals(3), description="cnn1d-text: convolution width in tokens")
+    heads: int = Field(
+        2, ge=1, exclude_if=_equals(2), description="transformer-tiny: attention heads (must divide embed_dim)"
+    )
+    layers: int = Field(
+        1, ge=1, exclude_if=_equals(1), description="transformer-tiny: encoder blocks; mlp: hidden layers"
+    )
+    max_positions: int = Field(
+        256, ge=1, exclude_if=_equals(256), description="transformer-tiny: longest sequence with its own position"
+    )
+    image_size: int = Field(8, ge=1, exclude_if=_equals(8), description="mlp: input images are image_size x image_size")
+    build: str | None = Field(
+        None, exclude_if=_unset, description="custom: 'path/to/file.py:function' returning an nn.Module"
+    )
     # Set by techniques that change the architecture (None: the unchanged shape; left out of dumps).
     embed_rank: int | None = Field(
         None, ge=1, exclude_if=_unset, description="lstm: embedding factored as (vocab×r)·(r×embed_dim)"

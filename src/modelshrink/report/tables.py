@@ -22,7 +22,7 @@ NUMERIC_COLUMNS = [
     "onnx_fp16_test_accuracy", "onnx_int8_test_accuracy",
 ]  # fmt: skip
 # Artifacts measured for every variant (runner/measure_variant.py), and the latency settings.
-ARTIFACTS = ["onnx_fp32", "onnx_fp16", "onnx_int8", "onnx_int8_static", "compact"]
+ARTIFACTS = ["onnx_fp32", "onnx_fp16", "onnx_int8", "onnx_int8_static", "onnx_int8_weights", "compact"]
 LATENCY_COLUMNS = [f"ms_{a}_b{b}_t{t}" for a in ARTIFACTS for b in (1, 256) for t in ("1", "all")]
 MEMORY_COLUMNS = [f"peak_rss_mb_{a}" for a in ARTIFACTS]
 # Columns of results.csv, in order (flat values; nested details stay in results.json).
@@ -145,11 +145,12 @@ def summary_markdown(rows: list[dict[str, Any]], title: str = "modelshrink resul
             continue
         n = a["seeds"]
         lines.append(
-            f"| {a['variant']} | {a['export_format']} | {_kb(a['file_bytes'])} | {_kb(a['file_gzip_bytes'])} "
-            f"| {_kb(a['compact_bytes'])} | {a['parameters'][0]:,.0f} | {a['nonzeros'][0]:,.0f} "
-            f"| {a['distinct_values_max'][0]:,.0f} | {_pct(a['train_accuracy'], n)} | {_pct(a['val_accuracy'], n)} "
-            f"| {_pct(a['test_accuracy'], n)} | {_ci_pct(a['ci95']['test_accuracy'])} "
-            f"| {_pp(a['test_accuracy_change'], n)} | {_pct(a['test_macro_f1'], n)} | {a['latency_ms_p50'][0]:.3f} |"
+            f"| {a['variant']} | {a.get('export_format', '—')} | {_kb(a['file_bytes'])} | {_kb(a['file_gzip_bytes'])} "
+            f"| {_kb(a['compact_bytes'])} | {_num(a['parameters'])} | {_num(a['nonzeros'])} "
+            f"| {_num(a['distinct_values_max'])} | {_pct(a['train_accuracy'], n)} | {_pct(a['val_accuracy'], n)} "
+            f"| {_pct(a['test_accuracy'], n)} | {_ci_pct(a['ci95'].get('test_accuracy'))} "
+            f"| {_pp(a.get('test_accuracy_change'), n)} | {_pct(a['test_macro_f1'], n)} "
+            f"| {_num(a['latency_ms_p50'], '{:.3f}')} |"
         )
     failed = [r for r in rows if r["status"] != "ok"]
     if failed:

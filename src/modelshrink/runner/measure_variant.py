@@ -34,8 +34,9 @@ if TYPE_CHECKING:
 SPLITS = ("train", "val", "test")
 # The ONNX artifacts written for every variant (file name suffix → export format).
 ONNX_ARTIFACTS = {"onnx_fp32": "fp32", "onnx_fp16": "fp16", "onnx_int8": "int8_dynamic"}
-# A variant in another format (int8_static) has its own file as a fourth artifact.
-ARTIFACT_NAMES = {**{f: n for n, f in ONNX_ARTIFACTS.items()}, "int8_static": "onnx_int8_static"}
+# A variant in another format (int8_static; quant.qat's int8_weights) has its own file as a fourth artifact.
+ARTIFACT_NAMES = {**{f: n for n, f in ONNX_ARTIFACTS.items()}, "int8_static": "onnx_int8_static",
+                  "int8_weights": "onnx_int8_weights"}  # fmt: skip
 BATCHES = (1, 256)
 LATENCY_BUDGET_S = 0.15  # timed seconds per (artifact, batch, threads); 16 per model, ~3 s with warm-ups
 MEASURE_MEMORY = True  # one fresh subprocess per artifact (~1 s each, ~3 s for torch)

@@ -25,6 +25,7 @@ from pydantic import Field
 from torch import nn
 
 from modelshrink.errors import ConfigError, IncompatibleModelError
+from modelshrink.models.builders import MODEL_SETTINGS
 from modelshrink.techniques.base import RunContext, TechniqueConfig, TechniqueResult, register_technique
 
 # Width fields halved for the default student (those a ModelConfig has; others are left alone).
@@ -69,7 +70,8 @@ def student_config(cfg: DistillKDConfig, base: Any) -> Any:
     """The student's ModelConfig: `cfg.student` merged over `base` (or `base` at half width)."""
     fields = base.model_dump()
     if cfg.student is None:
-        override = {k: max(1, fields[k] // 2) for k in _WIDTH_FIELDS if isinstance(fields.get(k), int)}
+        reads = MODEL_SETTINGS.get(str(fields.get("name")), _WIDTH_FIELDS)  # halve only what the model reads
+        override = {k: max(1, fields[k] // 2) for k in _WIDTH_FIELDS if k in reads and isinstance(fields.get(k), int)}
     else:
         override = dict(cfg.student)
         if "name" in override and override["name"] != fields.get("name"):

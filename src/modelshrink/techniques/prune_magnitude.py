@@ -16,6 +16,7 @@ Masks live in a Python dict, never on the model: no hooks, buffers or
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Literal, Self
 
@@ -173,6 +174,12 @@ def run_pruning(
     # update), the schedule stopped short of it. `schedule_completed` says whether the
     # schedule itself got there, i.e. whether fine-tuning had a chance to recover from it.
     schedule_completed = pruner.last_sparsity is not None and pruner.last_sparsity >= cfg.final_sparsity
+    if cfg.epochs > 0 and not schedule_completed:  # honest, but rarely what the user meant: say so
+        logging.getLogger(__name__).warning(
+            "%s: fine-tuning ended after %d steps, before the schedule reached sparsity %.2f (end_step %d); "
+            "it was applied at the end with no steps left to recover; lower end_step below %d or raise epochs",
+            cfg.kind, pruner.steps, cfg.final_sparsity, cfg.end_step, pruner.steps,
+        )  # fmt: skip
     pruner.update_masks(cfg.final_sparsity)
     pruner.apply_masks()
 

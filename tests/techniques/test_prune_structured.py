@@ -159,3 +159,18 @@ def test_unset_new_model_fields_leave_config_dumps_and_hashes_unchanged() -> Non
     assert set(ModelConfig().model_dump()) == {"name", "embed_dim", "hidden", "dropout", "l2_input", "channels"}
     for cfg in (ModelConfig(vocab_keep=100, embed_rank=4), ModelConfig(name="cnn", channels2=3)):
         assert ModelConfig.model_validate_json(cfg.model_dump_json()) == cfg
+
+
+def test_a_vocabulary_pruned_variant_carries_only_the_words_it_reads() -> None:
+    from modelshrink.data.text import OOV, Tokenizer
+    from modelshrink.runner.measure_variant import variant_preprocessing
+
+    texts = ["a b c d e f", "a a b b c", "d e f g h", "a b z"]
+    full = Tokenizer(vocab_size=12, max_len=6).fit(texts)
+    pre = {"kind": "text", "labels": ["x"], "tokenizer": full.to_dict()}
+    cut = variant_preprocessing(pre, ModelConfig(vocab_keep=5))
+    small = Tokenizer.from_dict(cut["tokenizer"])
+    assert len(small.vocab) == 3 and small.vocab == full.vocab[:3]
+    ids = full.encode(texts)
+    assert np.array_equal(small.encode(texts), np.where(ids >= 5, OOV, ids))  # what the model's own clamp does
+    assert variant_preprocessing(pre, ModelConfig()) is pre  # no vocab_keep: unchanged

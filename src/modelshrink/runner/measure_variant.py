@@ -65,6 +65,18 @@ def _model_config(runner: Runner, stage: Stage) -> dict[str, Any]:
     return dict(runner.cfg.model.model_dump(mode="json"))
 
 
+def variant_preprocessing(preprocessing: dict[str, Any], model_config: Any) -> dict[str, Any]:
+    """The preprocessing a variant's files carry: a vocabulary-pruned model (`vocab_keep`) reads
+    every id >= vocab_keep as out-of-vocabulary, so its tokenizer needs only the words below it
+    (same ids, same predictions; the rest would be dead weight in the file)."""
+    keep = getattr(model_config, "vocab_keep", None)
+    if preprocessing.get("kind") != "text" or not keep:
+        return preprocessing
+    tokenizer = dict(preprocessing["tokenizer"])
+    tokenizer["vocab"] = list(tokenizer["vocab"])[: max(0, keep - 2)]  # ids 0 (pad) and 1 (OOV) have no word
+    return {**preprocessing, "tokenizer": tokenizer}
+
+
 def _compact_model(model: nn.Module, export_format: str) -> tuple[nn.Module, dict[str, Int8Tensor] | None, str]:
     """The torch model the compact file holds for a variant in `export_format`.
 
@@ -176,7 +188,8 @@ def measure_variant(
             test_logits = logits
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=1))
     # Vocabulary, labels and settings beside the model: the folder alone classifies raw text.
-    (folder / "preprocessing.json").write_text(json.dumps(data.preprocessing))
+    preprocessing = variant_preprocessing(data.preprocessing, stage.model_config)
+    (folder / "preprocessing.json").write_text(json.dumps(preprocessing))
     torch_logits = predict_logits(_torch_predictor(model), data.x_test)
     agreement = float((torch_logits.argmax(1) == test_logits.argmax(1)).mean())
 
@@ -191,7 +204,7 @@ def measure_variant(
     compact_path = folder / "weights.msz"
     cmodel, quantized, weights_label = _compact_model(model, stage.export_format)
     save_model(cmodel, compact_path, _model_config(runner, stage), stage.input_dim, data.labels,
-               data.preprocessing, quantized)  # fmt: skip
+               preprocessing, quantized)  # fmt: skip
     loaded, _ = load_model(compact_path)
     compact_logits = predict_logits(_torch_predictor(loaded), data.x_test)
     expected_logits = torch_logits if cmodel is model else predict_logits(_torch_predictor(cmodel), data.x_test)

@@ -5,12 +5,11 @@ from __future__ import annotations
 import copy
 import json
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from modelshrink.data.synthetic import synthetic_text_task
+from modelshrink.data.synthetic import synthetic_image_task, synthetic_text_task
 from modelshrink.data.tasks import TaskData
 from modelshrink.errors import IncompatibleModelError
 from modelshrink.models import LSTMClassifier, ModelConfig, TinyCNN, build_model
@@ -19,11 +18,7 @@ from modelshrink.train import TrainConfig, fine_tune, fit
 
 
 def _image_task() -> TaskData:
-    rng = np.random.default_rng(0)
-    x = rng.random((96, 1, 8, 8), dtype=np.float32)
-    y = (x.mean(axis=(1, 2, 3)) > 0.5).astype(np.int64)
-    return TaskData(x[:64], y[:64], x[64:80], y[64:80], x[80:], y[80:], labels=["lo", "hi"], input_dim=1,
-                    kind="image", source="test")  # fmt: skip
+    return synthetic_image_task()
 
 
 def _ctx(data: TaskData, model_config: ModelConfig, teacher: nn.Module) -> RunContext:

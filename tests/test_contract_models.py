@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from modelshrink.data.synthetic import synthetic_text_task
+from modelshrink.data.synthetic import synthetic_image_task, synthetic_text_task
 from modelshrink.data.tasks import TaskData
 from modelshrink.errors import IncompatibleModelError
 from modelshrink.export.onnx import OnnxClassifier, export_onnx
@@ -32,11 +32,7 @@ TINY = {
 
 
 def _image_task() -> TaskData:
-    rng = np.random.default_rng(0)
-    x = rng.random((96, 1, 8, 8), dtype=np.float32)
-    y = (x.mean(axis=(1, 2, 3)) > 0.5).astype(np.int64)
-    return TaskData(x[:64], y[:64], x[64:80], y[64:80], x[80:], y[80:], labels=["lo", "hi"], input_dim=1,
-                    kind="image", source="test")  # fmt: skip
+    return synthetic_image_task()
 
 
 _DATA = {"text": synthetic_text_task(n=120), "image": _image_task()}

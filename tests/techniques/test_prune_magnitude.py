@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import pytest
 import torch
-import torch.nn.functional as F
 from pydantic import ValidationError
 from torch import nn
 
-from modelshrink.data.synthetic import tiny_batches
+from modelshrink.data.synthetic import tiny_batches, tiny_fine_tune
 from modelshrink.errors import ConfigError, IncompatibleModelError
 from modelshrink.models import LSTMClassifier, TinyCNN
 from modelshrink.techniques import get_technique
 from modelshrink.techniques._targets import prunable_weights
-from modelshrink.techniques.base import OnStep, RunContext
+from modelshrink.techniques.base import RunContext
 from modelshrink.techniques.prune_magnitude import (
     MagnitudePruneConfig,
     polynomial_sparsity,
@@ -35,21 +34,7 @@ def make_ctx(kind: str, after_step: Recorder | None = None, exclude: tuple[str, 
     """A RunContext whose fine_tune is a real loop: Adam, cross-entropy, on_step after every step."""
     batches = _batches(kind)
 
-    def fine_tune(model: nn.Module, epochs: int, on_step: OnStep | None, params: Sequence[nn.Parameter] | None) -> None:
-        opt = torch.optim.Adam(list(params) if params is not None else model.parameters(), lr=1e-3)
-        model.train()
-        step = 0
-        for _ in range(epochs):
-            for x, y in batches:
-                opt.zero_grad()
-                F.cross_entropy(model(x), y).backward()
-                opt.step()
-                step += 1
-                if on_step is not None:
-                    on_step(step)
-                if after_step is not None:
-                    after_step(model, step)
-        model.eval()
+    fine_tune = tiny_fine_tune(batches, lr=1e-3, after_step=after_step)
 
     return RunContext(
         example_input=batches[0][0], seed=0, steps_per_epoch=STEPS_PER_EPOCH, fine_tune=fine_tune, exclude=exclude

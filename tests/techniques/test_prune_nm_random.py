@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
 
 import pytest
 import torch
-import torch.nn.functional as F
 from pydantic import ValidationError
-from torch import nn
 
-from modelshrink.data.synthetic import tiny_batches
+from modelshrink.data.synthetic import tiny_batches, tiny_fine_tune
 from modelshrink.models import LSTMClassifier, TinyCNN
-from modelshrink.techniques.base import OnStep, RunContext
+from modelshrink.techniques.base import RunContext
 from modelshrink.techniques.prune_magnitude import MagnitudePruneConfig, prune_magnitude
 from modelshrink.techniques.prune_nm import NMPruneConfig, nm_mask, nm_pattern_holds, prune_nm
 from modelshrink.techniques.prune_random import RandomPruneConfig, prune_random
@@ -23,19 +20,7 @@ def tiny_ctx(kind: str, seed: int = 0) -> RunContext:
     """Adam + cross-entropy over 4 random batches per epoch, on_step after each step."""
     batches = tiny_batches(kind, 4)
 
-    def fine_tune(model: nn.Module, epochs: int, on_step: OnStep | None, params: Sequence[nn.Parameter] | None) -> None:
-        opt = torch.optim.Adam(list(params) if params is not None else model.parameters(), lr=1e-2)
-        model.train()
-        step = 0
-        for _ in range(epochs):
-            for x, y in batches:
-                opt.zero_grad()
-                F.cross_entropy(model(x), y).backward()
-                opt.step()
-                step += 1
-                if on_step is not None:
-                    on_step(step)
-        model.eval()
+    fine_tune = tiny_fine_tune(batches)
 
     return RunContext(example_input=batches[0][0], seed=seed, steps_per_epoch=4, fine_tune=fine_tune)
 

@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 import torch
-import torch.nn.functional as F
 from onnx import numpy_helper
 from torch import nn
 
-from modelshrink.data.synthetic import tiny_batches
+from modelshrink.data.synthetic import tiny_batches, tiny_fine_tune
 from modelshrink.errors import ConfigError
 from modelshrink.export.onnx import OnnxClassifier, export_onnx, onnx_weight_stats
 from modelshrink.models import LSTMClassifier, TinyCNN
-from modelshrink.techniques.base import OnStep, RunContext
+from modelshrink.techniques.base import RunContext
 from modelshrink.techniques.cluster_kmeans import KMeansClusterConfig, cluster_kmeans
 from modelshrink.techniques.prune_magnitude import MagnitudePruneConfig, prune_magnitude
 from modelshrink.techniques.quant_qat import QATConfig, fake_quant, quant_qat
@@ -27,19 +25,7 @@ from modelshrink.techniques.quant_qat import QATConfig, fake_quant, quant_qat
 def _ctx(kind: str) -> RunContext:
     batches = tiny_batches(kind, 6)
 
-    def fine_tune(model: nn.Module, epochs: int, on_step: OnStep | None, params: Sequence[nn.Parameter] | None) -> None:
-        opt = torch.optim.Adam(list(params) if params is not None else list(model.parameters()), lr=1e-2)
-        model.train()
-        step = 0
-        for _ in range(epochs):
-            for x, y in batches:
-                opt.zero_grad()
-                F.cross_entropy(model(x), y).backward()
-                opt.step()
-                step += 1
-                if on_step is not None:
-                    on_step(step)
-        model.eval()
+    fine_tune = tiny_fine_tune(batches)
 
     return RunContext(example_input=batches[0][0], fine_tune=fine_tune)
 

@@ -66,3 +66,38 @@ def tiny_batches(kind: str, steps: int, vocab_size: int = 50, num_labels: int = 
             x = torch.randn(8, 1, 8, 8, generator=gen)  # (B, 1, H, W)
         out.append((x, torch.randint(0, num_labels, (8,), generator=gen)))
     return out
+
+
+def tiny_fine_tune(batches: list[tuple[Any, Any]], lr: float = 1e-2, after_step: Any = None) -> Any:
+    """A `RunContext.fine_tune` over fixed `batches` for tests: Adam + cross-entropy, `on_step`
+    (and `after_step(model, step)`, for recording) after every optimizer step."""
+    import torch
+    import torch.nn.functional as F
+
+    def fine_tune(model: Any, epochs: int, on_step: Any = None, params: Any = None) -> None:
+        opt = torch.optim.Adam(list(params) if params is not None else list(model.parameters()), lr=lr)
+        model.train()
+        step = 0
+        for _ in range(epochs):
+            for x, y in batches:
+                opt.zero_grad()
+                F.cross_entropy(model(x), y).backward()
+                opt.step()
+                step += 1
+                if on_step is not None:
+                    on_step(step)
+                if after_step is not None:
+                    after_step(model, step)
+        model.eval()
+
+    return fine_tune
+
+
+def synthetic_image_task(n: int = 96) -> TaskData:
+    """Random 1×8×8 images labelled by brightness (2 labels), split 64/16/16 for n=96."""
+    rng = np.random.default_rng(0)
+    x = rng.random((n, 1, 8, 8), dtype=np.float32)
+    y = (x.mean(axis=(1, 2, 3)) > 0.5).astype(np.int64)
+    a, b = n * 2 // 3, n * 5 // 6
+    return TaskData(x[:a], y[:a], x[a:b], y[a:b], x[b:], y[b:], labels=["lo", "hi"], input_dim=1,
+                    kind="image", source="test")  # fmt: skip

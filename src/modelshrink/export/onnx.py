@@ -172,12 +172,14 @@ def _export_dynamo(model: nn.Module, example_input: torch.Tensor, path: Path, na
 class _BatchReader:
     """A CalibrationDataReader over input batches (duck-typed: ORT calls get_next only)."""
 
-    def __init__(self, batches: Iterable[torch.Tensor]) -> None:
-        self._it = iter(batches)
+    def __init__(self, batches: Iterable[torch.Tensor | np.ndarray], input_name: str = INPUT_NAME) -> None:
+        self._it, self._name = iter(batches), input_name
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         batch = next(self._it, None)
-        return None if batch is None else {INPUT_NAME: batch.detach().cpu().numpy()}
+        if batch is None:
+            return None
+        return {self._name: batch.detach().cpu().numpy() if isinstance(batch, torch.Tensor) else batch}
 
     def rewind(self) -> None:  # some ORT calibrators call rewind; one pass is all MinMax needs
         pass
@@ -200,7 +202,7 @@ def _to_int8_dynamic(src: Path, dst: Path) -> None:
     quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=False, reduce_range=True)
 
 
-def _to_int8_static(src: Path, dst: Path, calibration: Iterable[torch.Tensor]) -> None:
+def _to_int8_static(src: Path, dst: Path, calibration: Iterable[torch.Tensor | np.ndarray], input_name: str) -> None:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     # QDQ is ORT's recommended static format on CPU; quant_pre_process (3 s on the LSTM)
@@ -208,7 +210,7 @@ def _to_int8_static(src: Path, dst: Path, calibration: Iterable[torch.Tensor]) -
     quantize_static(
         str(src),
         str(dst),
-        _BatchReader(calibration),
+        _BatchReader(calibration, input_name),
         quant_format=QuantFormat.QDQ,
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
@@ -312,20 +314,32 @@ def export_onnx(
             fp32 = Path(work) / "fp32.onnx"
             with torch.no_grad():
                 _export_fp32(model, example_input.to(device), fp32)
-            with atomic_output(path) as tmp, _quiet():
-                if fmt == "fp32":
-                    tmp.write_bytes(fp32.read_bytes())
-                elif fmt == "fp16":
-                    _to_fp16(fp32, tmp)
-                elif fmt == "int8_dynamic":
-                    _to_int8_dynamic(fp32, tmp)
-                elif fmt == "int8_weights":
-                    _to_int8_weights(fp32, tmp)
-                else:
-                    _to_int8_static(fp32, tmp, calibration or [])  # None was rejected above
+            convert_onnx(fp32, path, fmt, calibration or [])  # None was rejected above for int8_static
     finally:
         model.train(was_training)
     return path
+
+
+def convert_onnx(
+    src: Path, dst: Path, fmt: str, calibration: Iterable[torch.Tensor | np.ndarray] = (), input_name: str = INPUT_NAME
+) -> None:
+    """Write the float32 ONNX file `src` as `dst` in format `fmt` (atomically; ORT's chatter silenced).
+
+    "int8_static" calibrates on `calibration` batches fed to the graph input `input_name`.
+    """
+    with atomic_output(dst) as tmp, _quiet():
+        if fmt == "fp32":
+            tmp.write_bytes(Path(src).read_bytes())
+        elif fmt == "fp16":
+            _to_fp16(src, tmp)
+        elif fmt == "int8_dynamic":
+            _to_int8_dynamic(src, tmp)
+        elif fmt == "int8_weights":
+            _to_int8_weights(src, tmp)
+        elif fmt == "int8_static":
+            _to_int8_static(src, tmp, calibration, input_name)
+        else:
+            raise ConfigError(f"unknown ONNX export format {fmt!r}; known: {', '.join(FORMATS)}")
 
 
 _ORT_TO_NUMPY = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float)": np.float32}

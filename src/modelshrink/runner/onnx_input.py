@@ -27,8 +27,7 @@ from onnx import numpy_helper
 from modelshrink.config import RunConfig
 from modelshrink.data.tasks import TaskData
 from modelshrink.errors import ArtifactError, DataError
-from modelshrink.export._atomic import atomic_output
-from modelshrink.export.onnx import OnnxClassifier, _quiet, _to_fp16, _to_int8_dynamic, onnx_weight_stats
+from modelshrink.export.onnx import OnnxClassifier, convert_onnx, onnx_weight_stats
 from modelshrink.measure.accuracy import classification_metrics
 from modelshrink.measure.latency import latency_ms
 from modelshrink.measure.size import file_sizes
@@ -93,19 +92,6 @@ class _Input:
         return x
 
 
-class _Calibration:
-    """ONNX Runtime's CalibrationDataReader protocol over training batches, with the model's input name."""
-
-    def __init__(self, name: str, batches: list[np.ndarray]) -> None:
-        self._it = iter([{name: b} for b in batches])
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self._it, None)
-
-    def rewind(self) -> None:  # one pass is all MinMax calibration needs
-        pass
-
-
 def _split(data: TaskData, name: str) -> tuple[np.ndarray, np.ndarray]:
     return {"train": (data.x_train, data.y_train), "val": (data.x_val, data.y_val),
             "test": (data.x_test, data.y_test)}[name]  # fmt: skip
@@ -125,28 +111,13 @@ def _weight_stats(model: onnx.ModelProto) -> dict[str, int]:
     return {"parameters": params, "nonzeros": nonzeros, "distinct_values_max": distinct}
 
 
-def _to_int8_static(src: Path, dst: Path, reader: _Calibration) -> None:
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
-    # The same settings as the runner's int8_static export (export/onnx.py explains reduce_range).
-    quantize_static(str(src), str(dst), reader, quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8, per_channel=False, reduce_range=True,
-                    calibrate_method=CalibrationMethod.MinMax)  # fmt: skip
-
-
 def _write_variant(src: Path, dst: Path, fmt: str, adapt: _Input, data: TaskData) -> None:
-    with atomic_output(dst) as tmp, _quiet():
-        if fmt == "fp32":
-            tmp.write_bytes(src.read_bytes())
-        elif fmt == "fp16":
-            _to_fp16(src, tmp)
-        elif fmt == "int8_dynamic":
-            _to_int8_dynamic(src, tmp)
-        else:
-            rows = adapt(data.x_train[: CALIBRATION_BATCHES * CALIBRATION_BATCH])
-            batch = adapt.batch or CALIBRATION_BATCH
-            batches = [rows[i : i + batch] for i in range(0, len(rows) - batch + 1, batch)]
-            _to_int8_static(src, tmp, _Calibration(adapt.name, batches))
+    batches: list[np.ndarray] = []
+    if fmt == "int8_static":  # calibration on training rows shaped as the model's input wants
+        rows = adapt(data.x_train[: CALIBRATION_BATCHES * CALIBRATION_BATCH])
+        batch = adapt.batch or CALIBRATION_BATCH
+        batches = [rows[i : i + batch] for i in range(0, len(rows) - batch + 1, batch)]
+    convert_onnx(src, dst, fmt, batches, adapt.name)
 
 
 def _measure(path: Path, adapt: _Input, data: TaskData, threads: int, reference: np.ndarray | None) -> dict[str, Any]:

@@ -120,6 +120,17 @@ def register_technique(config_cls: type[TechniqueConfig]) -> Callable[[ApplyFn],
     return wrap
 
 
+def require_fine_tuning(ctx: RunContext, kind: str, epochs: int, without: str) -> None:
+    """Refuse `epochs` > 0 when the context has no training data; `without` names the epochs=0 mode."""
+    if epochs > 0 and ctx.fine_tune is None:
+        from modelshrink.errors import ConfigError
+
+        raise ConfigError(
+            f"{kind} with epochs={epochs} needs fine-tuning, which needs training data, "
+            f"and none is available here; use epochs=0 {without}"
+        )
+
+
 def get_technique(kind: str) -> Technique:
     if kind not in TECHNIQUES:
         raise UnknownNameError(f"unknown technique {kind!r}; known: {', '.join(sorted(TECHNIQUES))}")

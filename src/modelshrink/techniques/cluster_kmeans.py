@@ -36,7 +36,13 @@ from torch.utils.hooks import RemovableHandle
 
 from modelshrink.errors import ConfigError
 from modelshrink.techniques._targets import Target, prunable_weights
-from modelshrink.techniques.base import RunContext, TechniqueConfig, TechniqueResult, register_technique
+from modelshrink.techniques.base import (
+    RunContext,
+    TechniqueConfig,
+    TechniqueResult,
+    register_technique,
+    require_fine_tuning,
+)
 
 # k-means on more 1-D points than this barely moves the centroids but costs time; fit on a
 # sample and assign every weight afterwards.
@@ -165,11 +171,7 @@ def _cluster(target: Target, cfg: KMeansClusterConfig, seed: int, rng: np.random
 def cluster_kmeans(model: nn.Module, cfg: KMeansClusterConfig, ctx: RunContext) -> TechniqueResult:
     """Weight clustering: k shared values per tensor (k-means), centroids fine-tuned."""
     fine_tune = ctx.fine_tune
-    if cfg.epochs > 0 and fine_tune is None:
-        raise ConfigError(
-            f"cluster.kmeans with epochs={cfg.epochs} needs fine-tuning, which needs training data, "
-            f"and none is available here; use epochs=0 to cluster without fine-tuning"
-        )
+    require_fine_tuning(ctx, "cluster.kmeans", cfg.epochs, "to cluster without fine-tuning")
     targets, skipped = prunable_weights(model, exclude=ctx.exclude)
     for t in targets:  # check all before changing any, so a failure leaves the model as it was
         if t.weight.numel() < cfg.clusters:

@@ -24,7 +24,14 @@ from pydantic import Field
 from torch import nn
 
 from modelshrink.errors import ConfigError, IncompatibleModelError
-from modelshrink.techniques.base import RunContext, SkippedLayer, TechniqueConfig, TechniqueResult, register_technique
+from modelshrink.techniques.base import (
+    RunContext,
+    SkippedLayer,
+    TechniqueConfig,
+    TechniqueResult,
+    register_technique,
+    require_fine_tuning,
+)
 
 # ModelConfig fields that rebuild a factored layer, per model name and module name.
 _RANK_FIELDS: dict[str, dict[str, str]] = {"lstm": {"embedding": "embed_rank", "fc": "fc_rank"}}
@@ -84,11 +91,7 @@ def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
 @register_technique(LowRankConfig)
 def lowrank(model: nn.Module, cfg: LowRankConfig, ctx: RunContext) -> TechniqueResult:
     """Low-rank factorization (truncated SVD) of Embedding and Linear weights, fine-tuned."""
-    if cfg.epochs > 0 and ctx.fine_tune is None:
-        raise ConfigError(
-            f"lowrank with epochs={cfg.epochs} needs fine-tuning, which needs training data, "
-            f"and none is available here; use epochs=0 to factor without fine-tuning"
-        )
+    require_fine_tuning(ctx, "lowrank", cfg.epochs, "to factor without fine-tuning")
     base = ctx.model_config
     rebuild: dict[str, str] | None = None  # module name → ModelConfig rank field; None: library use
     if base is not None:

@@ -24,9 +24,14 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from modelshrink.errors import ConfigError
 from modelshrink.techniques._targets import Target, prunable_weights
-from modelshrink.techniques.base import RunContext, TechniqueConfig, TechniqueResult, register_technique
+from modelshrink.techniques.base import (
+    RunContext,
+    TechniqueConfig,
+    TechniqueResult,
+    register_technique,
+    require_fine_tuning,
+)
 
 
 class MagnitudePruneConfig(TechniqueConfig):
@@ -158,11 +163,7 @@ def run_pruning(
 ) -> TechniqueResult:
     """The schedule, fine-tuning and final prune, with `pruner_cls(targets, cfg)` choosing the weights."""
     fine_tune = ctx.fine_tune
-    if cfg.epochs > 0 and fine_tune is None:
-        raise ConfigError(
-            f"{cfg.kind} with epochs={cfg.epochs} needs fine-tuning, which needs training data, "
-            f"and none is available here; use epochs=0 for one-shot pruning without fine-tuning"
-        )
+    require_fine_tuning(ctx, cfg.kind, cfg.epochs, "for one-shot pruning without fine-tuning")
     targets, skipped = prunable_weights(model, exclude=ctx.exclude)
     pruner = pruner_cls(targets, cfg)
 

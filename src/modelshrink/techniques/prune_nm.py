@@ -20,7 +20,14 @@ from torch import nn
 
 from modelshrink.errors import ConfigError
 from modelshrink.techniques._targets import Target, prunable_weights
-from modelshrink.techniques.base import RunContext, SkippedLayer, TechniqueConfig, TechniqueResult, register_technique
+from modelshrink.techniques.base import (
+    RunContext,
+    SkippedLayer,
+    TechniqueConfig,
+    TechniqueResult,
+    register_technique,
+    require_fine_tuning,
+)
 
 
 class NMPruneConfig(TechniqueConfig):
@@ -82,11 +89,7 @@ def nm_pattern_holds(w: torch.Tensor, n: int, m: int) -> bool:
 @register_technique(NMPruneConfig)
 def prune_nm(model: nn.Module, cfg: NMPruneConfig, ctx: RunContext) -> TechniqueResult:
     """N:M semi-structured pruning (2:4 default), masks fixed during fine-tuning, pattern verified."""
-    if cfg.epochs > 0 and ctx.fine_tune is None:
-        raise ConfigError(
-            f"prune.nm with epochs={cfg.epochs} needs fine-tuning, which needs training data, and none is "
-            f"available here; use epochs=0 for one-shot N:M pruning"
-        )
+    require_fine_tuning(ctx, "prune.nm", cfg.epochs, "for one-shot N:M pruning")
     candidates, skipped = prunable_weights(model, exclude=ctx.exclude)
     targets: list[Target] = []
     for t in candidates:

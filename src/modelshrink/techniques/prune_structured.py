@@ -32,7 +32,14 @@ from modelshrink.errors import ConfigError, IncompatibleModelError
 from modelshrink.models.builders import ModelConfig, build_model
 from modelshrink.models.cnn import TinyCNN
 from modelshrink.models.lstm import LSTMClassifier
-from modelshrink.techniques.base import RunContext, SkippedLayer, TechniqueConfig, TechniqueResult, register_technique
+from modelshrink.techniques.base import (
+    RunContext,
+    SkippedLayer,
+    TechniqueConfig,
+    TechniqueResult,
+    register_technique,
+    require_fine_tuning,
+)
 
 Importance = Literal["l1", "l2", "taylor"]
 
@@ -222,11 +229,7 @@ def prune_structured(model: nn.Module, cfg: StructuredPruneConfig, ctx: RunConte
         )
     if isinstance(model, LSTMClassifier):
         _embedding(model)  # refuses a low-rank (factored) model before any work
-    if cfg.epochs > 0 and ctx.fine_tune is None:
-        raise ConfigError(
-            f"prune.structured with epochs={cfg.epochs} needs fine-tuning, which needs training data, and none is "
-            f"available here; use epochs=0 to cut without fine-tuning"
-        )
+    require_fine_tuning(ctx, "prune.structured", cfg.epochs, "to cut without fine-tuning")
     scores = (
         _taylor_scores(model, ctx)
         if cfg.importance == "taylor"

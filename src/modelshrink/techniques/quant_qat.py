@@ -43,7 +43,13 @@ from torch.utils.hooks import RemovableHandle
 
 from modelshrink.errors import ConfigError
 from modelshrink.techniques._targets import Target, prunable_weights
-from modelshrink.techniques.base import RunContext, TechniqueConfig, TechniqueResult, register_technique
+from modelshrink.techniques.base import (
+    RunContext,
+    TechniqueConfig,
+    TechniqueResult,
+    register_technique,
+    require_fine_tuning,
+)
 
 QMAX = 127  # symmetric int8: [-127, 127]; -128 unused so that q(-w) = -q(w)
 MAX_CLUSTERS = 256  # preserve_clusters: more distinct values than this is not a clustered tensor
@@ -149,11 +155,7 @@ def _prepare(target: Target, cfg: QATConfig) -> _QuantWeight:
 def quant_qat(model: nn.Module, cfg: QATConfig, ctx: RunContext) -> TechniqueResult:
     """Quantization-aware training: per-channel int8 weights simulated while fine-tuning (STE)."""
     fine_tune = ctx.fine_tune
-    if cfg.epochs > 0 and fine_tune is None:
-        raise ConfigError(
-            f"quant.qat with epochs={cfg.epochs} needs fine-tuning, which needs training data, "
-            f"and none is available here; use epochs=0 for post-training int8"
-        )
+    require_fine_tuning(ctx, "quant.qat", cfg.epochs, "for post-training int8")
     targets, skipped = prunable_weights(model, exclude=ctx.exclude)
     quantized = [_prepare(t, cfg) for t in targets]  # all checks before any change
     for q in quantized:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from modelshrink.config import parse_config
 from modelshrink.export.compact import read_compact_header
-from modelshrink.runner import measure_variant
+from modelshrink.runner import measure as measure_variant
 from modelshrink.runner.run import Runner
 
 PRUNE = {"kind": "prune.magnitude", "schedule": "constant", "final_sparsity": 0.5, "epochs": 1}

@@ -23,6 +23,7 @@ from modelshrink.data.synthetic import write_synthetic_csv
 from modelshrink.runner.executors import RayExecutor, _setup
 from modelshrink.runner.run import Runner
 from modelshrink.runner.store import ResultStore
+from modelshrink.runner.task import RowRunner
 
 PRUNE = {"kind": "prune.magnitude", "schedule": "constant", "final_sparsity": 0.5, "epochs": 1}
 VARIANTS = [
@@ -55,7 +56,7 @@ def main() -> None:
                             "variants": VARIANTS})  # fmt: skip
         runner = Runner(cfg, tmp / "inproc", log=quiet)
         data = runner.prepare()
-        runner._baseline(data, 0)  # trained once beforehand for both executors (cached on disk)
+        RowRunner(cfg, runner.out, log=quiet).baseline(data, 0)  # trained once beforehand for both executors (cached on disk)
         t0 = time.perf_counter()
         rows = runner.run(data)
         inproc_s = time.perf_counter() - t0
@@ -85,7 +86,7 @@ def main() -> None:
             start_s = time.perf_counter() - t
             import ray
 
-            setup = ray.put(_setup(runner, data, 1))
+            setup = ray.put(_setup(RowRunner(cfg, runner.out, log=quiet), data, 1))
             noop = ray.remote(num_cpus=1)(_noop_row)
             payload = {k: v for k, v in rows[-1].items() if k not in ("config",)}
             ray.get(noop.remote(setup, cfg.variants[-1].model_dump_json(), 0, payload))  # warm the worker
@@ -98,7 +99,7 @@ def main() -> None:
             print(f"ray: start {start_s:.1f} s once per run; task round trip {trip_s * 1000:.2f} ms per row (median)"
                   f" = {100 * trip_s / row_s:.2f}% of a tiny variant's run")  # fmt: skip
             ray_runner = Runner(cfg, tmp / "ray", log=quiet)
-            ray_runner._baseline(data, 0)  # its folder's baseline cache, outside the timing as for in-process
+            RowRunner(cfg, ray_runner.out, log=quiet).baseline(data, 0)  # its folder's baseline cache, outside the timing as for in-process
             t = time.perf_counter()
             ray_rows = ray_runner.run(data, ex)
             ray_s = time.perf_counter() - t

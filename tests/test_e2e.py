@@ -40,7 +40,7 @@ def test_run_on_real_data(emotions_csv: Path, tmp_path: Path) -> None:
     assert abs(base["compact_test_accuracy"] - base["test_accuracy"]) < 0.005
     # int8 weights: a smaller file that mostly agrees with the float model.
     assert rows["baseline-int8"]["file_bytes"] < 0.5 * base["file_bytes"]
-    assert rows["baseline-int8"]["test_agreement_with_torch"] >= 0.99
+    assert rows["baseline-int8"]["test_agreement_with_reference"] >= 0.99
     # Pruning and clustering change what they claim to change.
     assert rows["pruned"]["nonzeros"] < 0.55 * base["nonzeros"]
     assert rows["clustered"]["distinct_values_max"] <= 16

@@ -4,8 +4,8 @@
     results = modelshrink.compare(build, "digits", {"pruned": [{"kind": "prune.magnitude"}]})
     pruned = modelshrink.prune(model, sparsity=0.5).model
 
-`compare` runs the same job as `modelshrink run` (baseline training, each variant's pipeline,
-ONNX artifacts, measurements, results store) in a run folder. The technique functions are thin
+`compare` runs the same job as `modelshrink run` (runner/job.py: baseline training, each
+variant's pipeline, ONNX artifacts, measurements, results store, report.html) in a run folder. The technique functions are thin
 wrappers over the technique registry, for use on a model in hand.
 """
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +23,10 @@ from modelshrink.config import RunConfig, VariantConfig, parse_config
 from modelshrink.data.tasks import DataConfig, TaskData
 from modelshrink.errors import ConfigError, UnknownNameError
 from modelshrink.export.onnx import FORMATS, export_onnx
-from modelshrink.models.builders import ModelConfig, check_model_fits
+from modelshrink.models.builders import ModelConfig
 from modelshrink.models.byo import ModelInputs, register_build_fn
 from modelshrink.techniques import TECHNIQUES, RunContext, TechniqueResult, get_technique
-from modelshrink.train import TrainConfig, fine_tune, fit
+from modelshrink.train import TrainConfig
 
 Variants = Mapping[str, Sequence[Mapping[str, Any]]] | Sequence[VariantConfig | Mapping[str, Any]]
 
@@ -81,8 +80,7 @@ def compare(
         variants: {name: [technique steps]} or a list of VariantConfig/dicts; a baseline is added if none.
         seeds, train: as in a run config; `out`: the run folder (default runs/<timestamp>).
     """
-    from modelshrink.report.tables import write_exports
-    from modelshrink.runner.run import Runner
+    from modelshrink.runner.job import default_out, prepare, run_job
 
     ref = register_build_fn(build_fn)
     train_raw = train.model_dump() if isinstance(train, TrainConfig) else dict(train or {})
@@ -95,37 +93,20 @@ def compare(
     raw = {"data": data_raw, "model": {"name": "custom", "build": ref}, "train": train_raw, "seeds": list(seeds),
            "variants": _variants(variants)}  # fmt: skip
     cfg: RunConfig = parse_config(raw, "modelshrink.compare")
-    folder = Path(out) if out is not None else Path("runs") / datetime.now().strftime("compare-%Y%m%d-%H%M%S")
-    runner = Runner(cfg, folder)
-    if isinstance(data, TaskData):
-        check_model_fits(cfg.model, data)
-        runner._check_folder(data)
-        task_data = data
-    else:
-        task_data = runner.prepare()
-    rows = runner.run(task_data)
-    write_exports(rows, folder)
-    return Results(rows, folder)
+    folder = Path(out) if out is not None else default_out("compare-")
+    task_data = prepare(cfg, folder, data if isinstance(data, TaskData) else None)
+    res = run_job(cfg, folder, task_data)
+    return Results(res.rows, folder)
 
 
 def _context(data: TaskData | None, train_cfg: TrainConfig | None, exclude: Sequence[str], **extra: Any) -> RunContext:
-    cfg = train_cfg or TrainConfig()
+    from modelshrink.runner.pipeline import make_context
+
     fields = {f.name for f in dataclasses.fields(RunContext)}
     unknown = sorted(set(extra) - fields)
     if unknown:  # e.g. `teacher` before a distillation technique adds it to the context
         raise ConfigError(f"this version's RunContext has no {', '.join(unknown)}; update modelshrink")
-    if data is None:
-        return RunContext(example_input=torch.zeros(0), exclude=tuple(exclude), **extra)
-
-    def tune(model: nn.Module, epochs: int, on_step: Any = None, params: Any = None) -> None:
-        fine_tune(model, data, cfg, seed=0, epochs=epochs, on_step=on_step, params=params)
-
-    bs = cfg.batch_size
-    return RunContext(
-        example_input=torch.from_numpy(data.x_train[:8]), steps_per_epoch=-(-len(data.x_train) // bs),
-        fine_tune=tune, exclude=tuple(exclude), **extra,
-        calibration=[torch.from_numpy(data.x_train[i : i + bs]) for i in range(0, min(len(data.x_train), bs * 64), bs)],
-    )  # fmt: skip
+    return make_context(data, train_cfg or TrainConfig(), exclude=tuple(exclude), **extra)
 
 
 def prune(
@@ -197,8 +178,5 @@ def distill(
     cfg = tech.config_cls.model_validate(
         {**dict(config or {}), "kind": "distill.kd", "student": dict(student) if student is not None else None}
     )
-    train_cfg = train or TrainConfig()
-    ctx = _context(data, train_cfg, (), teacher=teacher.eval(), model_config=teacher_config,
-                   input_dim=data.input_dim, num_labels=data.num_labels,
-                   train=lambda model, loss_fn: fit(model, data, train_cfg, 0, loss_fn=loss_fn))  # fmt: skip
+    ctx = _context(data, train, (), teacher=teacher.eval(), model_config=teacher_config)
     return tech.apply(teacher, cfg, ctx)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -68,67 +67,20 @@ def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks o
     )
 
 
-def _resolve(
+def _config(
     preset: str, config: Path | None, data: Path | None, task: str | None, text_column: str | None,
-    label_column: str | None, stratify: bool, subsample: int | None, epochs: int | None, seeds: list[int] | None,
-    baseline_only: bool,
+    label_column: str | None, stratify: bool, subsample: int | None, epochs: int | None,
+    seeds: list[int] | None, model: str | None = None, baseline_only: bool = False,
 ) -> Any:  # fmt: skip
-    from modelshrink.config import merge, parse_config, read_preset, read_yaml
-    from modelshrink.errors import ConfigError
+    """The flags as config.Overrides, resolved over the preset and the YAML file."""
+    from modelshrink.config import Overrides, resolve
 
-    raw = read_preset(preset)
-    where = f"preset {preset!r}"
-    if config is not None:
-        try:
-            raw, where = merge(raw, read_yaml(config)), str(config)
-        except ConfigError as err:
-            raise ConfigError(f"{config}: {err}") from err
-    flags: dict[str, Any] = {"data": {}, "train": {}}
-    if data is not None:
-        flags["data"]["path"] = str(data)
-    for key, value in (("task", task), ("text_column", text_column), ("label_column", label_column),
-                       ("subsample", subsample)):  # fmt: skip
-        if value is not None:
-            flags["data"][key] = value
-    if stratify:
-        flags["data"]["stratify"] = True
-    if epochs is not None:
-        flags["train"]["epochs"] = epochs
-    if seeds:
-        flags["seeds"] = seeds
-    raw = merge(raw, {k: v for k, v in flags.items() if v != {}})
-    if baseline_only:
-        raw["variants"] = [{"name": "baseline", "steps": []}]
-    return parse_config(raw, where)
-
-
-def _choose_model(cfg: Any, model: str | None, task: str | None, config: Path | None) -> Any:
-    """Apply --model; with --task alone, swap a preset's model that cannot read the task's input.
-
-    `--task digits --preset seed`: the seed preset's LSTM reads token ids, digits are images,
-    so the run uses the task kind's default model (cnn-small) and says so. A model the user
-    named (--model, or a `model:` section in --config) is never swapped; a mismatch is an error.
-    """
-    from modelshrink.config import parse_config, read_yaml
-    from modelshrink.data.tasks import DEFAULT_MODEL, TASK_INPUT
-    from modelshrink.models.builders import MODEL_INPUT, MODELS
-
-    raw = cfg.model_dump(mode="json")
-    if model is not None:
-        if ":" in model or model.endswith(".py"):
-            raw["model"] = {"name": "custom", "build": model}
-        elif model in MODELS and model != "custom":
-            raw["model"] = {"name": model}
-        else:
-            known = ", ".join(n for n in MODELS.names() if n != "custom")
-            raise ConfigError(f"--model {model!r} is neither a built-in model ({known}) nor path/to/file.py:function")
-    elif task is not None and not (config is not None and "model" in read_yaml(config)):
-        kind, reads = TASK_INPUT.get(task), MODEL_INPUT.get(cfg.model.name)
-        if kind is not None and reads is not None and kind != reads:
-            raw["model"] = dict(DEFAULT_MODEL[kind])
-            console.print(f"task {task!r} gives {kind}s; the preset's model {cfg.model.name!r} reads {reads}, "
-                          f"so this run uses model {raw['model']} (choose one with --model)")  # fmt: skip
-    return parse_config(raw, "--model") if raw != cfg.model_dump(mode="json") else cfg
+    overrides = Overrides(str(data) if data is not None else None, task, text_column, label_column, stratify,
+                          subsample, epochs, seeds, model, baseline_only)  # fmt: skip
+    cfg, note = resolve(preset, config, overrides)
+    if note:
+        console.print(note)
+    return cfg
 
 
 def _progress() -> Progress:
@@ -139,38 +91,32 @@ def _progress() -> Progress:
 
 
 def _execute(
-    cfg: Any, out: Path | None, jobs: int | None = None, executor: str = "inprocess", ray_address: str | None = None
-) -> None:
-    from modelshrink.report.html import write_report
+    cfg: Any, out: Path | None, jobs: int | None = None, executor: str = "inprocess", ray_address: str | None = None,
+    onnx: Path | None = None,
+) -> None:  # fmt: skip
     from modelshrink.runner.executors import make_executor
-    from modelshrink.runner.run import Runner
+    from modelshrink.runner.job import default_out, prepare, run_job
 
-    out = out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = out or default_out()
     try:
-        runner = Runner(cfg, out)
-        data = runner.prepare()  # bad data or folder: one error line, before any progress bar or file
+        data = prepare(cfg, out, onnx=onnx)  # bad data or folder: one error line, before any progress bar or file
         with make_executor(executor, jobs, ray_address) as ex, _progress() as progress:
-            runner.progress, runner.log = progress, progress.console.print
-            rows = runner.run(data, ex)
+            res = run_job(cfg, out, data, ex, onnx, progress, progress.console.print)
     except KeyboardInterrupt:
         console.print(
             f"interrupted: finished rows are saved in {out}/results.sqlite; run again with --out {out} to resume"
         )
         raise typer.Exit(130) from None
-    paths = write_report(out)  # report.html, figures/*.png, summary.md, results.json/csv: all from the store
     console.print((out / "summary.md").read_text(), markup=False, highlight=False)
-    console.print(f"results: {', '.join(str(p) for p in paths)}")
-    failed = sum(r["status"] != "ok" for r in rows)
-    if failed:  # the finished rows are saved; the exit code still tells a script something failed
-        console.print(f"[red]{failed} of {len(rows)} rows failed[/red]; their errors are in summary.md")
-        for r in rows:
-            if r["status"] != "ok":
-                console.print(f"  {escape(r['variant'])} seed {r['seed']}: {escape(str(r.get('error', '')))}")
+    console.print(f"results: {', '.join(str(p) for p in res.paths)}")
+    if res.failed:  # the finished rows are saved; the exit code still tells a script something failed
+        console.print(f"[red]{len(res.failed)} of {len(res.rows)} rows failed[/red]; their errors are in summary.md")
+        for r in res.failed:
+            console.print(f"  {escape(r['variant'])} seed {r['seed']}: {escape(str(r.get('error', '')))}")
         raise typer.Exit(1)
 
 
 def _seed_flags(seed: list[int] | None, seeds: int | None) -> list[int] | None:
-    from modelshrink.errors import ConfigError
 
     if seeds is not None and seed:
         raise ConfigError(f"pass --seeds {seeds} (seeds 0..{seeds - 1}) or --seed, not both")
@@ -178,26 +124,11 @@ def _seed_flags(seed: list[int] | None, seeds: int | None) -> list[int] | None:
 
 
 def _check_resume(resume: bool, out: Path | None) -> None:
-    from modelshrink.errors import ConfigError
 
     if resume and (out is None or not (out / "results.sqlite").is_file()):
         raise ConfigError(
             f"--resume needs --out pointing at an earlier run folder; {str(out)!r} holds no results.sqlite"
         )
-
-
-def _execute_onnx(cfg: Any, onnx: Path, out: Path | None) -> None:
-    from modelshrink.data.tasks import load_task
-    from modelshrink.report.tables import write_exports
-    from modelshrink.runner.onnx_input import run_onnx
-
-    out = out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
-    rows = run_onnx(onnx, cfg, load_task(cfg.data), out, log=console.print)
-    paths = write_exports(rows, out)
-    console.print((out / "summary.md").read_text(), markup=False, highlight=False)
-    console.print(f"results: {', '.join(str(p) for p in paths)}")
-    if any(r["status"] != "ok" for r in rows):
-        raise typer.Exit(1)
 
 
 @app.command()
@@ -210,14 +141,11 @@ def run(
 ) -> None:  # fmt: skip
     """The main job: train the baseline, apply every variant of the preset, measure, report."""
     _check_resume(resume, out)
+    if onnx is not None and model is not None:
+        raise ConfigError("--onnx and --model both name the model; pass one of them")
     seed = _seed_flags(seed, seeds)
-    cfg = _resolve(preset, config, data, task, text_column, label_column, stratify, subsample, epochs, seed, False)
-    if onnx is not None:
-        if model is not None:
-            raise ConfigError("--onnx and --model both name the model; pass one of them")
-        _execute_onnx(cfg, onnx, out)
-        return
-    _execute(_choose_model(cfg, model, task, config), out, jobs, executor, ray_address)
+    cfg = _config(preset, config, data, task, text_column, label_column, stratify, subsample, epochs, seed, model)
+    _execute(cfg, out, jobs, executor, ray_address, onnx)
 
 
 @app.command()
@@ -228,8 +156,8 @@ def train(
     model: ModelOpt = None,
 ) -> None:  # fmt: skip
     """Train and measure the baseline only."""
-    cfg = _resolve(preset, config, data, task, text_column, label_column, stratify, subsample, epochs, seed, True)
-    _execute(_choose_model(cfg, model, task, config), out)
+    cfg = _config(preset, config, data, task, text_column, label_column, stratify, subsample, epochs, seed, model, True)
+    _execute(cfg, out)
 
 
 @app.command()
@@ -249,7 +177,6 @@ def export(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write; '-' for stdout.")] = None,
 ) -> None:
     """Export a run folder's store as CSV, JSON or Markdown (default: results.csv etc. in the folder)."""
-    from modelshrink.errors import ConfigError
     from modelshrink.report.tables import EXPORTS, export_text
     from modelshrink.runner.store import ResultStore
 
@@ -278,8 +205,8 @@ def search(
     jobs: JobsOpt = None, executor: ExecutorOpt = "inprocess", ray_address: RayAddressOpt = None,
 ) -> None:  # fmt: skip
     """Search techniques and settings for the smallest (or fastest) model within an accuracy budget."""
-    from modelshrink.errors import ConfigError
     from modelshrink.runner.executors import make_executor
+    from modelshrink.runner.job import default_out
     from modelshrink.runner.search import search as run_search
 
     if max_drop < 0:  # checked before any data is read
@@ -288,8 +215,8 @@ def search(
         raise ConfigError(f"--budget-trials must be at least 1, got {budget_trials}")
     if seed and len(seed) > 1:
         raise ConfigError(f"search uses one seed; got --seed {' --seed '.join(map(str, seed))}")
-    cfg = _resolve(preset, config, data, task, text_column, label_column, stratify, subsample, epochs, seed, False)
-    out = out or Path("runs") / ("search-" + datetime.now().strftime("%Y%m%d-%H%M%S"))
+    cfg = _config(preset, config, data, task, text_column, label_column, stratify, subsample, epochs, seed)
+    out = out or default_out("search-")
     with make_executor(executor, jobs, ray_address) as ex:
         res = run_search(cfg, out, max_drop, budget_trials, objective, ex, jobs or 1, console.print)
     col = res["cost_column"]

@@ -6,6 +6,7 @@ import itertools
 import json
 import types
 from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -13,9 +14,9 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
-from modelshrink.data.tasks import DataConfig
-from modelshrink.errors import ConfigError, ModelshrinkError
-from modelshrink.models.builders import ModelConfig
+from modelshrink.data.tasks import DEFAULT_MODEL, TASK_INPUT, DataConfig
+from modelshrink.errors import ConfigError, ModelshrinkError, UnknownNameError
+from modelshrink.models.builders import MODEL_INPUT, MODELS, ModelConfig
 from modelshrink.techniques.base import TECHNIQUES, TechniqueConfig, parse_technique_config
 from modelshrink.train import TrainConfig
 
@@ -179,8 +180,6 @@ def preset_names() -> list[str]:
 def read_preset(name: str) -> dict[str, Any]:
     names = preset_names()
     if name not in names:
-        from modelshrink.errors import UnknownNameError
-
         raise UnknownNameError(f"unknown preset {name!r}; known: {', '.join(names)}")
     text = resources.files("modelshrink.presets").joinpath(f"{name}.yaml").read_text(encoding="utf-8")
     return yaml.safe_load(text) or {}
@@ -197,3 +196,69 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """What command-line flags set on top of a preset and a YAML file (None: not given)."""
+
+    data_path: str | None = None
+    task: str | None = None
+    text_column: str | None = None
+    label_column: str | None = None
+    stratify: bool = False
+    subsample: int | None = None
+    epochs: int | None = None
+    seeds: Sequence[int] | None = None
+    model: str | None = None  # a built-in model's name, or path/to/file.py:function
+    baseline_only: bool = False  # `modelshrink train`: the baseline variant alone
+
+
+def resolve(preset: str, file: Path | None = None, overrides: Overrides = Overrides()) -> tuple[RunConfig, str | None]:
+    """The run's config: the preset, then the YAML file's keys, then the flags. Returns it and a
+    note to show the user when the model was swapped for one that reads the task's input."""
+    raw, where = read_preset(preset), f"preset {preset!r}"
+    file_raw = read_yaml(file) if file is not None else {}
+    if file is not None:
+        try:
+            raw, where = merge(raw, file_raw), str(file)
+        except ConfigError as err:
+            raise ConfigError(f"{file}: {err}") from err
+    o = overrides
+    data = {k: v for k, v in (("path", o.data_path), ("task", o.task), ("text_column", o.text_column),
+                              ("label_column", o.label_column), ("subsample", o.subsample)) if v is not None}  # fmt: skip
+    if o.stratify:
+        data["stratify"] = True
+    flags: dict[str, Any] = {"data": data, "train": {"epochs": o.epochs} if o.epochs is not None else {}}
+    if o.seeds:
+        flags["seeds"] = list(o.seeds)
+    raw = merge(raw, {k: v for k, v in flags.items() if v != {}})
+    if o.baseline_only:
+        raw["variants"] = [{"name": "baseline", "steps": []}]
+    cfg = parse_config(raw, where)
+    return _choose_model(cfg, o.model, o.task, "model" in file_raw)
+
+
+def _choose_model(cfg: RunConfig, model: str | None, task: str | None, named: bool) -> tuple[RunConfig, str | None]:
+    """Apply --model; with --task alone, swap a preset's model that cannot read the task's input.
+
+    `--task digits --preset seed`: the seed preset's LSTM reads token ids, digits are images,
+    so the run uses the task kind's default model (cnn-small) and says so. A model the user
+    named (--model, or a `model:` section in the YAML file: `named`) is never swapped; a mismatch is an error.
+    """
+    raw, note = cfg.model_dump(mode="json"), None
+    if model is not None:
+        if ":" in model or model.endswith(".py"):
+            raw["model"] = {"name": "custom", "build": model}
+        elif model in MODELS and model != "custom":
+            raw["model"] = {"name": model}
+        else:
+            known = ", ".join(n for n in MODELS.names() if n != "custom")
+            raise ConfigError(f"--model {model!r} is neither a built-in model ({known}) nor path/to/file.py:function")
+    elif task is not None and not named:
+        kind, reads = TASK_INPUT.get(task), MODEL_INPUT.get(cfg.model.name)
+        if kind is not None and reads is not None and kind != reads:
+            raw["model"] = dict(DEFAULT_MODEL[kind])
+            note = (f"task {task!r} gives {kind}s; the preset's model {cfg.model.name!r} reads {reads}, "
+                    f"so this run uses model {raw['model']} (choose one with --model)")  # fmt: skip
+    return (parse_config(raw, "--model") if raw != cfg.model_dump(mode="json") else cfg), note

@@ -15,7 +15,7 @@ from modelshrink.data.tasks import DataConfig, load_task
 from modelshrink.export.compact import load_model, read_compact_header
 from modelshrink.export.onnx import OnnxClassifier
 from modelshrink.report.tables import summary_markdown
-from modelshrink.runner import measure_variant
+from modelshrink.runner import measure as measure_variant
 from modelshrink.runner.run import Runner
 
 

@@ -102,13 +102,14 @@ def test_builtin_model_flag_and_unknown_name(tmp_path: Path, capsys: pytest.Capt
 
 
 def test_task_flag_swaps_a_text_preset_model_for_an_image_model() -> None:
-    from modelshrink.cli import _choose_model, _resolve
+    from modelshrink.config import Overrides, resolve
 
-    cfg = _resolve("seed", None, None, "digits", None, None, False, None, None, None, False)
-    assert cfg.model.name == "lstm"
-    chosen = _choose_model(cfg, None, "digits", None)
-    assert chosen.model.name == "cnn-small" and chosen.variants == cfg.variants
-    assert _choose_model(cfg, "mlp", "digits", None).model.name == "mlp"
+    seed_cfg, note = resolve("seed")
+    assert seed_cfg.model.name == "lstm" and note is None
+    chosen, note = resolve("seed", None, Overrides(task="digits"))
+    assert chosen.model.name == "cnn-small" and chosen.variants == seed_cfg.variants
+    assert note is not None and "reads text" in note
+    assert resolve("seed", None, Overrides(task="digits", model="mlp"))[0].model.name == "mlp"
 
 
 def test_model_config_names_unused_and_missing_settings() -> None:

@@ -49,7 +49,7 @@ def test_onnx_model_from_plain_pytorch_gets_sizes_and_accuracies(tmp_path: Path)
         assert rows[name]["file_bytes"] < 0.5 * base["file_bytes"]  # int8 weights, measured on the file
         assert rows[name]["onnx_weights"]["int8_bytes"] > 0
         assert rows[name]["test_accuracy"] > base["test_accuracy"] - 0.05
-        assert rows[name]["test_agreement_with_original"] > 0.9
+        assert rows[name]["test_agreement_with_reference"] > 0.9
     assert rows["baseline-fp16"]["file_bytes"] < 0.6 * base["file_bytes"]
     assert rows["baseline"]["latency_ms_p50"] > 0
     summary = (out / "summary.md").read_text()

@@ -128,5 +128,5 @@ def test_runner_rebuilds_changed_architectures_from_their_files(tmp_path: Path) 
         assert rows[name]["parameters"] < rows["baseline"]["parameters"]
     kd = rows["kd-pc"]["steps"][0]["details"]
     assert kd["teacher_params"] == rows["baseline"]["parameters"] and kd["teacher_train_seconds"] > 0
-    assert rows["kd-qat"]["export_format"] == "int8_weights" and rows["kd-qat"]["test_agreement_with_torch"] == 1.0
+    assert rows["kd-qat"]["export_format"] == "int8_weights" and rows["kd-qat"]["test_agreement_with_reference"] == 1.0
     assert rows["kd-qat"]["onnx_weights"]["int8_bytes"] > rows["kd-qat"]["onnx_weights"]["float_bytes"]

@@ -163,7 +163,7 @@ def test_unset_new_model_fields_leave_config_dumps_and_hashes_unchanged() -> Non
 
 def test_a_vocabulary_pruned_variant_carries_only_the_words_it_reads() -> None:
     from modelshrink.data.text import OOV, Tokenizer
-    from modelshrink.runner.measure_variant import variant_preprocessing
+    from modelshrink.runner.measure import variant_preprocessing
 
     texts = ["a b c d e f", "a a b b c", "d e f g h", "a b z"]
     full = Tokenizer(vocab_size=12, max_len=6).fit(texts)

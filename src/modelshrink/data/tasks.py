@@ -21,6 +21,7 @@ from modelshrink.registry import Registry
 log = logging.getLogger(__name__)
 
 DATA_ENV = "MODELSHRINK_DATA"
+SPLITS = ("train", "val", "test")
 HUB_DATASET = "dair-ai/emotion"
 
 
@@ -86,6 +87,12 @@ class TaskData:
     @property
     def num_labels(self) -> int:
         return len(self.labels)
+
+    def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(inputs, labels) of one split: "train", "val" or "test"."""
+        if name not in SPLITS:
+            raise ValueError(f"unknown split {name!r}; known: {', '.join(SPLITS)}")
+        return getattr(self, f"x_{name}"), getattr(self, f"y_{name}")
 
 
 TaskLoader = Callable[[DataConfig], TaskData]

@@ -29,8 +29,9 @@ from torch import nn
 from modelshrink.data.tasks import TaskData
 from modelshrink.errors import IncompatibleModelError
 from modelshrink.export.onnx import export_onnx, onnx_weight_stats
+from modelshrink.runner.pipeline import make_context
 from modelshrink.techniques import TECHNIQUES, RunContext
-from modelshrink.train import TrainConfig, fine_tune
+from modelshrink.train import TrainConfig
 
 LAYER_TYPES = ("Linear", "Conv1d", "Conv2d", "Embedding", "LSTM", "GRU", "bidirectional RNN", "MultiheadAttention",
                "LayerNorm", "BatchNorm")  # fmt: skip
@@ -102,13 +103,8 @@ def _data(kind: Literal["text", "image"]) -> TaskData:
 
 
 def _ctx(data: TaskData) -> RunContext:
-    cfg = TrainConfig(batch_size=32, threads=1)
-
-    def tune(model: nn.Module, epochs: int, on_step: Any = None, params: Any = None) -> None:
-        fine_tune(model, data, cfg, seed=0, epochs=min(epochs, 1), on_step=on_step, params=params)
-
-    return RunContext(example_input=torch.from_numpy(data.x_train[:8]), seed=0, steps_per_epoch=2, fine_tune=tune,
-                      calibration=[torch.from_numpy(data.x_train[i : i + 32]) for i in range(0, 64, 32)])  # fmt: skip
+    # One fine-tuning epoch at most: the probe asks what a technique changes, not how well it trains.
+    return make_context(data, TrainConfig(batch_size=32, threads=1), seed=0, max_epochs=1)
 
 
 def _weights(module: nn.Module) -> dict[str, np.ndarray]:

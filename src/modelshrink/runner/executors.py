@@ -1,11 +1,12 @@
 """Where the rows of a sweep run: in-process (default), local processes, or a Ray cluster.
 
-Every executor but the in-process one runs each (variant, seed) row as one task: the task
-loads the seed's baseline from the run folder (trained first, once, by a baseline task),
-recomputes the variant's whole pipeline, writes its artifacts and returns its measurements;
-the driver alone writes rows into the store. Tasks are deterministic for a given seed (every
-technique seeds itself), so the numbers equal the in-process executor's, which instead
-reuses pipeline prefixes in memory.
+Every executor has the same two verbs: `map_baselines` (train or load each seed's baseline)
+and `map_rows` (run (variant, seed) rows, yielding each result as it finishes); the driver
+(runner/run.py) alone writes rows into the store. In-process, the variants of a seed share
+pipeline prefixes in memory. Elsewhere each row is one task: it loads the seed's baseline from
+the run folder (trained first, once, by a baseline task), recomputes the variant's whole
+pipeline, writes its artifacts and returns its measurements. Tasks are deterministic for a
+given seed (every technique seeds itself), so the numbers are the same either way.
 
 Ray is imported only when asked for: `import modelshrink` and the CLI stay light.
 """
@@ -20,17 +21,15 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from modelshrink.config import RunConfig, VariantConfig
+from modelshrink.data.tasks import TaskData
 from modelshrink.errors import ConfigError
+from modelshrink.runner.pipeline import Stage
+from modelshrink.runner.task import RowResult, RowRunner
 
-if TYPE_CHECKING:
-    from modelshrink.config import VariantConfig
-    from modelshrink.data.tasks import TaskData
-    from modelshrink.runner.run import Runner
-
-RowTask = tuple["VariantConfig", int]
-RowResult = tuple[str, dict[str, Any]]
+RowTask = tuple[VariantConfig, int]
 RAY_CONNECT_TIMEOUT_S = 5.0  # a TCP probe of the head before ray.init, which can wait minutes on its own
 
 
@@ -58,27 +57,20 @@ def _init_worker(setup: WorkerSetup) -> None:
         return
     import torch
 
-    from modelshrink.config import RunConfig
-    from modelshrink.runner.run import Runner, _environment
-
     torch.set_num_threads(setup.threads)
-    runner = Runner(RunConfig.model_validate_json(setup.cfg_json), Path(setup.out), log=lambda _m: None)
-    _WORKER.update(token=setup.token, runner=runner, data=setup.data, env=_environment())
+    rows = RowRunner(RunConfig.model_validate_json(setup.cfg_json), Path(setup.out), log=lambda _m: None)
+    _WORKER.update(token=setup.token, rows=rows, data=setup.data)
 
 
 def _baseline_task(seed: int) -> int:
-    _WORKER["runner"]._baseline(_WORKER["data"], seed)  # trains and caches on disk, or loads the cache
+    _WORKER["rows"].baseline(_WORKER["data"], seed)  # trains and caches on disk, or loads the cache
     return seed
 
 
 def _row_task(variant_json: str, seed: int) -> RowResult:
-    from modelshrink.config import VariantConfig
-
-    runner, data = _WORKER["runner"], _WORKER["data"]
+    rows, data = _WORKER["rows"], _WORKER["data"]
     variant = VariantConfig.model_validate_json(variant_json)
-    cache = {("baseline",): runner.baseline_stage(data, seed)}  # loaded from the folder's cache
-    status, result = runner.run_row(data, variant, seed, cache, _WORKER["env"], quiet=True)
-    return status, result
+    return rows.run(data, variant, seed, {("baseline",): rows.baseline(data, seed)})  # baseline from the folder
 
 
 def _lost(err: BaseException) -> RowResult:
@@ -86,20 +78,33 @@ def _lost(err: BaseException) -> RowResult:
     return "failed", {"error": f"worker lost: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"}
 
 
-def _setup(runner: Runner, data: TaskData, jobs: int) -> WorkerSetup:
-    return WorkerSetup(runner.cfg.model_dump_json(), str(runner.out), data, threads_per_worker(jobs), uuid.uuid4().hex)
+def _setup(rows: RowRunner, data: TaskData, jobs: int) -> WorkerSetup:
+    return WorkerSetup(rows.cfg.model_dump_json(), str(rows.folder.out), data, threads_per_worker(jobs),
+                       uuid.uuid4().hex)  # fmt: skip
 
 
 class Executor:
-    """In-process: the Runner's own loop (rows of a seed share pipeline prefixes in memory)."""
+    """In-process (the default): rows run in this process, seed by seed; the variants of a seed
+    share pipeline prefixes through an in-memory cache, and baselines stay in memory."""
 
     name = "inprocess"
 
-    def map_baselines(self, runner: Runner, data: TaskData, seeds: list[int]) -> Iterator[int]:
-        raise NotImplementedError  # the Runner runs in-process itself
+    def __init__(self) -> None:
+        self._baselines: dict[int, Stage] = {}
 
-    def map_rows(self, runner: Runner, data: TaskData, tasks: list[RowTask]) -> Iterator[tuple[RowTask, RowResult]]:
-        raise NotImplementedError
+    def map_baselines(self, rows: RowRunner, data: TaskData, seeds: list[int]) -> Iterator[int]:
+        """Train (or load) each seed's baseline; yields each seed when its baseline is ready."""
+        for seed in seeds:
+            self._baselines[seed] = rows.baseline(data, seed)
+            yield seed
+
+    def map_rows(self, rows: RowRunner, data: TaskData, tasks: list[RowTask]) -> Iterator[tuple[RowTask, RowResult]]:
+        """Run the rows; yields each (task, result) as it finishes, in any order."""
+        for seed in dict.fromkeys(s for _, s in tasks):
+            baseline = self._baselines.get(seed) or rows.baseline(data, seed)
+            cache = {("baseline",): baseline}  # this seed's pipeline prefixes, dropped after its rows
+            for variant, _ in (t for t in tasks if t[1] == seed):
+                yield (variant, seed), rows.run(data, variant, seed, cache)
 
     def close(self) -> None:
         """Release workers or the cluster connection."""
@@ -118,27 +123,28 @@ class ProcessExecutor(Executor):
     name = "processes"
 
     def __init__(self, jobs: int) -> None:
+        super().__init__()
         if jobs < 1:
             raise ConfigError(f"--jobs must be at least 1, got {jobs}; use --jobs 1 to run one row at a time")
         self.jobs = jobs
         self._pool: cf.ProcessPoolExecutor | None = None
         self._token = ""
 
-    def _pool_for(self, runner: Runner, data: TaskData) -> cf.ProcessPoolExecutor:
+    def _pool_for(self, rows: RowRunner, data: TaskData) -> cf.ProcessPoolExecutor:
         if self._pool is None:
-            setup = _setup(runner, data, self.jobs)
+            setup = _setup(rows, data, self.jobs)
             self._pool = cf.ProcessPoolExecutor(
                 self.jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker, initargs=(setup,)
             )
         return self._pool
 
-    def map_baselines(self, runner: Runner, data: TaskData, seeds: list[int]) -> Iterator[int]:
-        pool = self._pool_for(runner, data)
+    def map_baselines(self, rows: RowRunner, data: TaskData, seeds: list[int]) -> Iterator[int]:
+        pool = self._pool_for(rows, data)
         for fut in cf.as_completed([pool.submit(_baseline_task, s) for s in seeds]):
             yield fut.result()
 
-    def map_rows(self, runner: Runner, data: TaskData, tasks: list[RowTask]) -> Iterator[tuple[RowTask, RowResult]]:
-        pool = self._pool_for(runner, data)
+    def map_rows(self, rows: RowRunner, data: TaskData, tasks: list[RowTask]) -> Iterator[tuple[RowTask, RowResult]]:
+        pool = self._pool_for(rows, data)
         futures = {pool.submit(_row_task, v.model_dump_json(), s): (v, s) for v, s in tasks}
         for fut in cf.as_completed(futures):  # committed by the driver as each finishes
             try:
@@ -179,6 +185,7 @@ class RayExecutor(Executor):
     name = "ray"
 
     def __init__(self, address: str | None = None, jobs: int | None = None) -> None:
+        super().__init__()
         if jobs is not None and jobs < 1:
             raise ConfigError(f"--jobs must be at least 1, got {jobs}")
         try:
@@ -207,10 +214,10 @@ class RayExecutor(Executor):
             self.jobs = jobs or max(1, int(ray.cluster_resources().get("CPU", 1)))
         self._setup_ref: Any = None
 
-    def _tasks(self, runner: Runner, data: TaskData) -> tuple[Any, Any, Any]:
+    def _tasks(self, rows: RowRunner, data: TaskData) -> tuple[Any, Any, Any]:
         ray = self._ray
         if self._setup_ref is None:
-            self._setup_ref = ray.put(_setup(runner, data, self.jobs))
+            self._setup_ref = ray.put(_setup(rows, data, self.jobs))
         return self._setup_ref, ray.remote(num_cpus=1)(_ray_baseline), ray.remote(num_cpus=1)(_ray_row)
 
     def _as_completed(self, refs: dict[Any, Any], rows: bool = False) -> Iterator[tuple[Any, Any]]:
@@ -224,13 +231,13 @@ class RayExecutor(Executor):
                     raise
                 yield refs[done[0]], _lost(err)
 
-    def map_baselines(self, runner: Runner, data: TaskData, seeds: list[int]) -> Iterator[int]:
-        setup, baseline, _ = self._tasks(runner, data)
+    def map_baselines(self, rows: RowRunner, data: TaskData, seeds: list[int]) -> Iterator[int]:
+        setup, baseline, _ = self._tasks(rows, data)
         for _, seed in self._as_completed({baseline.remote(setup, s): s for s in seeds}):
             yield seed
 
-    def map_rows(self, runner: Runner, data: TaskData, tasks: list[RowTask]) -> Iterator[tuple[RowTask, RowResult]]:
-        setup, _, row = self._tasks(runner, data)
+    def map_rows(self, rows: RowRunner, data: TaskData, tasks: list[RowTask]) -> Iterator[tuple[RowTask, RowResult]]:
+        setup, _, row = self._tasks(rows, data)
         yield from self._as_completed({row.remote(setup, v.model_dump_json(), s): (v, s) for v, s in tasks}, rows=True)
 
     def close(self) -> None:

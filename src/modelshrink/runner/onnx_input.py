@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +26,14 @@ from onnx import numpy_helper
 from modelshrink.config import RunConfig
 from modelshrink.data.tasks import TaskData
 from modelshrink.errors import ArtifactError, DataError
+from modelshrink.export.formats import get_format
 from modelshrink.export.onnx import OnnxClassifier, convert_onnx, onnx_weight_stats
-from modelshrink.measure.accuracy import classification_metrics
-from modelshrink.measure.latency import latency_ms
-from modelshrink.measure.size import file_sizes
-from modelshrink.runner.run import _environment
+from modelshrink.runner.folder import RunFolder, environment
+from modelshrink.runner.measure import ArtifactCache, Logits, measure_artifact, onnx_artifact, split_metrics
+from modelshrink.runner.pipeline import Log
+from modelshrink.runner.row import VariantRow
 from modelshrink.runner.store import ResultStore, config_key
 
-Log = Callable[[str], None]
-SPLITS = ("train", "val", "test")
 # The variants an ONNX input gets: (name, technique kind or None for the file as given, format).
 ONNX_VARIANTS: tuple[tuple[str, str | None, str], ...] = (
     ("baseline", None, "fp32"),
@@ -92,11 +90,6 @@ class _Input:
         return x
 
 
-def _split(data: TaskData, name: str) -> tuple[np.ndarray, np.ndarray]:
-    return {"train": (data.x_train, data.y_train), "val": (data.x_val, data.y_val),
-            "test": (data.x_test, data.y_test)}[name]  # fmt: skip
-
-
 def _weight_stats(model: onnx.ModelProto) -> dict[str, int]:
     """Parameters (elements of float initializers), their nonzeros and most distinct values in one tensor."""
     params = nonzeros = distinct = 0
@@ -120,27 +113,49 @@ def _write_variant(src: Path, dst: Path, fmt: str, adapt: _Input, data: TaskData
     convert_onnx(src, dst, fmt, batches, adapt.name)
 
 
-def _measure(path: Path, adapt: _Input, data: TaskData, threads: int, reference: np.ndarray | None) -> dict[str, Any]:
-    clf = OnnxClassifier(path, threads=threads)
-    metrics: dict[str, Any] = {}
-    test_logits = np.zeros(0)
-    for split in SPLITS:
-        x, y = _split(data, split)
-        logits = clf.predict_logits(adapt(x), batch_size=adapt.batch or 256)
-        if logits.ndim != 2 or logits.shape[1] != data.num_labels:
-            raise DataError(f"--onnx model outputs shape {list(logits.shape)}, but the task has {data.num_labels} "
+def _variant_row(
+    name: str, path: Path, fmt: str, kind: str | None, adapt: _Input, data: TaskData, folder: RunFolder,
+    stats: dict[str, Any], reference: np.ndarray | None, cache: ArtifactCache,
+) -> tuple[VariantRow, np.ndarray]:  # fmt: skip
+    """Measure one written variant of the --onnx file, as measure_variant measures a built one."""
+    threads = folder.cfg.latency_threads
+    art = onnx_artifact(get_format(fmt).artifact, path, threads, adapt, adapt.batch)
+    metrics, test_logits = split_metrics(_checked(art.logits, data), data)
+    sample = adapt(data.x_test[: adapt.batch or 256])
+    art.memory_input = (sample.shape, str(sample.dtype))
+    measured = measure_artifact(art, data, folder.out, stats, stats["dense_fp32_bytes"], cache, test_logits)
+    weights = onnx_weight_stats(path)
+    skipped = [] if fmt != "int8_static" or "LSTM" not in weights["op_types"] else [
+        {"name": "LSTM", "type": "LSTM", "reason": "ONNX Runtime has no static int8 kernel for it; weights stay float32"}
+    ]  # fmt: skip
+    ref = reference if reference is not None else test_logits  # the --onnx file as given is the reference
+    row = VariantRow(
+        export_format=fmt, primary=art.name, parameters=stats["parameters"], nonzeros=stats["nonzeros"],
+        steps=[{"kind": kind, "skipped": skipped, "details": {"note": "ONNX Runtime, on the --onnx file"}}] if kind else [],
+        distinct_values_max=stats["distinct_values_max"], dense_fp32_bytes=stats["dense_fp32_bytes"],
+        baseline_dense_fp32_bytes=stats["dense_fp32_bytes"], metrics=metrics, labels=data.labels,
+        onnx_weights={k: weights[k] for k in ("int8_bytes", "float_bytes", "total_bytes", "op_types")},
+        test_agreement_with_reference=float((test_logits.argmax(1) == ref.argmax(1)).mean()),
+        latency_threads=threads, artifacts=[measured],
+    )  # fmt: skip
+    return row, test_logits
+
+
+def _checked(logits: Logits, data: TaskData) -> Logits:
+    """The file's logits, refusing a model whose outputs do not match the task's labels."""
+
+    def run(x: np.ndarray) -> np.ndarray:
+        out = logits(x)
+        if out.ndim != 2 or out.shape[1] != data.num_labels:
+            raise DataError(f"--onnx model outputs shape {list(out.shape)}, but the task has {data.num_labels} "
                             f"labels ({', '.join(data.labels)}); pass a classifier for this task")  # fmt: skip
-        metrics[split] = classification_metrics(y, logits, data.num_labels)
-        if split == "test":
-            test_logits = logits
-    latency = latency_ms(lambda xb: clf.session.run(None, {clf.input_name: adapt(xb)}), data.x_test)
-    agree = float((test_logits.argmax(1) == (reference if reference is not None else test_logits).argmax(1)).mean())
-    return {"metrics": metrics, "latency": latency, "test_logits": test_logits, "agreement": agree}
+        return out
+
+    return run
 
 
-def run_onnx(onnx_path: Path, cfg: RunConfig, data: TaskData, out: Path, log: Log = print) -> list[dict[str, Any]]:
-    """Write and measure the ONNX model as given and its int8 dynamic, int8 static and float16 versions."""
-    onnx_path = Path(onnx_path)
+def _load(onnx_path: Path, data: TaskData, threads: int) -> tuple[onnx.ModelProto, _Input]:
+    """The --onnx file, refused with one line before anything is written when it cannot serve."""
     if not onnx_path.is_file():
         raise ArtifactError(f"--onnx file {str(onnx_path)!r} does not exist; pass an existing .onnx file")
     try:
@@ -148,62 +163,42 @@ def run_onnx(onnx_path: Path, cfg: RunConfig, data: TaskData, out: Path, log: Lo
     except Exception as err:  # protobuf DecodeError, OSError
         raise ArtifactError(f"--onnx file {str(onnx_path)!r} is not a readable ONNX model: {err}") from err
     adapt = _Input(model, data)
-    OnnxClassifier(onnx_path, threads=cfg.latency_threads)  # fails here, before anything is written
-    sha = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
-    stats = _weight_stats(model)
+    OnnxClassifier(onnx_path, threads=threads)  # fails here, before anything is written
+    return model, adapt
+
+
+def run_onnx(onnx_path: Path, cfg: RunConfig, data: TaskData, out: Path, log: Log = print) -> list[dict[str, Any]]:
+    """Write and measure the ONNX model as given and its int8 dynamic, int8 static and float16 versions."""
+    onnx_path = Path(onnx_path)
+    model, adapt = _load(onnx_path, data, cfg.latency_threads)
+    folder, stats, env, cache = RunFolder(out, cfg), _weight_stats(model), environment(), ArtifactCache()
+    stats["dense_fp32_bytes"] = stats["parameters"] * 4
     out.mkdir(parents=True, exist_ok=True)
     (out / "preprocessing.json").write_text(json.dumps(data.preprocessing))
     seed = cfg.seeds[0]  # nothing here is random: one row per variant
-    shared = {"onnx_sha256": sha, "data": cfg.data.model_dump(mode="json", exclude={"path"}),
-              "data_sha256": data.fingerprint, "latency_threads": cfg.latency_threads}  # fmt: skip
+    shared = {"onnx_sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
+              "data": cfg.data.model_dump(mode="json", exclude={"path"}), "data_sha256": data.fingerprint,
+              "latency_threads": cfg.latency_threads}  # fmt: skip
     reference: np.ndarray | None = None
     with ResultStore(out / "results.sqlite") as store:
         for name, kind, fmt in ONNX_VARIANTS:
-            variant = {"name": name, "steps": [{"kind": kind}] if kind else [], "source": "onnx"}
-            row_cfg = {**shared, "variant": variant, "seed": seed}
-            key = config_key(row_cfg)
-            t0 = time.perf_counter()
-            folder = out / "models" / f"{name}-seed{seed}"
-            folder.mkdir(parents=True, exist_ok=True)
-            path = folder / "model.onnx"
+            row_cfg = {**shared, "variant": {"name": name, "steps": [{"kind": kind}] if kind else [], "source": "onnx"},
+                       "seed": seed}  # fmt: skip
+            key, t0 = config_key(row_cfg), time.perf_counter()
+            path = folder.model_dir(name, seed) / "model.onnx"
+            path.parent.mkdir(parents=True, exist_ok=True)
             try:
                 _write_variant(onnx_path, path, fmt, adapt, data)
-                m = _measure(path, adapt, data, cfg.latency_threads, reference)
+                row, test_logits = _variant_row(name, path, fmt, kind, adapt, data, folder, stats, reference, cache)
             except DataError:
                 raise  # the model does not fit the task: one error line, not four failed rows
             except Exception as err:  # a quantizer that cannot handle this graph: record it, go on
                 store.put(key, name, seed, "failed", row_cfg, {"error": f"{type(err).__name__}: {err}"})
                 log(f"[red]{name} failed:[/red] {type(err).__name__}: {err}")
                 continue
-            if reference is None:
-                reference = m["test_logits"]
-            (folder / "metrics.json").write_text(json.dumps(m["metrics"], indent=1))
-            sizes, weights = file_sizes(path), onnx_weight_stats(path)
-            skipped = [] if fmt != "int8_static" or "LSTM" not in weights["op_types"] else [
-                {"name": "LSTM", "type": "LSTM", "reason": "ONNX Runtime has no static int8 kernel for it; weights stay float32"}
-            ]  # fmt: skip
-            result = {
-                "export_format": fmt,
-                "steps": [{"kind": kind, "skipped": skipped, "details": {"note": "ONNX Runtime, on the --onnx file"}}]
-                if kind
-                else [],
-                **stats,
-                "dense_fp32_bytes": stats["parameters"] * 4,
-                "file_bytes": sizes["file_bytes"],
-                "file_gzip_bytes": sizes["gzip_bytes"],
-                "file_zstd_bytes": sizes["zstd_bytes"],
-                "onnx_weights": {k: weights[k] for k in ("int8_bytes", "float_bytes", "total_bytes", "op_types")},
-                **{f"{s}_accuracy": m["metrics"][s]["accuracy"] for s in SPLITS},
-                "test_macro_f1": m["metrics"]["test"]["macro_f1"],
-                "test_agreement_with_original": m["agreement"],  # the --onnx file as given is the reference
-                **m["latency"],
-                "latency_threads": cfg.latency_threads,
-                "compact_bytes": None,
-                "compact_test_accuracy": None,
-                "artifacts": {"onnx": str(path.relative_to(out))},
-                **_environment(),
-                "wall_s": round(time.perf_counter() - t0, 2),
-            }
+            reference = test_logits if reference is None else reference
+            (path.parent / "metrics.json").write_text(json.dumps(row.metrics, indent=1))
+            result = {**row.to_dict(), **env, "wall_s": round(time.perf_counter() - t0, 2), "executor": "inprocess"}
             store.put(key, name, seed, "ok", row_cfg, result)
             log(f"{name}: test acc {result['test_accuracy']:.4f}, {result['file_bytes']:,} bytes ({fmt})")
         return store.rows()

@@ -1,0 +1,123 @@
+"""The run folder: what its rows share, the keys of its rows and baselines, and the record that
+guards resuming into it.
+
+A run folder holds one experiment: resuming, adding seeds and variants or redefining a variant
+(new rows; the old ones are kept as superseded) is fine; changing the data, model or training
+is not, since every row of the folder is compared with the same baselines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import onnxruntime
+import torch
+
+from modelshrink.config import RunConfig, VariantConfig
+from modelshrink.data.tasks import TaskData
+from modelshrink.errors import ConfigError
+from modelshrink.runner.store import ResultStore, config_key
+
+RUN_RECORD = "run.json"  # what a run folder's rows share; checked before resuming into the folder
+STORE = "results.sqlite"
+
+
+def environment() -> dict[str, str]:
+    """Versions and machine, stored with every row."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent, timeout=5).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "git_sha": sha or "unknown",
+            "machine": f"{platform.machine()} {platform.processor() or platform.system()}",
+            "python": platform.python_version(), "cpu": _cpu_model(), "cpu_count": str(os.cpu_count())}  # fmt: skip
+
+
+def _cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo), for the report's environment; "unknown" elsewhere."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+class RunFolder:
+    """One experiment's folder: results.sqlite, run.json, baselines/, models/."""
+
+    def __init__(self, out: Path, cfg: RunConfig) -> None:
+        self.out, self.cfg = Path(out), cfg
+
+    @property
+    def store_path(self) -> Path:
+        return self.out / STORE
+
+    def shared(self, data: TaskData) -> dict[str, Any]:
+        """What every row of the folder shares: data (by content, not path), model, training."""
+        c = self.cfg
+        return {"data": c.data.model_dump(mode="json", exclude={"path"}), "data_sha256": data.fingerprint,
+                "model": c.model.model_dump(mode="json"), "train": c.train.model_dump(mode="json"),
+                "latency_threads": c.latency_threads}  # fmt: skip
+
+    def row_config(self, data: TaskData, variant: VariantConfig, seed: int) -> dict[str, Any]:
+        """The resolved config of one row; its hash is the row's key in the store."""
+        return {**self.shared(data), "variant": variant.model_dump(mode="json"), "seed": seed}
+
+    def row_key(self, data: TaskData, variant: VariantConfig, seed: int) -> str:
+        return config_key(self.row_config(data, variant, seed))
+
+    def baseline_dir(self, data: TaskData, seed: int) -> Path:
+        return self.out / "baselines" / f"seed{seed}-{config_key({**self.shared(data), 'seed': seed})}"
+
+    def model_dir(self, variant: str, seed: int) -> Path:
+        return self.out / "models" / f"{variant}-seed{seed}"
+
+    def check(self, data: TaskData) -> None:
+        """Refuse a foreign or corrupt store, or a folder that holds another experiment; writes nothing."""
+        if self.store_path.exists():
+            ResultStore(self.store_path, readonly=True).close()  # foreign or corrupt: refused, untouched
+        old = self._read_record()
+        if old is None:
+            return
+        shared = self.shared(data)
+        changed = [k for k, v in shared.items() if old.get(k) != v]
+        if changed:
+            raise ConfigError(
+                f"run folder {str(self.out)!r} holds results for a different {', '.join(changed)}; "
+                "pass a new --out folder, or the same settings to resume"
+            )
+
+    def write_record(self, data: TaskData) -> None:
+        """config.json, preprocessing.json and run.json (every variant ever defined in the folder)."""
+        old = self._read_record()
+        variants = dict(old.get("variants", {})) if old else {}
+        variants.update({v.name: v.model_dump(mode="json") for v in self.cfg.variants})
+        (self.out / "config.json").write_text(self.cfg.model_dump_json(indent=2))
+        (self.out / "preprocessing.json").write_text(json.dumps(data.preprocessing))
+        record = {**self.shared(data), "variants": variants}
+        (self.out / RUN_RECORD).write_text(json.dumps(record, indent=1, sort_keys=True))
+
+    def _read_record(self) -> dict[str, Any] | None:
+        path = self.out / RUN_RECORD
+        if not path.is_file():
+            return None
+        try:
+            record: dict[str, Any] = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise ConfigError(f"{path} is unreadable ({err}); use a new --out folder") from err
+        return record
+
+    def teacher_train_seconds(self, seed: int) -> float | None:
+        """Seconds the seed's baseline (the teacher) trained, from its history.json; None if unknown."""
+        found = sorted((self.out / "baselines").glob(f"seed{seed}-*/history.json"))
+        if len(found) != 1:
+            return None
+        return round(sum(h["seconds"] for h in json.loads(found[0].read_text())), 2)

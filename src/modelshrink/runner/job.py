@@ -1,0 +1,55 @@
+"""The whole job, as `modelshrink run` and `modelshrink.compare` both run it: data → rows in the
+store (on an executor, or the --onnx route) → report.html, figures and exports from the store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from rich.progress import Progress
+
+from modelshrink.config import RunConfig
+from modelshrink.data.tasks import TaskData, load_task
+from modelshrink.report.html import write_report
+from modelshrink.runner.executors import Executor
+from modelshrink.runner.onnx_input import run_onnx
+from modelshrink.runner.pipeline import Log
+from modelshrink.runner.run import Runner
+
+
+@dataclass
+class JobResult:
+    rows: list[dict[str, Any]]  # the store's rows, one per (variant, seed)
+    out: Path  # the run folder
+    paths: list[Path]  # report.html, summary.md, results.json/csv, figures
+
+    @property
+    def failed(self) -> list[dict[str, Any]]:
+        return [r for r in self.rows if r["status"] != "ok"]
+
+
+def default_out(prefix: str = "") -> Path:
+    """runs/<prefix><timestamp>: the run folder when none is given."""
+    return Path("runs") / (prefix + datetime.now().strftime("%Y%m%d-%H%M%S"))
+
+
+def prepare(cfg: RunConfig, out: Path, data: TaskData | None = None, onnx: Path | None = None) -> TaskData:
+    """Load the data (unless given) and check the model and the folder; raises before anything is written."""
+    data = data if data is not None else load_task(cfg.data)
+    if onnx is None:
+        Runner(cfg, out).check(data)
+    return data
+
+
+def run_job(
+    cfg: RunConfig, out: Path, data: TaskData, executor: Executor | None = None, onnx: Path | None = None,
+    progress: Progress | None = None, log: Log = print,
+) -> JobResult:  # fmt: skip
+    """Run every unfinished row into `out`'s store, then write the report from the store."""
+    if onnx is not None:
+        rows = run_onnx(onnx, cfg, data, out, log=log)
+    else:
+        rows = Runner(cfg, out, progress, log).run(data, executor)
+    return JobResult(rows, out, write_report(out))

@@ -1,0 +1,163 @@
+"""A variant's model: the seed's baseline (trained, or loaded from the folder's cache), then each
+technique of its pipeline in order, reusing the longest prefix another variant already computed.
+
+`make_context` is the one place a technique's `RunContext` is built (runs, the Python API and
+the coverage probe use it).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from rich.markup import escape
+from rich.progress import Progress
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from modelshrink.config import RunConfig, VariantConfig
+from modelshrink.data.tasks import TaskData
+from modelshrink.models.builders import ModelConfig, build_model
+from modelshrink.runner.checks import check_state, failed
+from modelshrink.runner.folder import RunFolder
+from modelshrink.techniques.base import RunContext, TechniqueConfig, get_technique
+from modelshrink.train import OnStep, TrainConfig, fine_tune, fit, set_seed
+
+Log = Callable[[str], None]
+CALIBRATION_BATCHES = 64  # training batches offered for static quantization (the technique says how many it uses)
+Cache = dict[tuple, "Stage"]  # pipeline prefix → the model after it, for the variants of one seed
+
+
+@dataclass
+class Stage:
+    """The model after a prefix of a pipeline, with what its steps reported."""
+
+    model: nn.Module
+    model_config: ModelConfig  # rebuilds `model` (techniques may change the architecture)
+    input_dim: int
+    export_format: str = "fp32"
+    steps: list[dict[str, Any]] = field(default_factory=list)  # per step: kind, skipped, details, seconds
+    history: list[dict[str, float]] = field(default_factory=list)  # the baseline's training, per epoch
+
+
+def make_context(
+    data: TaskData | None, train: TrainConfig, seed: int = 0, *, progress: Progress | None = None, label: str = "",
+    tuned: list[dict[str, float]] | None = None, max_epochs: int | None = None, **fields: Any,
+) -> RunContext:  # fmt: skip
+    """A technique's context on `data` with the baseline's training recipe.
+
+    `tuned` collects the fine-tuning history; `max_epochs` caps fine-tuning (the coverage probe);
+    `fields` sets the rest of RunContext (teacher, model_config, exclude, ...). Without data the
+    context offers no training.
+    """
+    if data is None:
+        return RunContext(example_input=torch.zeros(0), seed=seed, **fields)
+    bs = train.batch_size
+
+    def tune(
+        model: nn.Module, epochs: int, on_step: OnStep | None = None, params: Sequence[nn.Parameter] | None = None
+    ) -> None:
+        epochs = min(epochs, max_epochs) if max_epochs is not None else epochs
+        history = fine_tune(model, data, train, seed, epochs, on_step, params, progress, label)
+        if tuned is not None:
+            tuned.extend(history)
+
+    fields.setdefault("input_dim", data.input_dim)
+    fields.setdefault("num_labels", data.num_labels)
+    return RunContext(
+        example_input=torch.from_numpy(data.x_train[:8]),
+        seed=seed,
+        steps_per_epoch=-(-len(data.x_train) // bs),
+        fine_tune=tune,
+        calibration=[
+            torch.from_numpy(data.x_train[i : i + bs])
+            for i in range(0, min(len(data.x_train), bs * CALIBRATION_BATCHES), bs)
+        ],  # fmt: skip
+        train=lambda model, loss_fn: fit(model, data, train, seed, progress, label, loss_fn),
+        **fields,
+    )
+
+
+def log_failed_checks(log: Log, label: str, checks: list[dict[str, Any]]) -> None:
+    for c in failed(checks):
+        log(escape(f"[warning] {label}: {c['property']} (from {c['established_by']}) not kept after "
+                   f"{c['after']}: measured {c['measured']}"))  # fmt: skip
+
+
+class Pipeline:
+    """Baselines and variant models of one run folder (no measuring, no store)."""
+
+    def __init__(self, cfg: RunConfig, folder: RunFolder, progress: Progress | None = None, log: Log = print) -> None:
+        self.cfg, self.folder, self.progress, self.log = cfg, folder, progress, log
+
+    def baseline(self, data: TaskData, seed: int) -> Stage:
+        """The seed's trained baseline, the first stage of every pipeline that starts from it;
+        trained once, then loaded from the folder's cache (safetensors: no code runs on load)."""
+        c = self.cfg
+        folder = self.folder.baseline_dir(data, seed)
+        set_seed(seed)
+        model = build_model(c.model, data.input_dim, data.num_labels)
+        weights, history_file = folder / "model.safetensors", folder / "history.json"
+        if weights.is_file():
+            model.load_state_dict(load_file(weights))
+            model.eval()
+            history = json.loads(history_file.read_text()) if history_file.is_file() else []
+            self.log(f"seed {seed}: baseline loaded from {folder}")
+            return Stage(model, c.model, data.input_dim, history=history)
+        history = fit(model, data, c.train, seed, self.progress, label=f"baseline seed {seed}")
+        folder.mkdir(parents=True, exist_ok=True)
+        history_file.write_text(json.dumps(history, indent=1))
+        (folder / "model.json").write_text(json.dumps({"model": c.model.model_dump(mode="json"),
+                                                       "input_dim": data.input_dim, "labels": data.labels}))  # fmt: skip
+        tmp = folder / "model.safetensors.tmp"
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+        tmp.replace(weights)
+        secs = sum(h["seconds"] for h in history) / len(history)
+        self.log(f"seed {seed}: baseline trained, {len(history)} epochs, {secs:.2f} s/epoch, "
+                 f"best val_loss {min(h['val_loss'] for h in history):.4f}")  # fmt: skip
+        return Stage(model, c.model, data.input_dim, history=history)
+
+    def stage(self, data: TaskData, variant: VariantConfig, seed: int, cache: Cache) -> Stage:
+        """Apply the variant's steps, reusing the longest prefix another variant already computed."""
+        head: tuple = (variant.start,)
+        keys = [head + tuple(s.model_dump_json() for s in variant.steps[:i]) for i in range(len(variant.steps) + 1)]
+        done = max((i for i, k in enumerate(keys) if k in cache), default=-1)
+        if done < 0:  # start: scratch, nothing computed yet
+            set_seed(seed)
+            model = build_model(self.cfg.model, data.input_dim, data.num_labels)
+            cache[keys[0]] = Stage(model, self.cfg.model, data.input_dim)
+            done = 0
+        stage = cache[keys[done]]
+        baseline = cache.get(("baseline",))
+        for i in range(done, len(variant.steps)):
+            stage = self._apply(data, variant.name, seed, stage, variant.steps[i], baseline)
+            cache[keys[i + 1]] = stage
+        return stage
+
+    def _apply(
+        self, data: TaskData, name: str, seed: int, stage: Stage, step: TechniqueConfig, baseline: Stage | None
+    ) -> Stage:
+        """One technique on a copy of `stage`'s model; checks that earlier steps' gains survived it."""
+        t0 = time.perf_counter()
+        tuned: list[dict[str, float]] = []
+        teacher = baseline.model if baseline is not None else None
+        ctx = make_context(
+            data, self.cfg.train, seed, progress=self.progress, label=f"{name}: {step.kind}", tuned=tuned,
+            teacher=teacher, model_config=stage.model_config, input_dim=stage.input_dim,
+            teacher_train_seconds=self.folder.teacher_train_seconds(seed) if teacher is not None else None,
+        )  # fmt: skip
+        res = get_technique(step.kind).apply(copy.deepcopy(stage.model), step, ctx)
+        record = {"kind": step.kind, "skipped": [vars(s) for s in res.skipped], "details": res.details,
+                  "seconds": round(time.perf_counter() - t0, 2), "history": tuned}  # fmt: skip
+        for s in res.skipped:
+            self.log(escape(f"{name}: {step.kind} skipped {s.name} ({s.type}): {s.reason}"))
+        if checks := check_state(res.model.state_dict(), stage.steps, after=step.kind):  # earlier gains kept?
+            record["checks"] = checks
+            log_failed_checks(self.log, name, checks)
+        return Stage(res.model.eval(), res.model_config or stage.model_config, res.input_dim or stage.input_dim,
+                     res.export_format or stage.export_format, stage.steps + [record])  # fmt: skip

@@ -1,0 +1,63 @@
+"""One row's work, the same in every executor: the variant's model from the pipeline, its files
+measured, the row or the error. Never raises for a failing variant: the sweep moves on."""
+
+from __future__ import annotations
+
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from rich.progress import Progress
+
+from modelshrink.config import RunConfig, VariantConfig
+from modelshrink.data.tasks import TaskData
+from modelshrink.errors import ModelshrinkError
+from modelshrink.measure.size import model_stats
+from modelshrink.models.builders import build_model
+from modelshrink.runner.folder import RunFolder, environment
+from modelshrink.runner.measure import ArtifactCache, MeasureSettings, measure_variant
+from modelshrink.runner.pipeline import Cache, Log, Pipeline, Stage, make_context
+
+RowResult = tuple[str, dict[str, Any]]  # ("ok" | "failed", the stored row or the error)
+
+
+class RowRunner:
+    """Runs the rows of one run folder; what an executor's worker holds."""
+
+    def __init__(self, cfg: RunConfig, out: Path, progress: Progress | None = None, log: Log = print) -> None:
+        self.cfg = cfg
+        self.folder = RunFolder(out, cfg)
+        self.pipeline = Pipeline(cfg, self.folder, progress, log)
+        self.log = log
+        self.cache = ArtifactCache()  # files already timed in this process
+        self.env = environment()
+
+    def baseline(self, data: TaskData, seed: int) -> Stage:
+        return self.pipeline.baseline(data, seed)
+
+    def run(self, data: TaskData, variant: VariantConfig, seed: int, cache: Cache) -> RowResult:
+        """One (variant, seed): its measurements, or the error (with the traceback of a bug)."""
+        t0 = time.perf_counter()
+        try:
+            result, status = self._measure(data, variant, seed, cache), "ok"
+        except Exception as err:  # any failure is recorded, and the sweep moves on
+            result, status = {"error": f"{type(err).__name__}: {err}"}, "failed"
+            if not isinstance(err, ModelshrinkError):  # a bug, not bad input: keep the trace
+                result["traceback"] = traceback.format_exc()
+        result.update(self.env, wall_s=round(time.perf_counter() - t0, 2))
+        return status, result
+
+    def _measure(self, data: TaskData, variant: VariantConfig, seed: int, cache: Cache) -> dict[str, Any]:
+        stage = self.pipeline.stage(data, variant, seed, cache)
+        baseline = cache.get(("baseline",))
+        base_model = baseline.model if baseline is not None else build_model(self.cfg.model, data.input_dim,
+                                                                              data.num_labels)  # fmt: skip
+        ctx = make_context(data, self.cfg.train, seed)
+        settings = MeasureSettings(self.folder.out, self.cfg.latency_threads, ctx.example_input,
+                                   list(ctx.calibration or []), self.cache, self.log)  # fmt: skip
+        folder = self.folder.model_dir(variant.name, seed)
+        row = measure_variant(variant.name, stage, data, folder, model_stats(base_model)["dense_fp32_bytes"], settings)
+        if variant.start == "baseline" and baseline is not None:
+            row.baseline_history = baseline.history
+        return row.to_dict()

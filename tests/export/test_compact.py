@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from modelshrink.errors import ArtifactError
-from modelshrink.export import compact
+from modelshrink.export import compact_codec
 from modelshrink.export.compact import (
     FORMAT_VERSION,
     MAGIC,
@@ -157,11 +157,13 @@ def test_entropy_coding_keeps_the_smallest_and_each_decodes(tmp_path: Path, monk
 
         def forced(raw: bytes, coder: str = coder) -> tuple[str, bytes]:
             out = (
-                compact.huffman_encode(raw) if coder == "huffman" else compact.zstandard.ZstdCompressor().compress(raw)
+                compact_codec.huffman_encode(raw)
+                if coder == "huffman"
+                else compact_codec.zstandard.ZstdCompressor().compress(raw)
             )
             return coder, out if out is not None else b""
 
-        monkeypatch.setattr(compact, "_entropy_code", forced)
+        monkeypatch.setattr(compact_codec, "entropy_code", forced)
         save_compact({k: v for k, v in state.items() if k != "tiny"}, path, {})
         back, _ = load_compact(path)
         assert {e["entropy"] for e in read_compact_header(path)["tensors"]} == {coder}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 from torch import nn
 
 from modelshrink.errors import ArtifactError, ConfigError, IncompatibleModelError
+from modelshrink.export import formats
 from modelshrink.export import onnx as onnx_export
 from modelshrink.export.onnx import OnnxClassifier, export_onnx, onnx_weight_stats
 from modelshrink.models.cnn import TinyCNN
@@ -175,11 +177,11 @@ def test_export_keeps_training_mode_and_is_quiet(
 def test_failed_export_leaves_no_file(
     trained_lstm: LSTMClassifier, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def boom(src: Path, dst: Path) -> None:
+    def boom(src: Path, dst: Path, calibration: object, input_name: str) -> None:
         dst.write_bytes(b"half a file")
         raise RuntimeError("crash mid-write")
 
-    monkeypatch.setattr(onnx_export, "_to_fp16", boom)
+    monkeypatch.setitem(formats.FORMATS, "fp16", dataclasses.replace(formats.FORMATS["fp16"], convert=boom))
     target = tmp_path / "m.onnx"
     with pytest.raises(RuntimeError, match="crash"):
         export_onnx(trained_lstm, _tokens(2, 5, seed=0), target, "fp16")

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from modelshrink.errors import UnknownNameError
+from modelshrink.export.formats import ExportFormat  # the format registry's names; export imports no technique
 
 # Called after every optimizer step of a fine-tune with the global step count (1-based).
 OnStep = Callable[[int], None]
@@ -30,8 +31,6 @@ FineTuneFn = Callable[[nn.Module, int, "OnStep | None", "Sequence[nn.Parameter] 
 # `loss_fn(model, inputs, labels)` as the training loss; returns the per-epoch history.
 TrainFn = Callable[[nn.Module, Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]],
                    list[dict[str, float]]]  # fmt: skip
-
-ExportFormat = Literal["fp32", "fp16", "int8_dynamic", "int8_static", "int8_weights"]
 
 
 class TechniqueConfig(BaseModel):

@@ -13,10 +13,10 @@ objects directly, so no reparametrization): a post-accumulate-grad hook moves th
 gradient to its shadow, the optimizer trains the shadows (plus biases and skipped layers), and
 `on_step` writes quantize(shadow) back into the weight. The model returned holds the
 quantized values in float32 and `export_format="int8_weights"`: the exporter
-(`export.onnx`, `_to_int8_weights`) stores each weight as int8 plus its scales and a
-DequantizeLinear, recomputing the same scales from the weights, so ONNX Runtime runs exactly
-the weights QAT simulated (a test checks it). ONNX Runtime's `quantize_dynamic` is not used
-here: it quantizes the embedding (Gather) as uint8 with one asymmetric range, not what QAT
+(`export.onnx_quant.to_int8_weights`) stores each weight as int8 plus its scales and a
+DequantizeLinear, recomputing the same scales from the weights with the same grid
+(`export.int8`), so ONNX Runtime runs exactly the weights QAT simulated (a test checks it).
+ONNX Runtime's `quantize_dynamic` is not used here: it quantizes the embedding (Gather) as uint8 with one asymmetric range, not what QAT
 simulated. Activations stay float32 (weight-only int8, like dynamic-range quantization's
 storage; compute is float after ORT folds the DequantizeLinear at load).
 
@@ -27,8 +27,8 @@ variant pair differs only in training. Pipelines:
 - `preserve_clusters`: each tensor's distinct values (from `cluster.kmeans`) stay its only
   values: the indices stay fixed, the centroids train and are quantized with one scale per
   tensor, so at most k distinct values remain (a per-channel scale would turn k values into
-  up to k per channel). The exporter sees that such a tensor lies on one per-tensor grid and
-  stores it per tensor.
+  up to k per channel). The exporters (ONNX and the compact file) see that such a tensor lies
+  on one per-tensor grid and store it per tensor.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from modelshrink.errors import ConfigError
+from modelshrink.export.int8 import channel_axis, fake_quant  # the one int8 grid the exporters store
 from modelshrink.techniques._targets import Target, prunable_weights
 from modelshrink.techniques.base import (
     RunContext,
@@ -51,7 +52,6 @@ from modelshrink.techniques.base import (
     require_fine_tuning,
 )
 
-QMAX = 127  # symmetric int8: [-127, 127]; -128 unused so that q(-w) = -q(w)
 MAX_CLUSTERS = 256  # preserve_clusters: more distinct values than this is not a clustered tensor
 
 
@@ -62,29 +62,6 @@ class QATConfig(TechniqueConfig):
     epochs: int = Field(2, ge=0)  # fine-tuning epochs with fake quantization; 0 = post-training int8
     preserve_sparsity: bool = False  # zeros stay zero (after prune.magnitude)
     preserve_clusters: bool = False  # distinct values per tensor stay <= their count (after cluster.kmeans)
-
-
-def channel_axis(module: nn.Module) -> int:
-    """The output-channel axis of a target weight in PyTorch's layout."""
-    # Embedding (V, E): per embedding dimension. Linear (out, in), Conv (out, in, ...), RNN (gates·H, in): 0.
-    return 1 if isinstance(module, nn.Embedding) else 0
-
-
-def int8_scales(w: torch.Tensor, axis: int | None) -> torch.Tensor:
-    """Symmetric scales max|w| / 127, per slice along `axis` (None: one for the tensor); shaped to broadcast."""
-    if axis is None:
-        absmax = w.abs().amax()
-    else:
-        dims = [d for d in range(w.dim()) if d != axis]
-        absmax = w.abs().amax(dim=dims, keepdim=True)
-    scale = absmax / QMAX
-    return torch.where(scale > 0, scale, torch.ones_like(scale))  # an all-zero channel: any scale, q = 0
-
-
-def fake_quant(w: torch.Tensor, axis: int | None) -> torch.Tensor:
-    """w rounded to its symmetric int8 grid (per channel along `axis`, or per tensor), in float."""
-    scale = int8_scales(w, axis)
-    return torch.clamp(torch.round(w / scale), -QMAX, QMAX) * scale
 
 
 @dataclass

@@ -205,7 +205,7 @@ def measure_variant(
 
     # The compact file: written, loaded back with no pickle, checked against the in-memory model.
     compact_path = folder / "weights.msz"
-    cmodel, quantized, weights_label = compact_model(model, stage.export_format)
+    cmodel, quantized, weights_label = compact_model(model, get_format(stage.export_format))
     model_cfg = _config_dict(stage.model_config)
     save_model(cmodel, compact_path, model_cfg, stage.input_dim, data.labels, preprocessing, quantized)
     loaded, _ = load_model(compact_path)

@@ -300,7 +300,8 @@ class Runner:
             self._tuned = []
             res = get_technique(step.kind).apply(model, step, ctx)
             record = {"kind": step.kind, "skipped": [vars(s) for s in res.skipped], "details": res.details,
-                      "seconds": round(time.perf_counter() - t0, 2), "history": self._tuned}  # fmt: skip
+                      "seconds": round(time.perf_counter() - t0, 2), "history": self._tuned,
+                      "properties": [p.to_dict() for p in res.properties]}  # fmt: skip
             for s in res.skipped:
                 self.log(escape(f"{variant.name}: {step.kind} skipped {s.name} ({s.type}): {s.reason}"))
             if checks := check_state(res.model.state_dict(), stage.steps, after=step.kind):  # earlier gains kept?

@@ -106,9 +106,8 @@ def _onnx_weights(path: Path) -> list[np.ndarray]:
             zero_point = inits.get(name.removesuffix("_quantized") + "_zero_point")
             if zero_point is None and arr.dtype == np.int8:
                 arrays.append(arr.astype(np.int32))  # symmetric int8: zero point 0
-            elif zero_point is not None and zero_point.size == 1:
-                arrays.append(arr.astype(np.int32) - int(zero_point.reshape(-1)[0]))
-            # per-channel zero points that are not all equal: left unmatched, reported as such
+            # One zero point (or per-channel ones that are all equal); per-channel zero points that
+            # differ are left out, so the tensor is reported unmatched rather than misread.
             elif zero_point is not None and np.all(zero_point == zero_point.reshape(-1)[0]):
                 arrays.append(arr.astype(np.int32) - int(zero_point.reshape(-1)[0]))
     return arrays

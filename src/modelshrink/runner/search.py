@@ -2,7 +2,8 @@
 stays within `max_drop` percentage points of the baseline's, over techniques and their settings.
 
 Optuna's TPE sampler proposes pipelines (prune → cluster → quantize, each optional, with its
-parameters); every proposal runs as an ordinary variant of a run folder, so each trial is a
+parameters); which techniques fill each stage and what they ask of the trial, each technique's
+config declares (`search_stage`, `search_space`; techniques/base.py). Every proposal runs as an ordinary variant of a run folder, so each trial is a
 row of the results store (a rerun of the search resumes from it, and a repeated proposal is
 not recomputed), and trials of a batch run in parallel on the chosen executor (local
 processes or Ray). Choosing looks at validation accuracy only; the winner's test accuracy is

@@ -13,7 +13,8 @@ from modelshrink.data.synthetic import synthetic_image_task, synthetic_text_task
 from modelshrink.data.tasks import TaskData
 from modelshrink.errors import IncompatibleModelError
 from modelshrink.models import LSTMClassifier, ModelConfig, TinyCNN, build_model
-from modelshrink.techniques import TECHNIQUES, RunContext, SkippedLayer, get_technique
+from modelshrink.runner.checks import check_state
+from modelshrink.techniques import NM, TECHNIQUES, DistinctValues, RunContext, SkippedLayer, Sparsity, get_technique
 from modelshrink.train import TrainConfig, fine_tune, fit
 
 
@@ -74,6 +75,10 @@ def test_technique_contract(kind: str, model_name: str) -> None:
     assert after.shape == before.shape
     assert all(isinstance(s, SkippedLayer) and s.reason for s in result.skipped)
     json.dumps(result.details)  # details go into the results store as JSON
+    # What it declares it establishes is typed, stored as JSON, and true of the model it returns.
+    assert all(isinstance(p, Sparsity | DistinctValues | NM) for p in result.properties)
+    step = {"kind": kind, "properties": json.loads(json.dumps([p.to_dict() for p in result.properties]))}
+    assert all(c["ok"] for c in check_state(result.model.state_dict(), [step], after="itself"))
     # The model that comes back is plain: no leftover parametrizations, hooks or extra parameters;
     # a technique that changed the architecture says how to rebuild it, and the rebuild matches.
     names = {n for n, _ in result.model.named_parameters()}

@@ -14,7 +14,7 @@ from modelshrink.config import parse_config
 from modelshrink.data.synthetic import write_synthetic_csv
 from modelshrink.runner.checks import check_state, declared_properties
 from modelshrink.runner.run import Runner
-from modelshrink.techniques import TECHNIQUES, RunContext, TechniqueConfig, TechniqueResult
+from modelshrink.techniques import TECHNIQUES, RunContext, Sparsity, TechniqueConfig, TechniqueResult
 from modelshrink.techniques.base import Technique
 
 
@@ -114,8 +114,9 @@ def test_properties_kept_pass_and_a_densifying_step_fails_visibly(tmp_path: Path
 
 
 def test_check_state_unit() -> None:
-    step = {"kind": "prune.magnitude", "details": {"sparsity": {"w": 0.5}, "overall_sparsity": 0.5}}
-    assert declared_properties(step) == [{"property": "sparsity", "tensors": ["w"], "min": 0.5}]
+    step = {"kind": "prune.magnitude", "properties": [Sparsity(("w",), 0.5).to_dict()]}
+    assert step["properties"] == [{"property": "sparsity", "tensors": ["w"], "min": 0.5}]  # the stored JSON shape
+    assert declared_properties(step) == [Sparsity(("w",), 0.5)]
     half = torch.tensor([[0.0, 1.0], [0.0, 2.0]])
     assert check_state({"w": half}, [step], "x")[0]["ok"] is True
     assert check_state({"w": half + 1}, [step], "x")[0]["ok"] is False

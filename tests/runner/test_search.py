@@ -3,11 +3,16 @@
 import json
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any, ClassVar, Literal
 
+import optuna
 import pytest
 
 from modelshrink.cli import main
+from modelshrink.runner.search import propose, searched_kinds
 from modelshrink.runner.store import ResultStore
+from modelshrink.techniques import TECHNIQUES, TechniqueConfig, TechniqueResult
+from modelshrink.techniques.base import SearchStage, SearchTrial, Technique
 
 
 def test_search_finds_a_winner_within_the_budget(
@@ -34,3 +39,63 @@ def test_search_finds_a_winner_within_the_budget(
         rows = {r["variant"]: r for r in store.rows()}
     assert set(rows) >= {"baseline", *(t["variant"] for t in res["trials"])}
     assert rows[winner["variant"]]["test_accuracy"] == winner["test_accuracy"]
+
+
+def test_search_spaces_come_from_the_technique_configs() -> None:
+    assert searched_kinds() == {
+        "prune": ["prune.magnitude"],
+        "cluster": ["cluster.kmeans"],
+        "quant": ["quant.fp16", "quant.int8_dynamic", "quant.int8_static", "quant.qat"],
+    }
+    params = {"prune": True, "final_sparsity": 0.5, "cluster": True, "clusters": 16, "quant": "quant.qat"}
+    name, steps, got = propose(optuna.trial.FixedTrial(params))
+    assert name == "search-prune0.5+cluster16+qat" and got == params
+    assert steps == [{"kind": "prune.magnitude", "schedule": "constant", "final_sparsity": 0.5},
+                     {"kind": "cluster.kmeans", "clusters": 16}, {"kind": "quant.qat"}]  # fmt: skip
+    fp32 = optuna.trial.FixedTrial({"prune": False, "cluster": False, "quant": "none"})
+    assert propose(fp32) == ("search-fp32", [], {"prune": False, "cluster": False, "quant": "none"})
+
+
+@pytest.mark.parametrize("kind", sorted(TECHNIQUES))
+def test_a_technique_is_searched_exactly_when_it_has_a_stage(kind: str) -> None:
+    config_cls = TECHNIQUES[kind].config_cls
+    trial = optuna.trial.FixedTrial({"final_sparsity": 0.4, "clusters": 8})
+    step = config_cls.search_space(trial, "")
+    assert (step is None) == (config_cls.search_stage is None)
+    if step is not None:  # a valid step of this very technique
+        assert config_cls.model_validate(step).kind == kind
+
+
+def test_same_seed_proposes_the_same_pipelines_as_before() -> None:
+    # The first proposals of TPE on seed 0 with the space search had before the spaces moved to
+    # the configs: same parameter names and order of suggestions, same pipelines.
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0))
+    names = []
+    for _ in range(9):
+        trial = study.ask()
+        names.append(propose(trial)[0])
+        study.tell(trial, 1.0)
+    assert names == [
+        "search-prune0.65+int8_static", "search-cluster32+fp16", "search-prune0.3+int8_dynamic",
+        "search-prune0.65+cluster32+fp16", "search-prune0.55+int8_dynamic", "search-cluster32+qat",
+        "search-prune0.2+int8_static", "search-cluster16+fp16", "search-prune0.2+fp16",
+    ]  # fmt: skip
+
+
+class _ShareConfig(TechniqueConfig):
+    kind: Literal["cluster.test_share"] = "cluster.test_share"
+    levels: int = 4
+    search_stage: ClassVar[SearchStage | None] = "cluster"
+
+    @classmethod
+    def search_space(cls, trial: SearchTrial, prefix: str) -> dict[str, Any] | None:
+        return {"kind": "cluster.test_share", "levels": trial.suggest_categorical(f"{prefix}levels", [2, 4])}
+
+
+def test_a_second_technique_in_a_stage_becomes_a_choice_with_its_own_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    share = Technique("cluster.test_share", _ShareConfig, lambda m, c, x: TechniqueResult(m), "test")
+    monkeypatch.setitem(TECHNIQUES, "cluster.test_share", share)  # this test only
+    trial = optuna.trial.FixedTrial({"prune": False, "cluster": "cluster.test_share",
+                                     "cluster.test_share.levels": 2, "quant": "none"})  # fmt: skip
+    name, steps, _ = propose(trial)
+    assert name == "search-test_share" and steps == [{"kind": "cluster.test_share", "levels": 2}]

@@ -17,6 +17,7 @@ from modelshrink.techniques import get_technique
 from modelshrink.techniques._targets import prunable_weights
 from modelshrink.techniques.base import OnStep, RunContext
 from modelshrink.techniques.cluster_kmeans import KMeansClusterConfig, cluster_kmeans
+from modelshrink.techniques.properties import DistinctValues
 from modelshrink.techniques.prune_magnitude import MagnitudePruneConfig, prune_magnitude
 
 STEPS_PER_EPOCH = 4
@@ -128,6 +129,8 @@ def test_each_tensor_has_at_most_k_values(kind: str, init: str) -> None:
     shape = model(x).shape
     before = {n: w.detach().clone() for n, w in target_weights(model).items()}
     result = cluster_kmeans(model, KMeansClusterConfig(clusters=8, init=init, epochs=0), make_ctx(kind))
+    counts = result.details["clusters"]  # checked against the weights below
+    assert result.properties == [DistinctValues(tuple(sorted(counts)), max(counts.values()))]
     for name, w in target_weights(result.model).items():
         distinct = torch.unique(w).numel()
         assert distinct <= 8 and result.details["clusters"][name] == distinct, name

@@ -15,6 +15,7 @@ from modelshrink.models import LSTMClassifier, TinyCNN
 from modelshrink.techniques import get_technique
 from modelshrink.techniques._targets import prunable_weights
 from modelshrink.techniques.base import RunContext
+from modelshrink.techniques.properties import Sparsity
 from modelshrink.techniques.prune_magnitude import (
     MagnitudePruneConfig,
     polynomial_sparsity,
@@ -175,6 +176,8 @@ def test_global_scope_uses_one_threshold(kind: str) -> None:
     zeros = sum(zero_count(w) for w in after.values())
     assert abs(zeros - 0.6 * total) <= 1
     assert result.details["overall_sparsity"] == pytest.approx(zeros / total)
+    # It declares what later steps must keep: the measured level on exactly the pruned tensors.
+    assert result.properties == [Sparsity(tuple(sorted(after)), result.details["overall_sparsity"])]
     pruned = torch.cat([before[n][w == 0].abs() for n, w in after.items()])
     kept = torch.cat([before[n][w != 0].abs() for n, w in after.items()])
     assert pruned.max() <= kept.min()

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from modelshrink.data.synthetic import tiny_batches, tiny_fine_tune
 from modelshrink.models import LSTMClassifier, TinyCNN
 from modelshrink.techniques.base import RunContext
+from modelshrink.techniques.properties import NM, Sparsity
 from modelshrink.techniques.prune_magnitude import MagnitudePruneConfig, prune_magnitude
 from modelshrink.techniques.prune_nm import NMPruneConfig, nm_mask, nm_pattern_holds, prune_nm
 from modelshrink.techniques.prune_random import RandomPruneConfig, prune_random
@@ -35,6 +36,8 @@ def test_2_4_pattern_on_lstm_survives_fine_tuning() -> None:
     res = prune_nm(copy.deepcopy(model), NMPruneConfig(epochs=2), tiny_ctx("lstm"))
     names = {"embedding.weight", "lstm.weight_ih_l0", "lstm.weight_hh_l0", "fc.weight"}
     assert set(res.details["pattern_verified"]) == names and all(res.details["pattern_verified"].values())
+    assert res.properties[0] == NM(tuple(sorted(names)), 2, 4)  # what later steps and the files must keep
+    assert isinstance(res.properties[1], Sparsity) and res.properties[1].min >= 0.5
     params = dict(res.model.named_parameters())
     for name in names:
         assert nm_pattern_holds(params[name], 2, 4)
@@ -85,6 +88,7 @@ def test_random_pruning_reaches_the_sparsity_with_masks_unlike_magnitude() -> No
     mag = prune_magnitude(copy.deepcopy(model), MagnitudePruneConfig(final_sparsity=0.5, schedule="constant",
                                                                       epochs=1), tiny_ctx("lstm"))  # fmt: skip
     assert res.details["overall_sparsity"] == pytest.approx(0.5, abs=0.01)
+    assert res.properties == [Sparsity(tuple(sorted(res.details["sparsity"])), res.details["overall_sparsity"])]
     w_rand, w_mag = res.model.lstm.weight_hh_l0, mag.model.lstm.weight_hh_l0
     assert not torch.equal(w_rand == 0, w_mag == 0)
     # random pruning removes large weights too; magnitude never drops a weight larger than one it keeps

@@ -8,10 +8,10 @@ stage the runner checks every property declared by the steps before it, and afte
 checks them all again on the files: the compact file by tensor name, the ONNX file by matching
 initializers to tensors of the same element count (ONNX renames and may transpose LSTM weights).
 
-Techniques declare properties in `details["properties"]`, a list of
-`{"property": "sparsity", "tensors": [...], "min": 0.5}`, `{"property": "distinct_values",
-"tensors": [...], "max": 16}` or `{"property": "nm", "n": 2, "m": 4, "tensors": [...]}`; for the
-thesis's techniques (which predate the hook) they are read off their existing details.
+Techniques declare properties as typed values on their result (`TechniqueResult.properties`:
+`Sparsity`, `DistinctValues`, `NM` in techniques/properties.py); the runner keeps them in the
+step's record as `"properties"`, a list of their `to_dict()`s, e.g. `{"property": "sparsity",
+"tensors": [...], "min": 0.5}`, and these checks read them back from there.
 
 A failed check does not fail the variant: its measured size, speed and accuracy are still true
 of the artifact, and discarding them would hide what happened. Each check is recorded in the
@@ -28,29 +28,22 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from modelshrink.techniques.properties import NM, DistinctValues, Property, Sparsity, property_from_dict
+
 SPARSITY_TOLERANCE = 1e-3  # absolute: measured sparsity may fall this far below the established level
 
 
-def declared_properties(step: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The properties one step record (`kind`, `details`) establishes."""
-    details = step.get("details") or {}
-    if "properties" in details:
-        return list(details["properties"])
-    kind = step.get("kind")
-    if kind == "prune.magnitude" and isinstance(details.get("sparsity"), dict):
-        return [{"property": "sparsity", "tensors": sorted(details["sparsity"]), "min": details["overall_sparsity"]}]
-    if kind == "cluster.kmeans" and isinstance(details.get("clusters"), dict) and details["clusters"]:
-        counts = details["clusters"]  # measured distinct values per tensor after clustering
-        return [{"property": "distinct_values", "tensors": sorted(counts), "max": max(counts.values())}]
-    return []
+def declared_properties(step: Mapping[str, Any]) -> list[Property]:
+    """The properties one step record establishes (its `properties`; a record without them: none)."""
+    return [property_from_dict(p) for p in step.get("properties") or []]
 
 
-def _label(prop: Mapping[str, Any]) -> str:
-    if prop["property"] == "sparsity":
-        return f"sparsity>={prop['min']:.4f}"
-    if prop["property"] == "distinct_values":
-        return f"distinct_values<={prop['max']}"
-    return f"nm={prop['n']}:{prop['m']}"
+def _label(prop: Property) -> str:
+    if isinstance(prop, Sparsity):
+        return f"sparsity>={prop.min:.4f}"
+    if isinstance(prop, DistinctValues):
+        return f"distinct_values<={prop.max}"
+    return f"nm={prop.n}:{prop.m}"
 
 
 def _nm_holds(arr: np.ndarray, n: int, m: int) -> bool:
@@ -65,20 +58,17 @@ def _conv_rows(arr: np.ndarray) -> np.ndarray:
     return np.moveaxis(arr, 1, -1) if arr.ndim in (3, 4) else arr  # Conv: input channels last
 
 
-def _evaluate(prop: Mapping[str, Any], arrays: list[np.ndarray]) -> tuple[bool, float]:
+def _evaluate(prop: Property, arrays: list[np.ndarray]) -> tuple[bool, float]:
     """(ok, measured) of one property over the tensors' arrays (already in their torch layout)."""
-    if prop["property"] == "sparsity":
+    if isinstance(prop, Sparsity):
         zeros = sum(int((a == 0).sum()) for a in arrays)
         measured = zeros / max(1, sum(a.size for a in arrays))
-        return measured >= prop["min"] - SPARSITY_TOLERANCE, measured
-    if prop["property"] == "distinct_values":
+        return measured >= prop.min - SPARSITY_TOLERANCE, measured
+    if isinstance(prop, DistinctValues):
         measured = max(int(np.unique(a).size) for a in arrays)
-        return measured <= prop["max"], float(measured)
-    if prop["property"] == "nm":
-        n, m = prop["n"], prop["m"]
-        held = [_nm_holds(_conv_rows(a), n, m) for a in arrays]
-        return all(held), sum(held) / len(held)  # measured: share of tensors with the pattern
-    raise ValueError(f"unknown property {prop['property']!r}")  # internal: techniques declare known ones
+        return measured <= prop.max, float(measured)
+    held = [_nm_holds(_conv_rows(a), prop.n, prop.m) for a in arrays]
+    return all(held), sum(held) / len(held)  # measured: share of tensors with the pattern
 
 
 def check_state(state: Mapping[str, Any], steps: Sequence[Mapping[str, Any]], after: str) -> list[dict[str, Any]]:
@@ -86,13 +76,13 @@ def check_state(state: Mapping[str, Any], steps: Sequence[Mapping[str, Any]], af
     out = []
     for step in steps:
         for prop in declared_properties(step):
-            missing = [t for t in prop["tensors"] if t not in state]
+            missing = [t for t in prop.tensors if t not in state]
             record: dict[str, Any] = {"after": after, "established_by": step["kind"], "property": _label(prop)}
             if missing:  # e.g. a later step changed the architecture and renamed the tensor
                 out.append({**record, "ok": False, "measured": None, "note": f"tensors gone: {missing}"})
                 continue
             arrays = [np.asarray(state[t].detach().cpu() if hasattr(state[t], "detach") else state[t])
-                      for t in prop["tensors"]]  # fmt: skip
+                      for t in prop.tensors]  # fmt: skip
             ok, measured = _evaluate(prop, arrays)
             out.append({**record, "ok": ok, "measured": round(measured, 6)})
     return out
@@ -116,22 +106,21 @@ def _onnx_weights(path: Path) -> list[np.ndarray]:
             zero_point = inits.get(name.removesuffix("_quantized") + "_zero_point")
             if zero_point is None and arr.dtype == np.int8:
                 arrays.append(arr.astype(np.int32))  # symmetric int8: zero point 0
-            elif zero_point is not None and zero_point.size == 1:
-                arrays.append(arr.astype(np.int32) - int(zero_point.reshape(-1)[0]))
-            # per-channel zero points that are not all equal: left unmatched, reported as such
+            # One zero point (or per-channel ones that are all equal); per-channel zero points that
+            # differ are left out, so the tensor is reported unmatched rather than misread.
             elif zero_point is not None and np.all(zero_point == zero_point.reshape(-1)[0]):
                 arrays.append(arr.astype(np.int32) - int(zero_point.reshape(-1)[0]))
     return arrays
 
 
-def _as_torch_layout(arr: np.ndarray, shapes: list[tuple[int, ...]], prop: Mapping[str, Any]) -> np.ndarray:
+def _as_torch_layout(arr: np.ndarray, shapes: list[tuple[int, ...]], prop: Property) -> np.ndarray:
     """`arr` in a torch tensor's layout; for an N:M check, whichever candidate shape and 2-D
     orientation holds the pattern (ORT's quantized LSTM stores W transposed; its gate order
     differs from torch's, but rows stay rows, so the pattern along the input dimension survives)."""
-    if prop["property"] != "nm":
+    if not isinstance(prop, NM):
         return arr.reshape(shapes[0])
     layouts = [arr.reshape(s) for s in shapes] + [arr.reshape(s[::-1]).T for s in shapes if len(s) == 2]
-    return next((a for a in layouts if _nm_holds(_conv_rows(a), prop["n"], prop["m"])), layouts[0])
+    return next((a for a in layouts if _nm_holds(_conv_rows(a), prop.n, prop.m)), layouts[0])
 
 
 def check_onnx(
@@ -157,15 +146,15 @@ def check_onnx(
         for prop in declared_properties(step):
             record: dict[str, Any] = {"after": after, "established_by": step["kind"], "property": _label(prop)}
             arrays, unmatched = [], []
-            for size in sorted({reference[t].numel() for t in prop["tensors"] if t in reference}):
+            for size in sorted({reference[t].numel() for t in prop.tensors if t in reference}):
                 names = ref_sizes.get(size, [])
                 found = by_size.get(size, [])
-                if len(found) == len(names) and set(names) <= set(prop["tensors"]):
+                if len(found) == len(names) and set(names) <= set(prop.tensors):
                     shapes = list(dict.fromkeys(tuple(reference[n].shape) for n in names))
                     arrays += [_as_torch_layout(a, shapes, prop) for a in found]
                 else:
-                    unmatched += [n for n in names if n in prop["tensors"]]
-            unmatched += [t for t in prop["tensors"] if t not in reference]
+                    unmatched += [n for n in names if n in prop.tensors]
+            unmatched += [t for t in prop.tensors if t not in reference]
             if unmatched or not arrays:
                 out.append({**record, "ok": None, "measured": None,
                             "note": f"no unambiguous ONNX initializer for {unmatched}"})  # fmt: skip

@@ -153,6 +153,7 @@ class Pipeline:
         )  # fmt: skip
         res = get_technique(step.kind).apply(copy.deepcopy(stage.model), step, ctx)
         record = {"kind": step.kind, "skipped": [vars(s) for s in res.skipped], "details": res.details,
+                  "properties": [p.to_dict() for p in res.properties],  # what later steps must keep (checks.py)
                   "seconds": round(time.perf_counter() - t0, 2), "history": tuned}  # fmt: skip
         for s in res.skipped:
             self.log(escape(f"{name}: {step.kind} skipped {s.name} ({s.type}): {s.reason}"))

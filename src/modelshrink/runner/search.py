@@ -2,7 +2,8 @@
 stays within `max_drop` percentage points of the baseline's, over techniques and their settings.
 
 Optuna's TPE sampler proposes pipelines (prune → cluster → quantize, each optional, with its
-parameters); every proposal runs as an ordinary variant of a run folder, so each trial is a
+parameters); which techniques fill each stage and what they ask of the trial, each technique's
+config declares (`search_stage`, `search_space`; techniques/base.py). Every proposal runs as an ordinary variant of a run folder, so each trial is a
 row of the results store (a rerun of the search resumes from it, and a repeated proposal is
 not recomputed), and trials of a batch run in parallel on the chosen executor (local
 processes or Ray). Choosing looks at validation accuracy only; the winner's test accuracy is
@@ -18,14 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from modelshrink.config import RunConfig, VariantConfig
-from modelshrink.errors import ConfigError
+from modelshrink.errors import ConfigError, RegistryError
 from modelshrink.report.pareto import pareto_front
 from modelshrink.runner.executors import Executor
 from modelshrink.runner.run import Runner
 from modelshrink.techniques import TECHNIQUES
+from modelshrink.techniques.base import SEARCH_STAGES, SearchStage, SearchTrial
 
 OBJECTIVES = {"size": "file_bytes", "latency": "latency_ms_p50"}
-CLUSTERS = (4, 8, 16, 32, 64)  # shared values per tensor: 2- to 6-bit indices
 
 
 @dataclass
@@ -41,29 +42,55 @@ class Trial:
     feasible: bool = False
 
 
-def _quant_kinds() -> list[str]:
-    """Every registered quantization technique (they take no parameters the search must set)."""
-    return sorted(k for k in TECHNIQUES if k.startswith("quant."))
+def searched_kinds() -> dict[SearchStage, list[str]]:
+    """The registered techniques each search stage chooses from (their configs' `search_stage`), by kind."""
+    stages: dict[SearchStage, list[str]] = {stage: [] for stage in SEARCH_STAGES}
+    for kind in sorted(TECHNIQUES):
+        stage = TECHNIQUES[kind].config_cls.search_stage
+        if stage is not None:
+            stages[stage].append(kind)
+    return stages
+
+
+def _choose(trial: SearchTrial, stage: SearchStage, kinds: list[str]) -> str | None:
+    """The technique (or None) a stage adds. Parameter names and choices are those search has always
+    used (an on/off switch for a one-technique stage), so a seed proposes the same pipelines as before."""
+    if not kinds:
+        return None
+    if len(kinds) == 1:
+        return kinds[0] if trial.suggest_categorical(stage, [False, True]) else None
+    chosen = trial.suggest_categorical(stage, ["none", *kinds])
+    return None if chosen == "none" else str(chosen)
 
 
 def propose(trial: Any) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
     """One pipeline from an Optuna trial: (name, steps, params). Names are unique per pipeline."""
     steps: list[dict[str, Any]] = []
     name: list[str] = []
-    if trial.suggest_categorical("prune", [False, True]):
-        # Steps of 0.05 keep the space finite, so a repeated proposal is found in the store.
-        sparsity = round(trial.suggest_float("final_sparsity", 0.2, 0.95, step=0.05), 2)
-        steps.append({"kind": "prune.magnitude", "schedule": "constant", "final_sparsity": sparsity})
-        name.append(f"prune{sparsity:g}")
-    if trial.suggest_categorical("cluster", [False, True]):
-        clusters = trial.suggest_categorical("clusters", list(CLUSTERS))
-        steps.append({"kind": "cluster.kmeans", "clusters": clusters})
-        name.append(f"cluster{clusters}")
-    quant = trial.suggest_categorical("quant", ["none", *_quant_kinds()])
-    if quant != "none":
-        steps.append({"kind": quant})
-        name.append(quant.removeprefix("quant."))
+    for stage, kinds in searched_kinds().items():
+        kind = _choose(trial, stage, kinds)
+        if kind is None:
+            continue
+        config_cls = TECHNIQUES[kind].config_cls
+        # A technique sharing its stage asks its parameters under its kind, so names never collide.
+        step = config_cls.search_space(trial, "" if len(kinds) == 1 else f"{kind}.")
+        if step is None:
+            raise RegistryError(
+                f"technique {kind!r} has search_stage {stage!r} but no search_space; "
+                f"define {config_cls.__name__}.search_space or set its search_stage to None"
+            )
+        steps.append(step)
+        name.append(config_cls.model_validate(step).search_label())
     return "search-" + ("+".join(name) or "fp32"), steps, dict(trial.params)
+
+
+def _check_arguments(max_drop: float, trials: int, objective: str) -> None:
+    if max_drop < 0:
+        raise ConfigError(f"--max-drop must be >= 0 percentage points of validation accuracy, got {max_drop}")
+    if trials < 1:
+        raise ConfigError(f"--budget-trials must be at least 1, got {trials}")
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"unknown --objective {objective!r}; known: {', '.join(OBJECTIVES)}")
 
 
 def search(
@@ -71,12 +98,7 @@ def search(
     executor: Executor | None = None, jobs: int = 1, log: Callable[[str], None] = print,
 ) -> dict[str, Any]:  # fmt: skip
     """Run the search and return {baseline, trials, frontier, winner} (also written to search.json)."""
-    if max_drop < 0:
-        raise ConfigError(f"--max-drop must be >= 0 percentage points of validation accuracy, got {max_drop}")
-    if trials < 1:
-        raise ConfigError(f"--budget-trials must be at least 1, got {trials}")
-    if objective not in OBJECTIVES:
-        raise ConfigError(f"unknown --objective {objective!r}; known: {', '.join(OBJECTIVES)}")
+    _check_arguments(max_drop, trials, objective)
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -106,31 +128,19 @@ def search(
         proposals = [propose(t) for t in asked]
         rows = run([VariantConfig.model_validate({"name": n, "steps": s}) for n, s, _ in proposals])
         for ot, (name, _, params) in zip(asked, proposals, strict=True):
-            row = rows[name]
-            t = Trial(ot.number, name, params, row["status"])
-            if row["status"] != "ok" or row.get(cost_col) is None:
+            t = _scored(Trial(ot.number, name, params, rows[name]["status"]), rows[name], cost_col, base_val, max_drop)
+            if t.cost is None or t.drop_pp is None:
                 study.tell(ot, state=optuna.trial.TrialState.FAIL)
             else:
-                t.cost, t.val_accuracy, t.test_accuracy = (
-                    float(row[cost_col]),
-                    row["val_accuracy"],
-                    row["test_accuracy"],
-                )
-                t.drop_pp = 100 * (base_val - row["val_accuracy"])
-                t.feasible = t.drop_pp <= max_drop
                 ot.set_constraint("accuracy_drop", t.drop_pp - max_drop)  # <= 0: within the budget
                 study.tell(ot, t.cost)
             done.append(t)
             log(f"trial {t.number}: {name}: " + (f"{cost_col} {t.cost:,.3f}, val acc {t.val_accuracy:.4f} "
                 f"(drop {t.drop_pp:+.2f} pp){'' if t.feasible else ', over budget'}" if t.cost is not None
-                else f"failed: {row.get('error')}"))  # fmt: skip
+                else f"failed: {rows[name].get('error')}"))  # fmt: skip
 
-    ok = [t for t in done if t.cost is not None]
     base_trial = Trial(-1, "baseline", {}, "ok", float(base[cost_col]), base_val, base["test_accuracy"], 0.0, True)
-    candidates = [base_trial, *{t.variant: t for t in ok}.values()]  # a repeated pipeline counts once
-    front = [candidates[i] for i in pareto_front([(t.cost, t.val_accuracy) for t in candidates])]  # type: ignore[misc]
-    feasible = [t for t in candidates if t.feasible]
-    winner = min(feasible, key=lambda t: (t.cost, -(t.val_accuracy or 0)))  # the baseline is always feasible
+    front, winner = _frontier_and_winner(base_trial, done)
     result = {
         "objective": objective, "cost_column": cost_col, "max_drop_pp": max_drop, "seed": seed,
         "baseline": vars(base_trial), "trials": [vars(t) for t in done], "frontier": [vars(t) for t in front],
@@ -138,3 +148,23 @@ def search(
     }  # fmt: skip
     (Path(out) / "search.json").write_text(json.dumps(result, indent=1))
     return result
+
+
+def _scored(t: Trial, row: dict[str, Any], cost_col: str, base_val: float, max_drop: float) -> Trial:
+    """`t` with its cost and accuracies from its row; a failed row (or one without the cost) leaves them None."""
+    if row["status"] != "ok" or row.get(cost_col) is None:
+        return t
+    t.cost, t.val_accuracy, t.test_accuracy = float(row[cost_col]), row["val_accuracy"], row["test_accuracy"]
+    t.drop_pp = 100 * (base_val - row["val_accuracy"])
+    t.feasible = t.drop_pp <= max_drop
+    return t
+
+
+def _frontier_and_winner(base: Trial, done: list[Trial]) -> tuple[list[Trial], Trial]:
+    """The Pareto frontier (cost vs validation accuracy) and the cheapest feasible pipeline."""
+    ok = [t for t in done if t.cost is not None]
+    candidates = [base, *{t.variant: t for t in ok}.values()]  # a repeated pipeline counts once
+    front = [candidates[i] for i in pareto_front([(t.cost, t.val_accuracy) for t in candidates])]  # type: ignore[misc]
+    feasible = [t for t in candidates if t.feasible]
+    winner = min(feasible, key=lambda t: (t.cost, -(t.val_accuracy or 0)))  # the baseline is always feasible
+    return front, winner

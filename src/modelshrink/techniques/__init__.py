@@ -23,11 +23,16 @@ from modelshrink.techniques.base import (
     parse_technique_config,
     register_technique,
 )
+from modelshrink.techniques.properties import NM, DistinctValues, Property, Sparsity
 
 __all__ = [
+    "NM",
     "TECHNIQUES",
+    "DistinctValues",
+    "Property",
     "RunContext",
     "SkippedLayer",
+    "Sparsity",
     "Technique",
     "TechniqueConfig",
     "TechniqueResult",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Literal, Protocol
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -18,6 +18,7 @@ from torch import nn
 
 from modelshrink.errors import UnknownNameError
 from modelshrink.export.formats import ExportFormat  # the format registry's names; export imports no technique
+from modelshrink.techniques.properties import Property
 
 # Called after every optimizer step of a fine-tune with the global step count (1-based).
 OnStep = Callable[[int], None]
@@ -32,12 +33,41 @@ FineTuneFn = Callable[[nn.Module, int, "OnStep | None", "Sequence[nn.Parameter] 
 TrainFn = Callable[[nn.Module, Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]],
                    list[dict[str, float]]]  # fmt: skip
 
+# The stages of a pipeline `modelshrink search` proposes, in pipeline order: each stage adds at
+# most one step. Quantization comes last because the ONNX quantizers act at export.
+SearchStage = Literal["prune", "cluster", "quant"]
+SEARCH_STAGES: tuple[SearchStage, ...] = ("prune", "cluster", "quant")
+
+
+class SearchTrial(Protocol):
+    """The part of an Optuna trial a search space asks for its parameters (optuna is imported by search only)."""
+
+    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None) -> float: ...
+
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any: ...
+
 
 class TechniqueConfig(BaseModel):
     """Base class of every technique's config: frozen, and a misspelt key is an error."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     kind: str
+    # The search stage this technique may fill (runner/search.py); None: search never proposes it.
+    search_stage: ClassVar[SearchStage | None] = None
+
+    @classmethod
+    def search_space(cls, trial: SearchTrial, prefix: str) -> dict[str, Any] | None:
+        """One proposed step `{"kind": ..., ...}`, its parameters asked of `trial` as `prefix + name`.
+
+        None: the technique is not searched (the default). The order of the `suggest_*` calls and
+        the parameter names decide what the seeded sampler proposes: change them and a search on
+        the same seed proposes other pipelines.
+        """
+        return None
+
+    def search_label(self) -> str:
+        """This step's part of a search variant's name, e.g. `int8_dynamic` for quant.int8_dynamic."""
+        return self.kind.partition(".")[2] or self.kind
 
 
 @dataclass
@@ -72,11 +102,14 @@ class SkippedLayer:
 
 @dataclass
 class TechniqueResult:
-    """The changed model, what was skipped, and technique-specific figures."""
+    """The changed model, what was skipped, what it establishes, and technique-specific figures."""
 
     model: nn.Module
     skipped: list[SkippedLayer] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)  # JSON-serialisable only
+    # What the technique establishes on the weights it leaves (sparsity, <= k values, N:M); the
+    # runner checks each after every later step and on the exported files (runner/checks.py).
+    properties: list[Property] = field(default_factory=list)
     # Set by post-training quantization techniques: how the exporter must write the model.
     # None leaves the format chosen by an earlier step (default float32).
     export_format: ExportFormat | None = None

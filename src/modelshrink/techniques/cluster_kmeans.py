@@ -26,7 +26,7 @@ plus every non-clustered parameter (biases, skipped layers), and `on_step` write
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -38,15 +38,19 @@ from modelshrink.errors import ConfigError
 from modelshrink.techniques._targets import Target, prunable_weights
 from modelshrink.techniques.base import (
     RunContext,
+    SearchStage,
+    SearchTrial,
     TechniqueConfig,
     TechniqueResult,
     register_technique,
     require_fine_tuning,
 )
+from modelshrink.techniques.properties import DistinctValues, Property
 
 # k-means on more 1-D points than this barely moves the centroids but costs time; fit on a
 # sample and assign every weight afterwards.
 _MAX_FIT_POINTS = 20_000
+SEARCHED_CLUSTERS = (4, 8, 16, 32, 64)  # what search tries: 2- to 6-bit indices
 
 
 class KMeansClusterConfig(TechniqueConfig):
@@ -57,6 +61,17 @@ class KMeansClusterConfig(TechniqueConfig):
     init: Literal["kmeans++", "linear", "random", "density"] = "kmeans++"  # where k-means starts
     preserve_sparsity: bool = False  # True: zeros stay exactly zero and are not clustered
     epochs: int = Field(2, ge=0)  # fine-tuning epochs of the centroids; 0 = cluster only
+    search_stage: ClassVar[SearchStage | None] = "cluster"
+
+    @classmethod
+    def search_space(cls, trial: SearchTrial, prefix: str) -> dict[str, Any] | None:
+        return {
+            "kind": "cluster.kmeans",
+            "clusters": trial.suggest_categorical(f"{prefix}clusters", list(SEARCHED_CLUSTERS)),
+        }
+
+    def search_label(self) -> str:
+        return f"cluster{self.clusters}"
 
 
 def _initial_centroids(values: np.ndarray, k: int, init: str, rng: np.random.Generator) -> np.ndarray | str:
@@ -208,10 +223,9 @@ def cluster_kmeans(model: nn.Module, cfg: KMeansClusterConfig, ctx: RunContext) 
         for c in clustered:
             c.snap()
 
-    details = {
-        # distinct values per tensor after clustering; <= clusters (+1 for the kept zeros)
-        "clusters": {c.target.qualified_name: int(torch.unique(c.target.weight.detach()).numel()) for c in clustered},
-        "init": cfg.init,
-        "steps": steps,  # optimizer steps of centroid fine-tuning
-    }
-    return TechniqueResult(model=model, skipped=skipped, details=details)
+    # distinct values per tensor after clustering; <= clusters (+1 for the kept zeros)
+    counts = {c.target.qualified_name: int(torch.unique(c.target.weight.detach()).numel()) for c in clustered}
+    details = {"clusters": counts, "init": cfg.init, "steps": steps}  # steps: optimizer steps of centroid fine-tuning
+    # Later steps must keep each tensor within the largest count measured here.
+    properties: list[Property] = [DistinctValues(tuple(sorted(counts)), max(counts.values()))] if counts else []
+    return TechniqueResult(model=model, skipped=skipped, details=details, properties=properties)

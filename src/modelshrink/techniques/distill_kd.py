@@ -25,8 +25,8 @@ from pydantic import Field
 from torch import nn
 
 from modelshrink.errors import ConfigError, IncompatibleModelError
-from modelshrink.models.builders import MODEL_SETTINGS
-from modelshrink.techniques.base import RunContext, TechniqueConfig, TechniqueResult, register_technique
+from modelshrink.models.builders import MODEL_SETTINGS, build_model  # techniques → models: the allowed direction
+from modelshrink.techniques.base import RunContext, TechniqueConfig, TechniqueResult, TrainFn, register_technique
 
 # Width fields halved for the default student (those a ModelConfig has; others are left alone).
 _WIDTH_FIELDS = ("embed_dim", "hidden", "channels")
@@ -83,13 +83,9 @@ def student_config(cfg: DistillKDConfig, base: Any) -> Any:
         raise ConfigError(f"distill.kd: invalid student {cfg.student!r}: {' '.join(first[1:3]).strip()}") from err
 
 
-@register_technique(DistillKDConfig)
-def distill_kd(model: nn.Module, cfg: DistillKDConfig, ctx: RunContext) -> TechniqueResult:
-    """Knowledge distillation: a smaller student learns from the baseline (teacher) and the labels."""
-    from modelshrink.models.builders import build_model  # techniques → models: the allowed direction
-
-    teacher = ctx.teacher
-    if teacher is None:
+def _check_context(model: nn.Module, ctx: RunContext) -> tuple[nn.Module, TrainFn]:
+    """(teacher, train) of the context; refused without a teacher, a model config or training data."""
+    if ctx.teacher is None:
         raise ConfigError(
             "distill.kd needs a trained teacher (ctx.teacher is None); run it through the runner, "
             "which passes the seed's baseline, or set RunContext(teacher=...)"
@@ -101,16 +97,31 @@ def distill_kd(model: nn.Module, cfg: DistillKDConfig, ctx: RunContext) -> Techn
         )
     if ctx.train is None:
         raise ConfigError("distill.kd trains a student and needs training data; none is available here")
+    return ctx.teacher, ctx.train
 
+
+def _build_student(cfg: DistillKDConfig, ctx: RunContext, n_teacher: int) -> tuple[Any, nn.Module]:
+    """(its ModelConfig, the untrained student), seeded; refused unless smaller than the teacher."""
+    assert ctx.input_dim is not None and ctx.num_labels is not None  # _check_context ran first
     s_cfg = student_config(cfg, ctx.model_config)
     torch.manual_seed(ctx.seed)  # the student's initial weights, reproducible per seed
     student = build_model(s_cfg, ctx.input_dim, ctx.num_labels)
-    n_teacher, n_student = param_count(teacher), param_count(student)
+    n_student = param_count(student)
     if n_student >= n_teacher:
         raise ConfigError(
             f"distill.kd: the student {s_cfg.model_dump(exclude_defaults=True)} has {n_student:,} parameters, "
             f"not fewer than the teacher's {n_teacher:,}; choose a smaller student (e.g. lower embed_dim/hidden)"
         )
+    return s_cfg, student
+
+
+@register_technique(DistillKDConfig)
+def distill_kd(model: nn.Module, cfg: DistillKDConfig, ctx: RunContext) -> TechniqueResult:
+    """Knowledge distillation: a smaller student learns from the baseline (teacher) and the labels."""
+    teacher, train = _check_context(model, ctx)
+    n_teacher = param_count(teacher)
+    s_cfg, student = _build_student(cfg, ctx, n_teacher)
+    n_student = param_count(student)
 
     was_training = teacher.training
     teacher.eval()
@@ -130,7 +141,7 @@ def distill_kd(model: nn.Module, cfg: DistillKDConfig, ctx: RunContext) -> Techn
 
     t0 = time.perf_counter()
     try:
-        history = ctx.train(student, loss_fn)
+        history = train(student, loss_fn)
     finally:
         teacher.train(was_training)
     train_seconds = time.perf_counter() - t0

@@ -88,22 +88,28 @@ def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
 
 
-@register_technique(LowRankConfig)
-def lowrank(model: nn.Module, cfg: LowRankConfig, ctx: RunContext) -> TechniqueResult:
-    """Low-rank factorization (truncated SVD) of Embedding and Linear weights, fine-tuned."""
-    require_fine_tuning(ctx, "lowrank", cfg.epochs, "to factor without fine-tuning")
+def _rebuild_fields(ctx: RunContext) -> dict[str, str] | None:
+    """Module name → the ModelConfig rank field that rebuilds it factored; None in library use (no config)."""
     base = ctx.model_config
-    rebuild: dict[str, str] | None = None  # module name → ModelConfig rank field; None: library use
-    if base is not None:
-        rebuild = _RANK_FIELDS.get(getattr(base, "name", ""))
-        if rebuild is None:
-            raise IncompatibleModelError(
-                f"lowrank: model {getattr(base, 'name', base)!r} has no config fields for factored layers, so "
-                f"its compact file could not be rebuilt; supported: {', '.join(sorted(_RANK_FIELDS))}"
-            )
+    if base is None:
+        return None
+    rebuild = _RANK_FIELDS.get(getattr(base, "name", ""))
+    if rebuild is None:
+        raise IncompatibleModelError(
+            f"lowrank: model {getattr(base, 'name', base)!r} has no config fields for factored layers, so "
+            f"its compact file could not be rebuilt; supported: {', '.join(sorted(_RANK_FIELDS))}"
+        )
+    return rebuild
 
-    # Plan every layer first (ranks, errors), change the model only after all checks passed.
-    plan: list[tuple[str, nn.Linear | nn.Embedding, int]] = []
+
+_Plan = list[tuple[str, nn.Linear | nn.Embedding, int]]  # (module name, module, rank) per layer to factor
+
+
+def _plan(
+    model: nn.Module, cfg: LowRankConfig, exclude: tuple[str, ...], rebuild: dict[str, str] | None
+) -> tuple[_Plan, list[SkippedLayer]]:
+    """The layers to factor and their ranks, and those left alone; raises before any change."""
+    plan: _Plan = []
     skipped: list[SkippedLayer] = []
     for name, module in model.named_modules():
         if not isinstance(module, nn.Linear | nn.Embedding):
@@ -111,7 +117,7 @@ def lowrank(model: nn.Module, cfg: LowRankConfig, ctx: RunContext) -> TechniqueR
                 skipped.append(SkippedLayer(name or "<model>", type(module).__name__, "not an Embedding or Linear"))
             continue
         type_name = type(module).__name__
-        if any(name == e or name.startswith(e + ".") or f"{name}.weight" == e for e in ctx.exclude):
+        if any(name == e or name.startswith(e + ".") or f"{name}.weight" == e for e in exclude):
             skipped.append(SkippedLayer(name, type_name, "excluded by config"))
             continue
         if rebuild is not None and name not in rebuild:
@@ -133,6 +139,16 @@ def lowrank(model: nn.Module, cfg: LowRankConfig, ctx: RunContext) -> TechniqueR
             )
             continue
         plan.append((name, module, rank))
+    return plan, skipped
+
+
+@register_technique(LowRankConfig)
+def lowrank(model: nn.Module, cfg: LowRankConfig, ctx: RunContext) -> TechniqueResult:
+    """Low-rank factorization (truncated SVD) of Embedding and Linear weights, fine-tuned."""
+    require_fine_tuning(ctx, "lowrank", cfg.epochs, "to factor without fine-tuning")
+    rebuild = _rebuild_fields(ctx)
+    # Plan every layer first (ranks, errors), change the model only after all checks passed.
+    plan, skipped = _plan(model, cfg, ctx.exclude, rebuild)
 
     ranks: dict[str, int] = {}
     energies: dict[str, float] = {}
@@ -149,7 +165,7 @@ def lowrank(model: nn.Module, cfg: LowRankConfig, ctx: RunContext) -> TechniqueR
 
     new_config = None
     if rebuild is not None and ranks:
-        new_config = base.model_copy(update={rebuild[name]: r for name, r in ranks.items()})
+        new_config = ctx.model_config.model_copy(update={rebuild[name]: r for name, r in ranks.items()})
     details = {
         "ranks": ranks,  # layer → rank kept
         "energy_kept": energies,  # layer → share of Σ s² the rank keeps (before fine-tuning)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Literal, Self
+from typing import Any, ClassVar, Literal, Self
 
 import torch
 from pydantic import Field, model_validator
@@ -27,11 +27,14 @@ from torch import nn
 from modelshrink.techniques._targets import Target, prunable_weights
 from modelshrink.techniques.base import (
     RunContext,
+    SearchStage,
+    SearchTrial,
     TechniqueConfig,
     TechniqueResult,
     register_technique,
     require_fine_tuning,
 )
+from modelshrink.techniques.properties import Property, Sparsity
 
 
 class MagnitudePruneConfig(TechniqueConfig):
@@ -47,6 +50,16 @@ class MagnitudePruneConfig(TechniqueConfig):
     frequency: int = Field(100, ge=1)  # update masks every `frequency` steps from begin_step
     scope: Literal["per_tensor", "global"] = "per_tensor"  # one threshold per tensor, or one for all
     epochs: int = Field(2, ge=0)  # fine-tuning epochs; 0 = one-shot pruning at final_sparsity, no training
+    search_stage: ClassVar[SearchStage | None] = "prune"
+
+    @classmethod
+    def search_space(cls, trial: SearchTrial, prefix: str) -> dict[str, Any] | None:
+        """Constant sparsity 0.20 ... 0.95; steps of 0.05 keep the space finite, so a repeated proposal is in the store."""
+        sparsity = round(trial.suggest_float(f"{prefix}final_sparsity", 0.2, 0.95, step=0.05), 2)
+        return {"kind": cls.model_fields["kind"].default, "schedule": "constant", "final_sparsity": sparsity}
+
+    def search_label(self) -> str:
+        return f"prune{self.final_sparsity:g}"
 
     @model_validator(mode="after")
     def _check_schedule(self) -> Self:
@@ -192,12 +205,15 @@ def run_pruning(
         sparsity[t.qualified_name] = zeros / w.numel()
         n_zero += zeros
         n_total += w.numel()
+    overall = n_zero / n_total  # over the pruned tensors only (biases etc. not counted)
     details = {
         "sparsity": sparsity,  # measured fraction of exact zeros per pruned tensor
-        "overall_sparsity": n_zero / n_total,  # over the pruned tensors only (biases etc. not counted)
+        "overall_sparsity": overall,
         "scope": cfg.scope,
         "steps": pruner.steps,  # optimizer steps fine-tuning ran (0 for one-shot)
         "mask_updates": pruner.mask_updates,  # scheduled mask updates, the final prune not counted
         "schedule_completed": schedule_completed,
     }
-    return TechniqueResult(model=model, skipped=skipped, details=details)
+    # A later step must keep the measured level (not final_sparsity: rounding per tensor may fall short of it).
+    properties: list[Property] = [Sparsity(tuple(sorted(sparsity)), overall)]
+    return TechniqueResult(model=model, skipped=skipped, details=details, properties=properties)

@@ -28,6 +28,7 @@ from modelshrink.techniques.base import (
     register_technique,
     require_fine_tuning,
 )
+from modelshrink.techniques.properties import NM, Property, Sparsity
 
 
 class NMPruneConfig(TechniqueConfig):
@@ -127,12 +128,12 @@ def prune_nm(model: nn.Module, cfg: NMPruneConfig, ctx: RunContext) -> Technique
         "pattern": f"{cfg.n}:{cfg.m}",
         "pattern_verified": verified,  # every group of m along the input dimension has <= n nonzeros
         "sparsity": sparsity,  # measured zeros per tensor (>= 1 - n/m)
-        "properties": [
-            {"property": "nm", "n": cfg.n, "m": cfg.m, "tensors": sorted(verified)},
-            {"property": "sparsity", "tensors": sorted(sparsity), "min": _overall(targets)},
-        ],
     }
-    return TechniqueResult(model=model, skipped=skipped, details=details)
+    properties: list[Property] = [
+        NM(tuple(sorted(verified)), cfg.n, cfg.m),
+        Sparsity(tuple(sorted(sparsity)), _overall(targets)),
+    ]
+    return TechniqueResult(model=model, skipped=skipped, details=details, properties=properties)
 
 
 def _overall(targets: list[Target]) -> float:

@@ -8,13 +8,13 @@ magnitude masks are. A magnitude criterion that does not beat this one is not do
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
 
 from modelshrink.techniques._targets import Target
-from modelshrink.techniques.base import RunContext, TechniqueResult, register_technique
+from modelshrink.techniques.base import RunContext, SearchStage, SearchTrial, TechniqueResult, register_technique
 from modelshrink.techniques.prune_magnitude import MagnitudePruneConfig, _Pruner, run_pruning
 
 
@@ -22,6 +22,12 @@ class RandomPruneConfig(MagnitudePruneConfig):
     """Zero random weights, on prune.magnitude's schedule; the baseline any pruning criterion must beat."""
 
     kind: Literal["prune.random"] = "prune.random"  # type: ignore[assignment]
+    # A baseline to compare criteria against, not a candidate for the best model: never searched.
+    search_stage: ClassVar[SearchStage | None] = None
+
+    @classmethod
+    def search_space(cls, trial: SearchTrial, prefix: str) -> dict[str, Any] | None:
+        return None
 
 
 class _RandomPruner(_Pruner):
@@ -37,12 +43,4 @@ class _RandomPruner(_Pruner):
 @register_technique(RandomPruneConfig)
 def prune_random(model: nn.Module, cfg: RandomPruneConfig, ctx: RunContext) -> TechniqueResult:
     """Random unstructured pruning (prune.magnitude's schedule, random masks): the baseline criterion."""
-    result = run_pruning(model, cfg, ctx, lambda targets, c: _RandomPruner(targets, c, ctx.seed))
-    result.details["properties"] = [
-        {
-            "property": "sparsity",
-            "tensors": sorted(result.details["sparsity"]),
-            "min": result.details["overall_sparsity"],
-        }
-    ]
-    return result
+    return run_pruning(model, cfg, ctx, lambda targets, c: _RandomPruner(targets, c, ctx.seed))

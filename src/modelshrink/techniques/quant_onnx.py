@@ -7,26 +7,44 @@ file, which is what gets measured. So a quantization step belongs last in a pipe
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 from torch import nn
 
 from modelshrink.errors import ConfigError
-from modelshrink.techniques.base import RunContext, SkippedLayer, TechniqueConfig, TechniqueResult, register_technique
+from modelshrink.techniques.base import (
+    RunContext,
+    SearchStage,
+    SearchTrial,
+    SkippedLayer,
+    TechniqueConfig,
+    TechniqueResult,
+    register_technique,
+)
 
 _DETAILS_NOTE = "applied at export through ONNX Runtime"
 
 
-class Fp16Config(TechniqueConfig):
+class _OrtQuantConfig(TechniqueConfig):
+    """A post-training quantization applied at export: searched as the last step, at its defaults."""
+
+    search_stage: ClassVar[SearchStage | None] = "quant"
+
+    @classmethod
+    def search_space(cls, trial: SearchTrial, prefix: str) -> dict[str, Any] | None:
+        return {"kind": cls.model_fields["kind"].default}
+
+
+class Fp16Config(_OrtQuantConfig):
     kind: Literal["quant.fp16"] = "quant.fp16"
 
 
-class Int8DynamicConfig(TechniqueConfig):
+class Int8DynamicConfig(_OrtQuantConfig):
     kind: Literal["quant.int8_dynamic"] = "quant.int8_dynamic"
 
 
-class Int8StaticConfig(TechniqueConfig):
+class Int8StaticConfig(_OrtQuantConfig):
     kind: Literal["quant.int8_static"] = "quant.int8_static"
     calibration_batches: int = Field(8, ge=1, le=64)  # input batches run to calibrate activation ranges
 

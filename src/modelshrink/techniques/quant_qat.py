@@ -34,7 +34,7 @@ variant pair differs only in training. Pipelines:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -46,6 +46,8 @@ from modelshrink.export.int8 import channel_axis, fake_quant  # the one int8 gri
 from modelshrink.techniques._targets import Target, prunable_weights
 from modelshrink.techniques.base import (
     RunContext,
+    SearchStage,
+    SearchTrial,
     TechniqueConfig,
     TechniqueResult,
     register_technique,
@@ -62,6 +64,13 @@ class QATConfig(TechniqueConfig):
     epochs: int = Field(2, ge=0)  # fine-tuning epochs with fake quantization; 0 = post-training int8
     preserve_sparsity: bool = False  # zeros stay zero (after prune.magnitude)
     preserve_clusters: bool = False  # distinct values per tensor stay <= their count (after cluster.kmeans)
+    search_stage: ClassVar[SearchStage | None] = "quant"
+
+    @classmethod
+    def search_space(cls, trial: SearchTrial, prefix: str) -> dict[str, Any] | None:
+        # Searched at its defaults (2 epochs, no preserve flags), the space search has always used;
+        # epochs and the preserve flags (which matter after prune/cluster) could join it later.
+        return {"kind": "quant.qat"}
 
 
 @dataclass

@@ -251,7 +251,7 @@ def export(
     """Export a run folder's store as CSV, JSON or Markdown (default: results.csv etc. in the folder)."""
     from modelshrink.errors import ConfigError
     from modelshrink.report.tables import EXPORTS, export_text
-    from modelshrink.runner.store import ResultStore
+    from modelshrink.store import ResultStore
 
     if fmt not in EXPORTS:
         raise ConfigError(f"unknown --format {fmt!r}; known: {', '.join(EXPORTS)}")

@@ -17,7 +17,7 @@ from modelshrink.report.html import write_report
 from modelshrink.report.plots import pareto_front, per_class_f1
 from modelshrink.report.synthetic import synthetic_row, write_synthetic_store
 from modelshrink.report.view import build_views, stat_of, verdict
-from modelshrink.runner.store import ResultStore
+from modelshrink.store import ResultStore
 
 XSS = "<script>alert(1)</script>"
 

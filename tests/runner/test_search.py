@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from modelshrink.cli import main
-from modelshrink.runner.store import ResultStore
+from modelshrink.store import ResultStore
 
 
 def test_search_finds_a_winner_within_the_budget(

@@ -33,7 +33,7 @@ from modelshrink.report.view import (
     fmt_pct,
     verdict,
 )
-from modelshrink.runner.store import ResultStore
+from modelshrink.store import ResultStore
 
 FIGURE_DIR = "figures"
 

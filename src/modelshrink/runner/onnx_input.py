@@ -32,7 +32,7 @@ from modelshrink.measure.accuracy import classification_metrics
 from modelshrink.measure.latency import latency_ms
 from modelshrink.measure.size import file_sizes
 from modelshrink.runner.run import _environment
-from modelshrink.runner.store import ResultStore, config_key
+from modelshrink.store import ResultStore, config_key
 
 Log = Callable[[str], None]
 SPLITS = ("train", "val", "test")

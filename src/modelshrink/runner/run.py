@@ -33,7 +33,7 @@ from modelshrink.export.compact import load_compact
 from modelshrink.models.builders import ModelConfig, build_model, check_model_fits
 from modelshrink.runner.checks import check_onnx, check_state
 from modelshrink.runner.checks import failed as failed_checks
-from modelshrink.runner.store import ResultStore, config_key
+from modelshrink.store import ResultStore, config_key
 from modelshrink.techniques.base import RunContext, TechniqueConfig, get_technique
 from modelshrink.train import OnStep, fine_tune, fit, set_seed
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from modelshrink.config import merge, parse_config, read_preset, read_yaml
 from modelshrink.runner.run import Runner
-from modelshrink.runner.store import ResultStore
+from modelshrink.store import ResultStore
 
 GOAL_RATIO = 40.0
 MAX_LOSS_POINTS = 1.0

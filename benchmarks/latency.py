@@ -23,7 +23,7 @@ from pathlib import Path
 from modelshrink.config import parse_config, read_preset
 from modelshrink.report.tables import latency_section
 from modelshrink.runner.run import Runner
-from modelshrink.runner.store import ResultStore
+from modelshrink.store import ResultStore
 
 
 def main() -> None:

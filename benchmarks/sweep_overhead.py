@@ -22,8 +22,8 @@ from modelshrink.config import parse_config
 from modelshrink.data.synthetic import write_synthetic_csv
 from modelshrink.runner.executors import RayExecutor, _setup
 from modelshrink.runner.run import Runner
-from modelshrink.runner.store import ResultStore
 from modelshrink.runner.task import RowRunner
+from modelshrink.store import ResultStore
 
 PRUNE = {"kind": "prune.magnitude", "schedule": "constant", "final_sparsity": 0.5, "epochs": 1}
 VARIANTS = [

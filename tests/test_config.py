@@ -2,7 +2,7 @@ import pytest
 
 from modelshrink.config import RunConfig, VariantConfig, parse_config, preset_names, read_preset
 from modelshrink.errors import ConfigError
-from modelshrink.runner.store import config_key
+from modelshrink.store import config_key
 
 
 def test_presets_parse() -> None:

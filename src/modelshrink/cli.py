@@ -178,7 +178,7 @@ def export(
 ) -> None:
     """Export a run folder's store as CSV, JSON or Markdown (default: results.csv etc. in the folder)."""
     from modelshrink.report.tables import EXPORTS, export_text
-    from modelshrink.runner.store import ResultStore
+    from modelshrink.store import ResultStore
 
     if fmt not in EXPORTS:
         raise ConfigError(f"unknown --format {fmt!r}; known: {', '.join(EXPORTS)}")

@@ -1,16 +1,15 @@
 """Headless Chromium for the report's browser test: Debian's `chromium`, driven by Playwright.
 
 Playwright's own browser download is not reachable from CI, so the fixture uses the system
-Chromium and installs it with apt-get when it is missing and the tests run as root (CI runs
-`make test` as root on a fresh machine). It skips, with the reason in the test summary, only
-where Chromium truly cannot be installed; set MODELSHRINK_REQUIRE_BROWSER=1 to make that a failure.
+Chromium. Tests talk to loopback only, so the fixture never installs it: `make test` does, with
+apt-get, when it runs as root (as CI does on a fresh machine). Where Chromium is missing the test
+skips with the reason in the summary; set MODELSHRINK_REQUIRE_BROWSER=1 to make that a failure.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -22,21 +21,6 @@ CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 
 def _find_chromium() -> str | None:
     return next((p for name in CHROMIUM_NAMES if (p := shutil.which(name))), None)
-
-
-def _apt_install() -> str:
-    """Install Debian's chromium; returns what went wrong ("" on success)."""
-    if shutil.which("apt-get") is None:
-        return "apt-get is not available on this machine"
-    if os.geteuid() != 0:
-        return "not running as root, so apt-get cannot install chromium (run `apt-get install -y chromium`)"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]
-    for cmd in (install, ["apt-get", "update"], install):  # update only when the first try fails
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
-        if done.returncode == 0 and cmd is install and _find_chromium():
-            return ""
-    return f"`apt-get install chromium` failed: {(done.stderr or done.stdout).strip()[-300:]}"
 
 
 def _unavailable(reason: str) -> None:
@@ -51,10 +35,9 @@ def _unavailable(reason: str) -> None:
 def chromium_path() -> str:
     path = _find_chromium()
     if path is None:
-        problem = _apt_install()
-        path = _find_chromium()
-        if path is None:
-            _unavailable(problem or "chromium installed but not found on PATH")
+        _unavailable(
+            f"no {' / '.join(CHROMIUM_NAMES)} on PATH; install it: `apt-get install -y chromium`, or `make test`"
+        )
     assert path is not None
     return path
 

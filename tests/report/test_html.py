@@ -14,10 +14,11 @@ from sklearn.metrics import f1_score
 
 from modelshrink.cli import main
 from modelshrink.report.html import write_report
-from modelshrink.report.plots import pareto_front, per_class_f1
+from modelshrink.report.pareto import pareto_front
+from modelshrink.report.plots import per_class_f1
 from modelshrink.report.synthetic import synthetic_row, write_synthetic_store
 from modelshrink.report.view import build_views, stat_of, verdict
-from modelshrink.runner.store import ResultStore
+from modelshrink.store import ResultStore
 
 XSS = "<script>alert(1)</script>"
 

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import modelshrink
 from modelshrink.cli import main
-from modelshrink.runner.store import ResultStore
+from modelshrink.store import ResultStore
 
 CONFIG = """
 model: {embed_dim: 8, hidden: 8}

@@ -1,5 +1,6 @@
 """A small sweep on a local Ray instance (2 CPUs, loopback only, no dashboard) equals in-process."""
 
+import socket
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -27,17 +28,25 @@ def test_ray_sweep_equals_in_process(sweep: SimpleNamespace, tmp_path: Path) -> 
     assert sweep.table(on_ray) == sweep.table(inproc)
 
 
+def _closed_loopback_port() -> int:
+    """A loopback port nothing listens on: bound by the OS, read, then released (tests talk to loopback only)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def test_unreachable_ray_address_fails_fast(
     sweep: SimpleNamespace, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     cfg = tmp_path / "c.yaml"
     cfg.write_text("model: {embed_dim: 8, hidden: 8}\ndata: {vocab_size: 64, max_len: 16}\ntrain: {epochs: 1}\n")
     csv = Path(sweep.config(tmp_path)["data"]["path"])
+    address = f"127.0.0.1:{_closed_loopback_port()}"
     t0 = time.monotonic()
     code = main(["run", "--task", "csv", "--data", str(csv), "--config", str(cfg), "--out", str(tmp_path / "o"),
-                 "--executor", "ray", "--ray-address", "10.255.255.1:6379"])  # fmt: skip
+                 "--executor", "ray", "--ray-address", address])  # fmt: skip
     assert code == 2 and time.monotonic() - t0 < 30
     err = capsys.readouterr().err
-    # Refused by the TCP probe, or (where a proxy accepts any connection) by ray.init itself.
-    assert "cannot reach a Ray cluster at '10.255.255.1:6379'" in err and "ray start --head" in err
+    # Refused by the TCP probe before ray.init, which on its own would retry for minutes.
+    assert f"cannot reach a Ray cluster at '{address}'" in err and "ray start --head" in err
     assert not (tmp_path / "o" / "results.sqlite").exists()

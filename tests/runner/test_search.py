@@ -10,7 +10,7 @@ import pytest
 
 from modelshrink.cli import main
 from modelshrink.runner.search import propose, searched_kinds
-from modelshrink.runner.store import ResultStore
+from modelshrink.store import ResultStore
 from modelshrink.techniques import TECHNIQUES, TechniqueConfig, TechniqueResult
 from modelshrink.techniques.base import SearchStage, SearchTrial, Technique
 

@@ -4,7 +4,7 @@ import pytest
 
 from modelshrink.cli import main
 from modelshrink.data.synthetic import write_synthetic_csv
-from modelshrink.runner.store import ResultStore, config_key
+from modelshrink.store import ResultStore, config_key
 
 
 def test_key_is_canonical() -> None:

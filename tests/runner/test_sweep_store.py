@@ -11,7 +11,7 @@ from modelshrink.cli import main
 from modelshrink.config import parse_config
 from modelshrink.errors import ArtifactError
 from modelshrink.runner.run import Runner
-from modelshrink.runner.store import ResultStore
+from modelshrink.store import ResultStore
 
 
 def _foreign(path: Path) -> None:

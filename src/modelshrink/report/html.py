@@ -12,7 +12,6 @@ import base64
 import hashlib
 import json
 import os
-import platform
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,7 +32,7 @@ from modelshrink.report.view import (
     fmt_pct,
     verdict,
 )
-from modelshrink.runner.store import ResultStore
+from modelshrink.store import ResultStore
 
 FIGURE_DIR = "figures"
 
@@ -192,17 +191,14 @@ def render_html(rows: list[dict[str, Any]], run_dir: Path, figure_dir: Path) -> 
     config, config_source = _read_config(run_dir, rows)
     heads, body = _table(views)
     script_hash = base64.b64encode(hashlib.sha256(SORT_JS.encode()).digest()).decode()
-    best = best_variant(views)
     base = baseline_of(views)
     figures, figure_problems = _figures(views, figure_dir)
     return _env.get_template("report.html.j2").render(
         title=f"modelshrink report: {run_dir.resolve().name}",
         run_dir=str(run_dir.resolve()),
         generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        generated_on=platform.node(),
         verdicts=verdict(views),
         baseline=base.name if base else None,
-        best=best.name if best else None,
         heads=heads,
         body=body,
         figures=figures,

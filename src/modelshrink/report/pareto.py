@@ -12,9 +12,6 @@ from typing import Any
 
 from modelshrink.report.tables import aggregate
 
-# (cost column, accuracy column) pairs the report draws; costs are lower-is-better.
-FRONTIERS = {"size": ("file_bytes", "test_accuracy"), "latency": ("latency_ms_p50", "test_accuracy")}
-
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     """Indices of the non-dominated points of (cost, accuracy) pairs, by increasing cost.

@@ -8,7 +8,6 @@ object-oriented `matplotlib.figure.Figure` (no pyplot): no GUI backend, no globa
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
+from modelshrink.report.pareto import pareto_front
 from modelshrink.report.view import Stat, VariantView
 
 OK_COLOR, FRONT_COLOR = "#4477aa", "#cc3311"
@@ -38,21 +38,6 @@ class Plot:
 def label(text: str) -> str:
     """A user string as matplotlib text: `$` would otherwise start mathtext (and can raise on bad math)."""
     return text.replace("\\", "\\\\").replace("$", r"\$")
-
-
-def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
-    """Indices of the points no other point beats: smaller x (bytes, ms) and higher y (accuracy).
-
-    Written here because report/pareto.py (another issue) did not exist yet; returned in
-    increasing x, which is the order to draw the frontier in.
-    """
-    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
-    front, best = [], -np.inf
-    for i in order:
-        if points[i][1] > best:
-            front.append(i)
-            best = points[i][1]
-    return front
 
 
 def render(fig: Figure, name: str, title: str, caption: str, out_dir: Path) -> Plot:

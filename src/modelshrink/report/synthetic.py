@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from modelshrink.runner.store import ResultStore, config_key
+from modelshrink.store import ResultStore, config_key
 
 LABELS = ["anger", "fear", "joy", "love", "sadness", "surprise"]
 CHAINS = [[], ["prune.magnitude"], ["cluster.kmeans"], ["quant.int8_dynamic"],

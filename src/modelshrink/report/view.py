@@ -57,10 +57,6 @@ class VariantView:
             return "baseline (no technique)" if self.start == "baseline" else "from scratch (no technique)"
         return " → ".join(self.chain) + (" (from scratch)" if self.start == "scratch" else "")
 
-    @property
-    def seeds(self) -> list[int]:
-        return [int(r["seed"]) for r in self.ok]
-
 
 def _variant_cfg(row: dict[str, Any]) -> dict[str, Any]:
     cfg = row.get("config")

@@ -163,7 +163,7 @@ def _probe(address: str) -> None:
     hostport = address.removeprefix("ray://")
     host, _, port = hostport.rpartition(":")
     if not host or not port.isdigit():
-        raise ConfigError(f"--ray-address must be HOST:PORT (e.g. 10.0.0.5:6379), 'auto' or 'local', got {address!r}")
+        raise ConfigError(f"--ray-address must be HOST:PORT (e.g. head-node:6379), 'auto' or 'local', got {address!r}")
     try:
         socket.create_connection((host, int(port)), timeout=RAY_CONNECT_TIMEOUT_S).close()
     except OSError as err:

@@ -21,7 +21,7 @@ import torch
 from modelshrink.config import RunConfig, VariantConfig
 from modelshrink.data.tasks import TaskData
 from modelshrink.errors import ConfigError
-from modelshrink.runner.store import ResultStore, config_key
+from modelshrink.store import ResultStore, config_key
 
 RUN_RECORD = "run.json"  # what a run folder's rows share; checked before resuming into the folder
 STORE = "results.sqlite"

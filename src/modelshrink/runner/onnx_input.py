@@ -32,7 +32,7 @@ from modelshrink.runner.folder import RunFolder, environment
 from modelshrink.runner.measure import ArtifactCache, Logits, measure_artifact, onnx_artifact, split_metrics
 from modelshrink.runner.pipeline import Log
 from modelshrink.runner.row import VariantRow
-from modelshrink.runner.store import ResultStore, config_key
+from modelshrink.store import ResultStore, config_key
 
 # The variants an ONNX input gets: (name, technique kind or None for the file as given, format).
 ONNX_VARIANTS: tuple[tuple[str, str | None, str], ...] = (

@@ -20,8 +20,8 @@ from modelshrink.models.builders import check_model_fits
 from modelshrink.runner.executors import Executor, RowTask
 from modelshrink.runner.folder import RunFolder
 from modelshrink.runner.pipeline import Log
-from modelshrink.runner.store import ResultStore, config_key
 from modelshrink.runner.task import RowRunner
+from modelshrink.store import ResultStore, config_key
 
 
 class Runner:

@@ -207,12 +207,10 @@ def search(
     """Search techniques and settings for the smallest (or fastest) model within an accuracy budget."""
     from modelshrink.runner.executors import make_executor
     from modelshrink.runner.job import default_out
+    from modelshrink.runner.search import check_arguments
     from modelshrink.runner.search import search as run_search
 
-    if max_drop < 0:  # checked before any data is read
-        raise ConfigError(f"--max-drop must be >= 0 percentage points of validation accuracy, got {max_drop}")
-    if budget_trials < 1:
-        raise ConfigError(f"--budget-trials must be at least 1, got {budget_trials}")
+    check_arguments(max_drop, budget_trials, objective)  # before any data is read or executor started
     if seed and len(seed) > 1:
         raise ConfigError(f"search uses one seed; got --seed {' --seed '.join(map(str, seed))}")
     cfg = _config(preset, config, data, task, text_column, label_column, stratify, subsample, epochs, seed)

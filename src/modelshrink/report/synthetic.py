@@ -37,7 +37,7 @@ def synthetic_row(variant: str, seed: int, chain: list[str], rng: np.random.Gene
         "file_bytes": file_bytes, "file_gzip_bytes": int(file_bytes * 0.9), "file_zstd_bytes": int(file_bytes * 0.88),
         "compact_bytes": None if int8 else int(file_bytes * rng.uniform(0.2, 0.9)),
         "train_accuracy": min(1.0, test + 0.08), "val_accuracy": test + 0.005, "test_accuracy": test,
-        "test_macro_f1": test - 0.05, "test_agreement_with_torch": 1.0,
+        "test_macro_f1": test - 0.05, "test_agreement_with_reference": 1.0,
         "test_confusion_matrix": cm.tolist(), "labels": LABELS,
         "baseline_history": [{"epoch": e, "train_loss": 1.6 / e, "val_loss": 1.5 / e + 0.2,
                               "val_accuracy": 0.9 - 0.5 / e, "seconds": 1.0} for e in range(1, 6)],

@@ -16,12 +16,12 @@ import pandas as pd
 NUMERIC_COLUMNS = [
     "parameters", "nonzeros", "distinct_values_max", "dense_fp32_bytes", "file_bytes", "file_gzip_bytes",
     "file_zstd_bytes", "compact_bytes", "train_accuracy", "val_accuracy", "test_accuracy", "test_macro_f1",
-    "test_agreement_with_torch", "compact_test_accuracy", "latency_ms_p50", "latency_ms_p90",
+    "test_agreement_with_reference", "compact_test_accuracy", "latency_ms_p50", "latency_ms_p90",
     "baseline_dense_fp32_bytes", "compression_x", "compact_gzip_bytes", "compact_compression_x",
     "compact_test_macro_f1", "onnx_fp32_bytes", "onnx_fp16_bytes", "onnx_int8_bytes", "onnx_fp32_test_accuracy",
     "onnx_fp16_test_accuracy", "onnx_int8_test_accuracy",
 ]  # fmt: skip
-# Artifacts measured for every variant (runner/measure_variant.py), and the latency settings.
+# Artifacts measured for every variant (runner/measure.py), and the latency settings.
 ARTIFACTS = ["onnx_fp32", "onnx_fp16", "onnx_int8", "onnx_int8_static", "onnx_int8_weights", "compact"]
 LATENCY_COLUMNS = [f"ms_{a}_b{b}_t{t}" for a in ARTIFACTS for b in (1, 256) for t in ("1", "all")]
 MEMORY_COLUMNS = [f"peak_rss_mb_{a}" for a in ARTIFACTS]

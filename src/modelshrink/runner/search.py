@@ -84,7 +84,8 @@ def propose(trial: Any) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
     return "search-" + ("+".join(name) or "fp32"), steps, dict(trial.params)
 
 
-def _check_arguments(max_drop: float, trials: int, objective: str) -> None:
+def check_arguments(max_drop: float, trials: int, objective: str) -> None:
+    """Refuse bad search settings before any data is read or executor started."""
     if max_drop < 0:
         raise ConfigError(f"--max-drop must be >= 0 percentage points of validation accuracy, got {max_drop}")
     if trials < 1:
@@ -98,7 +99,7 @@ def search(
     executor: Executor | None = None, jobs: int = 1, log: Callable[[str], None] = print,
 ) -> dict[str, Any]:  # fmt: skip
     """Run the search and return {baseline, trials, frontier, winner} (also written to search.json)."""
-    _check_arguments(max_drop, trials, objective)
+    check_arguments(max_drop, trials, objective)
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

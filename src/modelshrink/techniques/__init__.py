@@ -1,17 +1,13 @@
-"""Compression techniques. Importing this package registers all of them."""
+"""Compression techniques. Importing this package registers all of them.
 
-# Each import registers one technique (the registry is filled by the decorators).
-from modelshrink.techniques import (  # noqa: F401
-    cluster_kmeans,
-    distill_kd,
-    lowrank,
-    prune_magnitude,
-    prune_nm,
-    prune_random,
-    prune_structured,
-    quant_onnx,
-    quant_qat,
-)
+Every module of this package whose name has no leading underscore and is not a shared piece
+(base, properties) holds techniques, registered by their `@register_technique` decorators
+when imported here: adding a technique is adding its module, nothing else in this package.
+"""
+
+import importlib
+import pkgutil
+
 from modelshrink.techniques.base import (
     TECHNIQUES,
     RunContext,
@@ -24,6 +20,11 @@ from modelshrink.techniques.base import (
     register_technique,
 )
 from modelshrink.techniques.properties import NM, DistinctValues, Property, Sparsity
+
+_SHARED = {"base", "properties"}
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+    if not _module.startswith("_") and _module not in _SHARED:
+        importlib.import_module(f"{__name__}.{_module}")
 
 __all__ = [
     "NM",

@@ -43,6 +43,17 @@ OnnxOpt = Annotated[
     Path | None,
     typer.Option("--onnx", help="Your own ONNX classifier: runs int8 dynamic/static and fp16 on it, and measures."),
 ]
+WeightsOpt = Annotated[
+    str | None,
+    typer.Option("--weights", help="Your trained weights for --model (.safetensors, or a .pt/.pth state_dict): "
+                 "the baseline is measured as given, not trained."),
+]  # fmt: skip
+DeviceOpt = Annotated[
+    str | None, typer.Option("--device", help="Where training runs: auto | cpu (default) | cuda | mps.")
+]
+OnnxOutputOpt = Annotated[
+    str | None, typer.Option("--onnx-output", help="With --onnx: the output holding the [batch, labels] scores.")
+]
 TextColOpt = Annotated[str | None, typer.Option("--text-column", help="CSV column with the text (default: text).")]
 LabelColOpt = Annotated[str | None, typer.Option("--label-column", help="CSV column with the label (default: label).")]
 StratifyOpt = Annotated[bool, typer.Option("--stratify", help="Stratify the 70/15/15 split by label.")]
@@ -70,13 +81,14 @@ def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks o
 def _config(
     preset: str, config: Path | None, data: Path | None, task: str | None, text_column: str | None,
     label_column: str | None, stratify: bool, subsample: int | None, epochs: int | None,
-    seeds: list[int] | None, model: str | None = None, baseline_only: bool = False,
+    seeds: list[int] | None, model: str | None = None, baseline_only: bool = False, weights: str | None = None,
+    device: str | None = None,
 ) -> Any:  # fmt: skip
     """The flags as config.Overrides, resolved over the preset and the YAML file."""
     from modelshrink.config import Overrides, resolve
 
     overrides = Overrides(str(data) if data is not None else None, task, text_column, label_column, stratify,
-                          subsample, epochs, seeds, model, baseline_only)  # fmt: skip
+                          subsample, epochs, seeds, model, baseline_only, weights, device)  # fmt: skip
     cfg, note = resolve(preset, config, overrides)
     if note:
         console.print(note)
@@ -92,7 +104,7 @@ def _progress() -> Progress:
 
 def _execute(
     cfg: Any, out: Path | None, jobs: int | None = None, executor: str = "inprocess", ray_address: str | None = None,
-    onnx: Path | None = None,
+    onnx: Path | None = None, onnx_output: str | None = None,
 ) -> None:  # fmt: skip
     from modelshrink.runner.executors import make_executor
     from modelshrink.runner.job import default_out, prepare, run_job
@@ -101,7 +113,7 @@ def _execute(
     try:
         data = prepare(cfg, out, onnx=onnx)  # bad data or folder: one error line, before any progress bar or file
         with make_executor(executor, jobs, ray_address) as ex, _progress() as progress:
-            res = run_job(cfg, out, data, ex, onnx, progress, progress.console.print)
+            res = run_job(cfg, out, data, ex, onnx, progress, progress.console.print, onnx_output)
     except KeyboardInterrupt:
         console.print(
             f"interrupted: finished rows are saved in {out}/results.sqlite; run again with --out {out} to resume"
@@ -137,15 +149,21 @@ def run(
     config: ConfigOpt = None, preset: PresetOpt = "seed", task: TaskOpt = None, text_column: TextColOpt = None,
     label_column: LabelColOpt = None, stratify: StratifyOpt = False, subsample: SubsampleOpt = None,
     seeds: SeedsOpt = None, resume: ResumeOpt = False, jobs: JobsOpt = None, executor: ExecutorOpt = "inprocess",
-    ray_address: RayAddressOpt = None, model: ModelOpt = None, onnx: OnnxOpt = None,
+    ray_address: RayAddressOpt = None, model: ModelOpt = None, onnx: OnnxOpt = None, weights: WeightsOpt = None,
+    device: DeviceOpt = None, onnx_output: OnnxOutputOpt = None,
 ) -> None:  # fmt: skip
-    """The main job: train the baseline, apply every variant of the preset, measure, report."""
+    """The main job: train the baseline (or take yours: --weights, --onnx), apply every variant, measure, report."""
     _check_resume(resume, out)
     if onnx is not None and model is not None:
         raise ConfigError("--onnx and --model both name the model; pass one of them")
+    if onnx is not None and weights is not None:
+        raise ConfigError("--weights goes with --model (the model they fit); an --onnx file holds its own weights")
+    if onnx_output is not None and onnx is None:
+        raise ConfigError(f"--onnx-output {onnx_output!r} names an output of an --onnx file; pass --onnx FILE too")
     seed = _seed_flags(seed, seeds)
-    cfg = _config(preset, config, data, task, text_column, label_column, stratify, subsample, epochs, seed, model)
-    _execute(cfg, out, jobs, executor, ray_address, onnx)
+    cfg = _config(preset, config, data, task, text_column, label_column, stratify, subsample, epochs, seed, model,
+                  weights=weights, device=device)  # fmt: skip
+    _execute(cfg, out, jobs, executor, ray_address, onnx, onnx_output)
 
 
 @app.command()
@@ -153,10 +171,11 @@ def train(
     data: DataOpt = None, out: OutOpt = None, epochs: EpochsOpt = None, seed: SeedOpt = None,
     config: ConfigOpt = None, preset: PresetOpt = "seed", task: TaskOpt = None, text_column: TextColOpt = None,
     label_column: LabelColOpt = None, stratify: StratifyOpt = False, subsample: SubsampleOpt = None,
-    model: ModelOpt = None,
+    model: ModelOpt = None, weights: WeightsOpt = None, device: DeviceOpt = None,
 ) -> None:  # fmt: skip
-    """Train and measure the baseline only."""
-    cfg = _config(preset, config, data, task, text_column, label_column, stratify, subsample, epochs, seed, model, True)
+    """Train and measure the baseline only (with --weights: measure the given weights, no training)."""
+    cfg = _config(preset, config, data, task, text_column, label_column, stratify, subsample, epochs, seed, model, True,
+                  weights, device)  # fmt: skip
     _execute(cfg, out)
 
 

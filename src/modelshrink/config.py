@@ -212,6 +212,8 @@ class Overrides:
     seeds: Sequence[int] | None = None
     model: str | None = None  # a built-in model's name, or path/to/file.py:function
     baseline_only: bool = False  # `modelshrink train`: the baseline variant alone
+    weights: str | None = None  # the user's trained weights for the model (models/checkpoint.py)
+    device: str | None = None  # where training runs: auto | cpu | cuda | mps
 
 
 def resolve(preset: str, file: Path | None = None, overrides: Overrides = Overrides()) -> tuple[RunConfig, str | None]:
@@ -229,14 +231,18 @@ def resolve(preset: str, file: Path | None = None, overrides: Overrides = Overri
                               ("label_column", o.label_column), ("subsample", o.subsample)) if v is not None}  # fmt: skip
     if o.stratify:
         data["stratify"] = True
-    flags: dict[str, Any] = {"data": data, "train": {"epochs": o.epochs} if o.epochs is not None else {}}
+    train = {k: v for k, v in (("epochs", o.epochs), ("device", o.device)) if v is not None}
+    flags: dict[str, Any] = {"data": data, "train": train}
     if o.seeds:
         flags["seeds"] = list(o.seeds)
     raw = merge(raw, {k: v for k, v in flags.items() if v != {}})
     if o.baseline_only:
         raw["variants"] = [{"name": "baseline", "steps": []}]
-    cfg = parse_config(raw, where)
-    return _choose_model(cfg, o.model, o.task, "model" in file_raw)
+    cfg, note = _choose_model(parse_config(raw, where), o.model, o.task, "model" in file_raw)
+    if o.weights is not None:  # after --model, which replaces the model section
+        model = {**cfg.model.model_dump(mode="json"), "weights": o.weights}
+        cfg = parse_config({**cfg.model_dump(mode="json"), "model": model}, "--weights")
+    return cfg, note
 
 
 def _choose_model(cfg: RunConfig, model: str | None, task: str | None, named: bool) -> tuple[RunConfig, str | None]:

@@ -94,6 +94,10 @@ class ModelConfig(BaseModel):
     channels2: int | None = Field(
         None, ge=1, exclude_if=_unset, description="cnn: channels of the second convolution (2*channels)"
     )
+    # Every model: the user's trained weights (models/checkpoint.py); the baseline is then measured, not trained.
+    weights: str | None = Field(
+        None, exclude_if=_unset, description="all models: a .safetensors / .pt / .pth state dict to start from"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
@@ -104,7 +108,7 @@ class ModelConfig(BaseModel):
                 f"`build` is only read by model 'custom', not {self.name!r}; remove it or set name: custom"
             )
         defaults = ModelConfig.model_fields
-        unused = [f for f in self.model_fields_set - {"name"}
+        unused = [f for f in self.model_fields_set - {"name", "weights"}
                   if f not in MODEL_SETTINGS[self.name] and getattr(self, f) != defaults[f].default]  # fmt: skip
         if unused:
             raise ValueError(
@@ -175,6 +179,14 @@ def build_model(cfg: ModelConfig, input_dim: int, num_labels: int) -> nn.Module:
     return MODELS.get(cfg.name)(cfg, input_dim, num_labels)
 
 
+def pretrained(cfg: ModelConfig, labels: list[str]) -> bool:
+    """Whether the baseline's weights are already trained for `labels` (then it is measured, not trained).
+
+    True when the user gave weights (`--weights`); other sources of trained models add their case here.
+    """
+    return cfg.weights is not None
+
+
 def check_model_fits(cfg: ModelConfig, data: TaskData) -> None:
     """Raise ConfigError, before any training, when the model cannot read the task's arrays."""
     reads = MODEL_INPUT.get(cfg.name)
@@ -189,6 +201,10 @@ def check_model_fits(cfg: ModelConfig, data: TaskData) -> None:
             f"model 'mlp' reads {cfg.image_size}x{cfg.image_size} images but the task's are "
             f"{'x'.join(map(str, data.x_train.shape[2:]))}; set model.image_size (or data.image_size) to match"
         )
+    if cfg.weights is not None:  # keys and shapes checked now, before any file is written
+        from modelshrink.models.checkpoint import load_weights
+
+        load_weights(build_model(cfg, data.input_dim, data.num_labels), cfg.weights)
     if cfg.name == "custom":  # the user's model: one forward pass now, so a mistake fails before training
         import torch
 

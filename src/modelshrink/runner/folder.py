@@ -20,7 +20,9 @@ import torch
 
 from modelshrink.config import RunConfig, VariantConfig
 from modelshrink.data.tasks import TaskData
+from modelshrink.device import resolve_device
 from modelshrink.errors import ConfigError
+from modelshrink.models.checkpoint import file_sha256
 from modelshrink.store import ResultStore, config_key
 
 RUN_RECORD = "run.json"  # what a run folder's rows share; checked before resuming into the folder
@@ -55,17 +57,27 @@ class RunFolder:
 
     def __init__(self, out: Path, cfg: RunConfig) -> None:
         self.out, self.cfg = Path(out), cfg
+        self._sha256: str | None = None
 
     @property
     def store_path(self) -> Path:
         return self.out / STORE
 
     def shared(self, data: TaskData) -> dict[str, Any]:
-        """What every row of the folder shares: data (by content, not path), model, training."""
+        """What every row of the folder shares: data and the user's weights (by content, not path), model, training."""
         c = self.cfg
-        return {"data": c.data.model_dump(mode="json", exclude={"path"}), "data_sha256": data.fingerprint,
-                "model": c.model.model_dump(mode="json"), "train": c.train.model_dump(mode="json"),
-                "latency_threads": c.latency_threads}  # fmt: skip
+        out = {"data": c.data.model_dump(mode="json", exclude={"path"}), "data_sha256": data.fingerprint,
+               "model": c.model.model_dump(mode="json", exclude={"weights"}), "train": c.train.model_dump(mode="json"),
+               "latency_threads": c.latency_threads}  # fmt: skip
+        if c.model.weights is not None:  # only then: the keys of runs without weights stay as they were
+            out["model_sha256"] = self._weights_sha256(c.model.weights)
+        return out
+
+    def _weights_sha256(self, path: str) -> str:
+        """The weights file's SHA-256, read once per folder object (shared() is called for every row key)."""
+        if self._sha256 is None:
+            self._sha256 = file_sha256(path)
+        return self._sha256
 
     def row_config(self, data: TaskData, variant: VariantConfig, seed: int) -> dict[str, Any]:
         """The resolved config of one row; its hash is the row's key in the store."""
@@ -81,7 +93,9 @@ class RunFolder:
         return self.out / "models" / f"{variant}-seed{seed}"
 
     def check(self, data: TaskData) -> None:
-        """Refuse a foreign or corrupt store, or a folder that holds another experiment; writes nothing."""
+        """Refuse a foreign or corrupt store, a device that is absent, or a folder that holds another
+        experiment; writes nothing."""
+        resolve_device(self.cfg.train.device)  # `--device cuda` without one: refused before anything runs
         if self.store_path.exists():
             ResultStore(self.store_path, readonly=True).close()  # foreign or corrupt: refused, untouched
         old = self._read_record()
@@ -89,6 +103,7 @@ class RunFolder:
             return
         shared = self.shared(data)
         changed = [k for k, v in shared.items() if old.get(k) != v]
+        changed += [k for k in ("model_sha256",) if k in old and k not in shared]  # weights then, none now
         if changed:
             raise ConfigError(
                 f"run folder {str(self.out)!r} holds results for a different {', '.join(changed)}; "

@@ -45,11 +45,13 @@ def prepare(cfg: RunConfig, out: Path, data: TaskData | None = None, onnx: Path 
 
 def run_job(
     cfg: RunConfig, out: Path, data: TaskData, executor: Executor | None = None, onnx: Path | None = None,
-    progress: Progress | None = None, log: Log = print,
+    progress: Progress | None = None, log: Log = print, onnx_output: str | None = None,
 ) -> JobResult:  # fmt: skip
-    """Run every unfinished row into `out`'s store, then write the report from the store."""
+    """Run every unfinished row into `out`'s store, then write the report from the store.
+
+    `onnx_output` names the --onnx file's scores output when it has several (default: found by shape)."""
     if onnx is not None:
-        rows = run_onnx(onnx, cfg, data, out, log=log)
+        rows = run_onnx(onnx, cfg, data, out, log=log, output=onnx_output)
     else:
         rows = Runner(cfg, out, progress, log).run(data, executor)
     return JobResult(rows, out, write_report(out))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -154,8 +155,57 @@ def _checked(logits: Logits, data: TaskData) -> Logits:
     return run
 
 
-def _load(onnx_path: Path, data: TaskData, threads: int) -> tuple[onnx.ModelProto, _Input]:
-    """The --onnx file, refused with one line before anything is written when it cannot serve."""
+def _dims(value: onnx.ValueInfoProto) -> list[int | None]:
+    return [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
+
+
+def _describe(value: onnx.ValueInfoProto) -> str:
+    elem = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type).name
+    return f"{value.name} ({elem} {['?' if d is None else d for d in _dims(value)]})"
+
+
+def pick_output(model: onnx.ModelProto, num_labels: int, name: str | None = None) -> str:
+    """The output holding the [batch, labels] scores: the one named, or the only float rank-2 output whose
+    last axis is `num_labels` (or dynamic). Converters often add a label output beside it (e.g. skl2onnx, tf2onnx)."""
+    outputs = list(model.graph.output)
+    listed = ", ".join(_describe(o) for o in outputs)
+    if name is not None:
+        if name not in {o.name for o in outputs}:
+            raise DataError(f"--onnx-output {name!r} is not an output of the --onnx model; its outputs: {listed}")
+        return name
+    floats = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE)
+    fits = [o for o in outputs if o.type.tensor_type.elem_type in floats and len(_dims(o)) == 2
+            and _dims(o)[1] in (None, num_labels)]  # fmt: skip
+    exact = [o for o in fits if _dims(o)[1] == num_labels]
+    chosen = exact if len(exact) == 1 else fits
+    if len(outputs) == 1:
+        return outputs[0].name  # the one output: checked on the first batch (shape) as before
+    if len(chosen) != 1:
+        why = "none is" if not chosen else f"{len(chosen)} are"
+        raise DataError(
+            f"--onnx model has {len(outputs)} outputs and {why} a float [batch, {num_labels}] score output: {listed}; "
+            "name the one with the scores with --onnx-output NAME"
+        )
+    return chosen[0].name
+
+
+def _only_output(model: onnx.ModelProto, name: str) -> onnx.ModelProto:
+    """A copy of `model` whose one graph output is `name`: every later step reads outputs[0]."""
+    trimmed = onnx.ModelProto()
+    trimmed.CopyFrom(model)
+    keep = [o for o in trimmed.graph.output if o.name == name]
+    del trimmed.graph.output[:]
+    trimmed.graph.output.extend(keep)
+    return trimmed
+
+
+def _load(
+    onnx_path: Path, data: TaskData, threads: int, output: str | None = None, scratch: Path | None = None
+) -> tuple[onnx.ModelProto, _Input, Path]:
+    """The --onnx file, refused with one line before anything is written when it cannot serve.
+
+    Returns the model, its input adapter and the file to use: the given one, or (several outputs) a
+    copy in `scratch` that keeps only the score output."""
     if not onnx_path.is_file():
         raise ArtifactError(f"--onnx file {str(onnx_path)!r} does not exist; pass an existing .onnx file")
     try:
@@ -163,22 +213,41 @@ def _load(onnx_path: Path, data: TaskData, threads: int) -> tuple[onnx.ModelProt
     except Exception as err:  # protobuf DecodeError, OSError
         raise ArtifactError(f"--onnx file {str(onnx_path)!r} is not a readable ONNX model: {err}") from err
     adapt = _Input(model, data)
+    chosen = pick_output(model, data.num_labels, output)
+    if len(model.graph.output) > 1:
+        if scratch is None:  # internal: run_onnx always passes one
+            raise ValueError("a scratch folder is needed to trim the --onnx model's outputs")
+        model = _only_output(model, chosen)
+        onnx_path = scratch / "input.onnx"
+        onnx.save(model, str(onnx_path))
     OnnxClassifier(onnx_path, threads=threads)  # fails here, before anything is written
-    return model, adapt
+    return model, adapt, onnx_path
 
 
-def run_onnx(onnx_path: Path, cfg: RunConfig, data: TaskData, out: Path, log: Log = print) -> list[dict[str, Any]]:
-    """Write and measure the ONNX model as given and its int8 dynamic, int8 static and float16 versions."""
-    onnx_path = Path(onnx_path)
-    model, adapt = _load(onnx_path, data, cfg.latency_threads)
+def run_onnx(
+    onnx_path: Path, cfg: RunConfig, data: TaskData, out: Path, log: Log = print, output: str | None = None
+) -> list[dict[str, Any]]:
+    """Write and measure the ONNX model as given and its int8 dynamic, int8 static and float16 versions.
+
+    `output` names the score output of a file with several (default: the one float [batch, labels] output)."""
+    with tempfile.TemporaryDirectory(prefix="modelshrink-onnx-") as scratch:
+        return _run_onnx(Path(onnx_path), cfg, data, out, log, output, Path(scratch))
+
+
+def _run_onnx(
+    given: Path, cfg: RunConfig, data: TaskData, out: Path, log: Log, output: str | None, scratch: Path
+) -> list[dict[str, Any]]:  # fmt: skip
+    model, adapt, onnx_path = _load(given, data, cfg.latency_threads, output, scratch)
     folder, stats, env, cache = RunFolder(out, cfg), _weight_stats(model), environment(), ArtifactCache()
     stats["dense_fp32_bytes"] = stats["parameters"] * 4
     out.mkdir(parents=True, exist_ok=True)
     (out / "preprocessing.json").write_text(json.dumps(data.preprocessing))
     seed = cfg.seeds[0]  # nothing here is random: one row per variant
-    shared = {"onnx_sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
+    shared = {"onnx_sha256": hashlib.sha256(given.read_bytes()).hexdigest(),
               "data": cfg.data.model_dump(mode="json", exclude={"path"}), "data_sha256": data.fingerprint,
               "latency_threads": cfg.latency_threads}  # fmt: skip
+    if onnx_path != given:  # several outputs, one chosen: only then, so older rows keep their keys
+        shared["onnx_output"] = model.graph.output[0].name
     reference: np.ndarray | None = None
     with ResultStore(out / "results.sqlite") as store:
         for name, kind, fmt in ONNX_VARIANTS:

@@ -12,6 +12,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,7 +23,9 @@ from torch import nn
 
 from modelshrink.config import RunConfig, VariantConfig
 from modelshrink.data.tasks import TaskData
-from modelshrink.models.builders import ModelConfig, build_model
+from modelshrink.device import resolve_device
+from modelshrink.models.builders import ModelConfig, build_model, pretrained
+from modelshrink.models.checkpoint import load_weights
 from modelshrink.runner.checks import check_state, failed
 from modelshrink.runner.folder import RunFolder
 from modelshrink.techniques.base import RunContext, TechniqueConfig, get_technique
@@ -43,6 +46,9 @@ class Stage:
     export_format: str = "fp32"
     steps: list[dict[str, Any]] = field(default_factory=list)  # per step: kind, skipped, details, seconds
     history: list[dict[str, float]] = field(default_factory=list)  # the baseline's training, per epoch
+    # How the baseline came to be: "trained" here, "measured" (the user's weights as given) or
+    # "continued" (the user's weights, trained further); stored in the row as `baseline_source`.
+    source: str = "trained"
 
 
 def make_context(
@@ -69,6 +75,7 @@ def make_context(
 
     fields.setdefault("input_dim", data.input_dim)
     fields.setdefault("num_labels", data.num_labels)
+    fields.setdefault("device", str(resolve_device(train.device)))
     return RunContext(
         example_input=torch.from_numpy(data.x_train[:8]),
         seed=seed,
@@ -96,31 +103,45 @@ class Pipeline:
         self.cfg, self.folder, self.progress, self.log = cfg, folder, progress, log
 
     def baseline(self, data: TaskData, seed: int) -> Stage:
-        """The seed's trained baseline, the first stage of every pipeline that starts from it;
-        trained once, then loaded from the folder's cache (safetensors: no code runs on load)."""
+        """The seed's baseline, the first stage of every pipeline that starts from it: the user's weights
+        measured as given, or trained (from scratch, or on from the user's weights with
+        `train.from_weights: continue`) once, then loaded from the folder's cache (safetensors: no code runs)."""
         c = self.cfg
         folder = self.folder.baseline_dir(data, seed)
         set_seed(seed)
         model = build_model(c.model, data.input_dim, data.num_labels)
+        rebuild = c.model.model_copy(update={"weights": None})  # the variants' files never name the user's path
+        given = pretrained(c.model, data.labels)
+        if c.model.weights is not None:
+            load_weights(model, c.model.weights)
+        if given and c.train.from_weights == "measure":
+            self.log(f"seed {seed}: baseline is the given weights ({c.model.weights}), measured as they are")
+            return Stage(model.eval(), rebuild, data.input_dim, source="measured")
+        source = "continued" if given else "trained"
         weights, history_file = folder / "model.safetensors", folder / "history.json"
         if weights.is_file():
             model.load_state_dict(load_file(weights))
             model.eval()
             history = json.loads(history_file.read_text()) if history_file.is_file() else []
             self.log(f"seed {seed}: baseline loaded from {folder}")
-            return Stage(model, c.model, data.input_dim, history=history)
+            return Stage(model, rebuild, data.input_dim, history=history, source=source)
         history = fit(model, data, c.train, seed, self.progress, label=f"baseline seed {seed}")
+        self._save(folder, model, history, data)
+        secs = sum(h["seconds"] for h in history) / len(history)
+        self.log(f"seed {seed}: baseline {source}, {len(history)} epochs, {secs:.2f} s/epoch, "
+                 f"best val_loss {min(h['val_loss'] for h in history):.4f}")  # fmt: skip
+        return Stage(model, rebuild, data.input_dim, history=history, source=source)
+
+    def _save(self, folder: Path, model: nn.Module, history: list[dict[str, float]], data: TaskData) -> None:
+        """The trained baseline into the folder's cache (history, rebuild config, safetensors written last)."""
         folder.mkdir(parents=True, exist_ok=True)
-        history_file.write_text(json.dumps(history, indent=1))
-        (folder / "model.json").write_text(json.dumps({"model": c.model.model_dump(mode="json"),
+        (folder / "history.json").write_text(json.dumps(history, indent=1))
+        rebuild = self.cfg.model.model_copy(update={"weights": None})
+        (folder / "model.json").write_text(json.dumps({"model": rebuild.model_dump(mode="json"),
                                                        "input_dim": data.input_dim, "labels": data.labels}))  # fmt: skip
         tmp = folder / "model.safetensors.tmp"
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
-        tmp.replace(weights)
-        secs = sum(h["seconds"] for h in history) / len(history)
-        self.log(f"seed {seed}: baseline trained, {len(history)} epochs, {secs:.2f} s/epoch, "
-                 f"best val_loss {min(h['val_loss'] for h in history):.4f}")  # fmt: skip
-        return Stage(model, c.model, data.input_dim, history=history)
+        tmp.replace(folder / "model.safetensors")
 
     def stage(self, data: TaskData, variant: VariantConfig, seed: int, cache: Cache) -> Stage:
         """Apply the variant's steps, reusing the longest prefix another variant already computed."""
@@ -130,7 +151,7 @@ class Pipeline:
         if done < 0:  # start: scratch, nothing computed yet
             set_seed(seed)
             model = build_model(self.cfg.model, data.input_dim, data.num_labels)
-            cache[keys[0]] = Stage(model, self.cfg.model, data.input_dim)
+            cache[keys[0]] = Stage(model, self.cfg.model.model_copy(update={"weights": None}), data.input_dim)
             done = 0
         stage = cache[keys[done]]
         baseline = cache.get(("baseline",))
@@ -146,12 +167,21 @@ class Pipeline:
         t0 = time.perf_counter()
         tuned: list[dict[str, float]] = []
         teacher = baseline.model if baseline is not None else None
+        device = resolve_device(self.cfg.train.device)
+        model = copy.deepcopy(stage.model).to(device)  # the technique's own tensors (masks, centroids) follow it
+        if teacher is not None:
+            teacher.to(device)  # moved back below: the baseline stays a CPU model between steps
         ctx = make_context(
             data, self.cfg.train, seed, progress=self.progress, label=f"{name}: {step.kind}", tuned=tuned,
             teacher=teacher, model_config=stage.model_config, input_dim=stage.input_dim,
             teacher_train_seconds=self.folder.teacher_train_seconds(seed) if teacher is not None else None,
         )  # fmt: skip
-        res = get_technique(step.kind).apply(copy.deepcopy(stage.model), step, ctx)
+        try:
+            res = get_technique(step.kind).apply(model, step, ctx)
+        finally:
+            if teacher is not None:
+                teacher.cpu()
+        res.model.cpu()  # export and measuring read CPU models
         record = {"kind": step.kind, "skipped": [vars(s) for s in res.skipped], "details": res.details,
                   "properties": [p.to_dict() for p in res.properties],  # what later steps must keep (checks.py)
                   "seconds": round(time.perf_counter() - t0, 2), "history": tuned}  # fmt: skip

@@ -60,4 +60,7 @@ class RowRunner:
         row = measure_variant(variant.name, stage, data, folder, model_stats(base_model)["dense_fp32_bytes"], settings)
         if variant.start == "baseline" and baseline is not None:
             row.baseline_history = baseline.history
-        return row.to_dict()
+        # How the baseline came to be (trained | measured: the user's weights as given | continued) and
+        # where training ran (the resolved --device); accuracy is measured from the files on the CPU either way.
+        source = baseline.source if variant.start == "baseline" and baseline is not None else "trained"
+        return {**row.to_dict(), "baseline_source": source, "train_device": ctx.device}

@@ -89,6 +89,9 @@ class RunContext:
     input_dim: int | None = None
     num_labels: int | None = None
     train: TrainFn | None = None  # None: no training data available (e.g. library use)
+    # Where fine_tune/train run (--device): the model a technique receives is already there, and
+    # fine_tune leaves it there; tensors a technique makes should follow the weights' device.
+    device: str = "cpu"
 
 
 @dataclass

@@ -1,0 +1,183 @@
+"""--weights: a user's trained state dict as the baseline, measured as given; its refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import save_file
+from torch import nn
+
+from modelshrink.cli import main
+from modelshrink.data.synthetic import write_synthetic_csv
+from modelshrink.errors import ConfigError
+from modelshrink.models.checkpoint import load_weights, read_state_dict
+
+
+def _config(tmp_path: Path, **train: object) -> Path:
+    """A tiny LSTM on synthetic text: trains in a second or two."""
+    csv = write_synthetic_csv(tmp_path / "d.csv", 150)
+    cfg = {"data": {"task": "csv", "path": str(csv), "vocab_size": 64, "max_len": 16},
+           "model": {"embed_dim": 8, "hidden": 8}, "train": {"epochs": 2, **train}, "seeds": [0]}  # fmt: skip
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _rows(out: Path) -> dict[str, dict]:
+    return {r["variant"]: r for r in json.loads((out / "results.json").read_text())}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
+    """(config, the trained baseline's safetensors, its row) from one `modelshrink train` run."""
+    tmp = tmp_path_factory.mktemp("trained")
+    cfg, out = _config(tmp), tmp / "run"
+    assert main(["train", "--config", str(cfg), "--out", str(out)]) == 0
+    (weights,) = out.glob("baselines/*/model.safetensors")
+    return cfg, weights, _rows(out)["baseline"]
+
+
+def test_weights_from_a_train_run_measure_the_same_without_training(trained: tuple, tmp_path: Path) -> None:
+    cfg, weights, first = trained
+    mine, out = tmp_path / "mine.safetensors", tmp_path / "again"
+    mine.write_bytes(weights.read_bytes())
+    assert main(["train", "--config", str(cfg), "--weights", str(mine), "--out", str(out)]) == 0
+    row = _rows(out)["baseline"]
+    assert first["baseline_source"] == "trained" and len(first["baseline_history"]) >= 1
+    assert row["baseline_source"] == "measured" and row["baseline_history"] == []  # no epoch trained
+    for split in ("train", "val", "test"):
+        assert row[f"{split}_accuracy"] == pytest.approx(first[f"{split}_accuracy"], abs=1e-9)
+    assert row["file_bytes"] == first["file_bytes"] and row["train_device"] == "cpu"
+    record = json.loads((out / "run.json").read_text())
+    assert len(record["model_sha256"]) == 64 and "weights" not in record["model"]  # content, not path
+    assert not list(out.glob("baselines/*"))  # nothing trained, nothing cached
+
+    # A changed checkpoint under the same path is another experiment: resuming into the folder is refused.
+    state = read_state_dict(mine)
+    state["fc.bias"] = state["fc.bias"] + 1.0
+    save_file(state, str(mine))
+    before = (out / "results.sqlite").read_bytes()
+    assert main(["train", "--config", str(cfg), "--weights", str(mine), "--out", str(out)]) == 2
+    assert (out / "results.sqlite").read_bytes() == before
+
+
+def test_continue_trains_on_from_the_weights(trained: tuple, tmp_path: Path) -> None:
+    _, weights, _ = trained
+    cfg, out = _config(tmp_path, from_weights="continue", epochs=1), tmp_path / "cont"
+    assert main(["train", "--config", str(cfg), "--weights", str(weights), "--out", str(out)]) == 0
+    row = _rows(out)["baseline"]
+    assert row["baseline_source"] == "continued" and len(row["baseline_history"]) == 1
+
+
+class _Net(nn.Module):
+    def __init__(self, width: int = 16) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(64, width), nn.ReLU(), nn.Linear(width, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+_BUILD = """
+from torch import nn
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
+
+    def forward(self, x):
+        return self.body(x)
+
+def build(inputs):
+    return Net()
+"""
+
+
+def _digits_state(tmp_path: Path) -> tuple[Path, _Net]:
+    """A custom model trained on digits with a plain torch loop, its state_dict saved as .pt."""
+    from modelshrink.data.tasks import DataConfig, load_task
+
+    data = load_task(DataConfig(task="digits"))
+    torch.manual_seed(0)
+    net = _Net()
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    x, y = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)
+    for _ in range(40):
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+    path = tmp_path / "net.pt"
+    torch.save(net.state_dict(), path)
+    return path, net
+
+
+def test_pt_state_dict_of_a_custom_model_is_measured(tmp_path: Path) -> None:
+    pt, net = _digits_state(tmp_path)
+    build = tmp_path / "net.py"
+    build.write_text(_BUILD)
+    out = tmp_path / "run"
+    argv = ["train", "--task", "digits", "--preset", "digits", "--seed", "0", "--model", f"{build}:build", "--weights", str(pt),
+            "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    row = _rows(out)["baseline"]
+    from modelshrink.data.tasks import DataConfig, load_task
+
+    data = load_task(DataConfig(task="digits"))
+    with torch.no_grad():
+        expected = float((net.eval()(torch.from_numpy(data.x_test)).argmax(1).numpy() == data.y_test).mean())
+    assert row["baseline_source"] == "measured" and expected > 0.4  # trained weights (chance: 0.1)
+    assert row["test_accuracy"] == pytest.approx(expected, abs=0.01)  # the given weights, from the ONNX file
+
+
+@pytest.mark.parametrize("case", ["missing", "extension", "pickled", "shapes", "keys", "not-a-dict"])
+def test_bad_weights_one_line_exit_2_nothing_written(case: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    build = tmp_path / "net.py"
+    build.write_text(_BUILD)
+    bad = tmp_path / "w.pt"
+    expect = {"missing": "does not exist", "extension": "unknown extension '.bin'",
+              "pickled": "save model.state_dict() instead", "shapes": "body.1.weight: file [32, 64] vs model [16, 64]",
+              "keys": "missing body.3.weight", "not-a-dict": "not a state dict"}[case]  # fmt: skip
+    if case == "missing":
+        bad = tmp_path / "nope.pt"
+    elif case == "extension":
+        bad = tmp_path / "w.bin"
+        bad.write_bytes(b"x")
+    elif case == "pickled":
+        torch.save(_Net(), bad)  # the whole model: weights_only refuses it
+    elif case == "shapes":
+        torch.save(_Net(width=32).state_dict(), bad)
+    elif case == "keys":
+        torch.save({k: v for k, v in _Net().state_dict().items() if not k.startswith("body.3")}, bad)
+    else:
+        torch.save([torch.zeros(2)], bad)
+    out = tmp_path / "run"
+    code = main(["train", "--task", "digits", "--preset", "digits", "--seed", "0", "--model", f"{build}:build", "--weights", str(bad),
+                 "--out", str(out)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and not out.exists()
+    assert expect in " ".join(err.split()) and len(err.strip().splitlines()) == 1
+
+
+def test_load_weights_accepts_wrapped_and_ddp_state_dicts(tmp_path: Path) -> None:
+    src = _Net()
+    path = tmp_path / "ckpt.pth"
+    torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in src.state_dict().items()}}, path)
+    dst = load_weights(_Net(), path)
+    assert all(torch.equal(a, b) for a, b in zip(src.state_dict().values(), dst.state_dict().values(), strict=True))
+    with pytest.raises(
+        ConfigError, match="does not fit the model: missing 0.weight; .*and 6 more"
+    ):  # a model with other keys: the first four named
+        load_weights(nn.Sequential(nn.Linear(1, 1), nn.Linear(1, 1), nn.Linear(1, 1)), path)
+
+
+def test_config_hash_of_a_run_without_weights_is_unchanged() -> None:
+    from modelshrink.config import RunConfig
+
+    dumped = RunConfig().model_dump(mode="json")
+    assert "weights" not in dumped["model"] and "device" not in dumped["train"]
+    assert "from_weights" not in dumped["train"]

@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from onnx import numpy_helper
 from torch import nn
 
 from modelshrink.cli import main
@@ -79,3 +80,51 @@ def test_onnx_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
                       dynamic_axes={"x": {0: "n"}}, input_names=["x"])  # fmt: skip
     assert main(["run", "--onnx", str(tmp_path / "three.onnx"), "--task", "digits", "--out", str(tmp_path / "c")]) == 2
     assert "the task has 10 labels" in " ".join(capsys.readouterr().err.split())
+
+
+def _two_output_onnx(path: Path, outputs: tuple[str, ...] = ("label", "probabilities")) -> tuple[Path, float]:
+    """A linear digits classifier built with onnx.helper, as converters write them: a label output
+    (int64 [N]) beside float [N, 10] score outputs. Returns the file and its test accuracy in numpy."""
+    from onnx import TensorProto, helper
+
+    data = load_task(DataConfig(task="digits"))
+    x = data.x_train.reshape(len(data.x_train), -1).astype(np.float64)
+    w = np.linalg.lstsq(np.c_[x, np.ones(len(x))], np.eye(10)[data.y_train], rcond=None)[0].astype(np.float32)
+    nodes = [helper.make_node("Flatten", ["pixels"], ["flat"]), helper.make_node("MatMul", ["flat", "W"], ["xw"]),
+             helper.make_node("Add", ["xw", "b"], ["logits"]),
+             helper.make_node("ArgMax", ["logits"], ["label"], axis=1, keepdims=0),
+             helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1)]  # fmt: skip
+    kinds = {"label": (TensorProto.INT64, ["n"]), "logits": (TensorProto.FLOAT, ["n", 10]),
+             "probabilities": (TensorProto.FLOAT, ["n", 10])}  # fmt: skip
+    graph = helper.make_graph(
+        nodes, "converted", [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["n", 1, 8, 8])],
+        [helper.make_tensor_value_info(o, *kinds[o]) for o in outputs],
+        [numpy_helper.from_array(w[:64], "W"), numpy_helper.from_array(w[64], "b")],
+    )  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    xt = data.x_test.reshape(len(data.x_test), -1)
+    return path, float(((xt @ w[:64] + w[64]).argmax(1) == data.y_test).mean())
+
+
+def test_score_output_is_picked_beside_a_label_output(tmp_path: Path) -> None:
+    from modelshrink.runner.onnx_input import pick_output
+
+    src, _ = _two_output_onnx(tmp_path / "auto.onnx")
+    assert pick_output(onnx.load(str(src)), 10) == "probabilities"  # the int64 label output is passed over
+    assert pick_output(onnx.load(str(src)), 10, "label") == "label"  # a name given is taken as given
+
+
+def test_onnx_output_names_one_of_several_score_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src, expected = _two_output_onnx(tmp_path / "three.onnx", ("label", "logits", "probabilities"))
+    out = tmp_path / "run"
+    assert main(["run", "--onnx", str(src), "--task", "digits", "--seed", "0", "--out", str(out)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "2 are a float [batch, 10] score output" in err and "--onnx-output NAME" in err and not out.exists()
+    assert main(["run", "--onnx", str(src), "--task", "digits", "--onnx-output", "nope", "--out", str(out)]) == 2
+    assert "is not an output of the --onnx model; its outputs: label (int64 ['?'])" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(["run", "--onnx", str(src), "--task", "digits", "--onnx-output", "logits", "--out", str(out)]) == 0
+    rows = {r["variant"]: r for r in json.loads((out / "results.json").read_text())}
+    assert all(r["status"] == "ok" for r in rows.values()) and len(rows) == 4
+    assert rows["baseline"]["test_accuracy"] == pytest.approx(expected, abs=0.01)
+    assert json.loads((out / "results.json").read_text())[0]["config"]["onnx_output"] == "logits"

@@ -28,6 +28,7 @@ from modelshrink.models.builders import ModelConfig, build_model, pretrained
 from modelshrink.models.checkpoint import load_weights
 from modelshrink.runner.checks import check_state, failed
 from modelshrink.runner.folder import RunFolder
+from modelshrink.techniques._fold import fold_batchnorm
 from modelshrink.techniques.base import RunContext, TechniqueConfig, get_technique
 from modelshrink.train import OnStep, TrainConfig, fine_tune, fit, set_seed
 
@@ -116,7 +117,7 @@ class Pipeline:
             load_weights(model, c.model.weights)
         if given and c.train.from_weights == "measure":
             self.log(f"seed {seed}: baseline is the given weights ({c.model.weights}), measured as they are")
-            return Stage(model.eval(), rebuild, data.input_dim, source="measured")
+            return self._folded(Stage(model.eval(), rebuild, data.input_dim, source="measured"), seed)
         source = "continued" if given else "trained"
         weights, history_file = folder / "model.safetensors", folder / "history.json"
         if weights.is_file():
@@ -124,13 +125,13 @@ class Pipeline:
             model.eval()
             history = json.loads(history_file.read_text()) if history_file.is_file() else []
             self.log(f"seed {seed}: baseline loaded from {folder}")
-            return Stage(model, rebuild, data.input_dim, history=history, source=source)
+            return self._folded(Stage(model, rebuild, data.input_dim, history=history, source=source), seed)
         history = fit(model, data, c.train, seed, self.progress, label=f"baseline seed {seed}")
         self._save(folder, model, history, data)
         secs = sum(h["seconds"] for h in history) / len(history)
         self.log(f"seed {seed}: baseline {source}, {len(history)} epochs, {secs:.2f} s/epoch, "
                  f"best val_loss {min(h['val_loss'] for h in history):.4f}")  # fmt: skip
-        return Stage(model, rebuild, data.input_dim, history=history, source=source)
+        return self._folded(Stage(model, rebuild, data.input_dim, history=history, source=source), seed)
 
     def _save(self, folder: Path, model: nn.Module, history: list[dict[str, float]], data: TaskData) -> None:
         """The trained baseline into the folder's cache (history, rebuild config, safetensors written last)."""
@@ -142,6 +143,13 @@ class Pipeline:
         tmp = folder / "model.safetensors.tmp"
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
         tmp.replace(folder / "model.safetensors")
+
+    def _folded(self, stage: Stage, seed: int) -> Stage:
+        """The baseline with each BatchNorm folded into the Conv/Linear before it (techniques/_fold.py),
+        so what pruning and clustering establish survives the export's own folding."""
+        for f in fold_batchnorm(stage.model):
+            self.log(f"seed {seed}: baseline: {f.batchnorm} folded into {f.layer}")
+        return stage
 
     def stage(self, data: TaskData, variant: VariantConfig, seed: int, cache: Cache) -> Stage:
         """Apply the variant's steps, reusing the longest prefix another variant already computed."""

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import glob
 import json
+import os
+import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -12,19 +16,17 @@ from safetensors.torch import save_file
 from torch import nn
 
 from modelshrink.cli import main
-from modelshrink.data.synthetic import write_synthetic_csv
 from modelshrink.errors import ConfigError
 from modelshrink.models.checkpoint import load_weights, read_state_dict
 
+DOC = Path(__file__).resolve().parents[2] / "docs" / "byo.md"
 
-def _config(tmp_path: Path, **train: object) -> Path:
-    """A tiny LSTM on synthetic text: trains in a second or two."""
-    csv = write_synthetic_csv(tmp_path / "d.csv", 150)
-    cfg = {"data": {"task": "csv", "path": str(csv), "vocab_size": 64, "max_len": 16},
-           "model": {"embed_dim": 8, "hidden": 8}, "train": {"epochs": 2, **train}, "seeds": [0]}  # fmt: skip
-    path = tmp_path / "cfg.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+
+def _doc_commands() -> list[list[str]]:
+    """The `modelshrink ...` lines of docs/byo.md's --weights example, as argv lists."""
+    section = DOC.read_text(encoding="utf-8").split("## Your trained weights", 1)[1]
+    block = re.findall(r"```bash\n(.*?)```", section, flags=re.S)[0]
+    return [shlex.split(line)[1:] for line in block.strip().splitlines()]
 
 
 def _rows(out: Path) -> dict[str, dict]:
@@ -32,22 +34,27 @@ def _rows(out: Path) -> dict[str, dict]:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
-    """(config, the trained baseline's safetensors, its row) from one `modelshrink train` run."""
-    tmp = tmp_path_factory.mktemp("trained")
-    cfg, out = _config(tmp), tmp / "run"
-    assert main(["train", "--config", str(cfg), "--out", str(out)]) == 0
-    (weights,) = out.glob("baselines/*/model.safetensors")
-    return cfg, weights, _rows(out)["baseline"]
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """The doc example's first command, run in a fresh folder: (that folder, the trained baseline's row)."""
+    cwd, here = tmp_path_factory.mktemp("doc"), Path.cwd()
+    os.chdir(cwd)  # the example writes runs/... relative to the working directory
+    try:
+        assert main(_doc_commands()[0]) == 0
+    finally:
+        os.chdir(here)
+    return cwd, _rows(cwd / "runs" / "first")["baseline"]
 
 
-def test_weights_from_a_train_run_measure_the_same_without_training(trained: tuple, tmp_path: Path) -> None:
-    cfg, weights, first = trained
-    mine, out = tmp_path / "mine.safetensors", tmp_path / "again"
-    mine.write_bytes(weights.read_bytes())
-    assert main(["train", "--config", str(cfg), "--weights", str(mine), "--out", str(out)]) == 0
+def test_doc_example_measures_the_weights_without_training(
+    trained: tuple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cwd, first = trained
+    monkeypatch.chdir(cwd)
+    argv = [next(iter(glob.glob(a))) if "*" in a else a for a in _doc_commands()[1]]  # the shell's glob
+    assert main(argv) == 0
+    out = cwd / "runs" / "again"
     row = _rows(out)["baseline"]
-    assert first["baseline_source"] == "trained" and len(first["baseline_history"]) >= 1
+    assert first["baseline_source"] == "trained" and len(first["baseline_history"]) == 2
     assert row["baseline_source"] == "measured" and row["baseline_history"] == []  # no epoch trained
     for split in ("train", "val", "test"):
         assert row[f"{split}_accuracy"] == pytest.approx(first[f"{split}_accuracy"], abs=1e-9)
@@ -57,18 +64,27 @@ def test_weights_from_a_train_run_measure_the_same_without_training(trained: tup
     assert not list(out.glob("baselines/*"))  # nothing trained, nothing cached
 
     # A changed checkpoint under the same path is another experiment: resuming into the folder is refused.
+    mine = tmp_path / "mine.safetensors"
+    mine.write_bytes(Path(argv[argv.index("--weights") + 1]).read_bytes())
+    argv[argv.index("--weights") + 1], argv[-1] = str(mine), str(tmp_path / "run")
+    assert main(argv) == 0
     state = read_state_dict(mine)
-    state["fc.bias"] = state["fc.bias"] + 1.0
+    name = next(iter(state))
+    state[name] = state[name] + 1.0
     save_file(state, str(mine))
-    before = (out / "results.sqlite").read_bytes()
-    assert main(["train", "--config", str(cfg), "--weights", str(mine), "--out", str(out)]) == 2
-    assert (out / "results.sqlite").read_bytes() == before
+    before = (tmp_path / "run" / "results.sqlite").read_bytes()
+    assert main(argv) == 2
+    assert (tmp_path / "run" / "results.sqlite").read_bytes() == before
 
 
 def test_continue_trains_on_from_the_weights(trained: tuple, tmp_path: Path) -> None:
-    _, weights, _ = trained
-    cfg, out = _config(tmp_path, from_weights="continue", epochs=1), tmp_path / "cont"
-    assert main(["train", "--config", str(cfg), "--weights", str(weights), "--out", str(out)]) == 0
+    cwd, _ = trained
+    (weights,) = (cwd / "runs" / "first").glob("baselines/*/model.safetensors")
+    cfg, out = tmp_path / "cfg.yaml", tmp_path / "cont"
+    cfg.write_text(yaml.safe_dump({"train": {"from_weights": "continue", "epochs": 1}}))
+    argv = ["train", "--task", "digits", "--preset", "digits", "--seed", "0", "--config", str(cfg),
+            "--weights", str(weights), "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
     row = _rows(out)["baseline"]
     assert row["baseline_source"] == "continued" and len(row["baseline_history"]) == 1
 

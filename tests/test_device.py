@@ -57,15 +57,6 @@ def test_absent_device_one_line_exit_2_nothing_written(
     assert not out.exists()
 
 
-def test_cpu_run_records_its_device_and_keeps_its_config_hash(tmp_path: Path) -> None:
-    """--device cpu is the default: the row says where it trained, the config dump is unchanged."""
-    out = tmp_path / "run"
-    assert main(["train", "--config", str(_config(tmp_path)), "--device", "cpu", "--out", str(out)]) == 0
-    row = json.loads((out / "results.json").read_text())[0]
-    assert row["train_device"] == "cpu" and row["status"] == "ok"
-    assert "device" not in json.loads((out / "run.json").read_text())["train"]
-
-
 @pytest.mark.gpu
 @needs_cuda
 def test_training_runs_on_the_gpu_and_comes_back_to_the_cpu(tmp_path: Path) -> None:

@@ -26,7 +26,6 @@ from typing import Any
 from modelshrink.config import RunConfig, VariantConfig
 from modelshrink.data.tasks import TaskData
 from modelshrink.errors import ConfigError
-from modelshrink.runner.pipeline import Stage
 from modelshrink.runner.task import RowResult, RowRunner
 
 RowTask = tuple[VariantConfig, int]
@@ -85,24 +84,22 @@ def _setup(rows: RowRunner, data: TaskData, jobs: int) -> WorkerSetup:
 
 class Executor:
     """In-process (the default): rows run in this process, seed by seed; the variants of a seed
-    share pipeline prefixes through an in-memory cache, and baselines stay in memory."""
+    share pipeline prefixes through an in-memory cache."""
 
     name = "inprocess"
 
-    def __init__(self) -> None:
-        self._baselines: dict[int, Stage] = {}
-
     def map_baselines(self, rows: RowRunner, data: TaskData, seeds: list[int]) -> Iterator[int]:
-        """Train (or load) each seed's baseline; yields each seed when its baseline is ready."""
-        for seed in seeds:
-            self._baselines[seed] = rows.baseline(data, seed)
-            yield seed
+        """Train (or load) each seed's baseline ahead of its rows; yields each seed when it is ready.
+
+        In-process this yields nothing: a seed's baseline trains when its rows start (in `map_rows`),
+        so the first rows are in the store before the next seed's baseline trains.
+        """
+        return iter(())
 
     def map_rows(self, rows: RowRunner, data: TaskData, tasks: list[RowTask]) -> Iterator[tuple[RowTask, RowResult]]:
         """Run the rows; yields each (task, result) as it finishes, in any order."""
         for seed in dict.fromkeys(s for _, s in tasks):
-            baseline = self._baselines.get(seed) or rows.baseline(data, seed)
-            cache = {("baseline",): baseline}  # this seed's pipeline prefixes, dropped after its rows
+            cache = {("baseline",): rows.baseline(data, seed)}  # this seed's pipeline prefixes, dropped after its rows
             for variant, _ in (t for t in tasks if t[1] == seed):
                 yield (variant, seed), rows.run(data, variant, seed, cache)
 
@@ -123,7 +120,6 @@ class ProcessExecutor(Executor):
     name = "processes"
 
     def __init__(self, jobs: int) -> None:
-        super().__init__()
         if jobs < 1:
             raise ConfigError(f"--jobs must be at least 1, got {jobs}; use --jobs 1 to run one row at a time")
         self.jobs = jobs
@@ -185,7 +181,6 @@ class RayExecutor(Executor):
     name = "ray"
 
     def __init__(self, address: str | None = None, jobs: int | None = None) -> None:
-        super().__init__()
         if jobs is not None and jobs < 1:
             raise ConfigError(f"--jobs must be at least 1, got {jobs}")
         try:

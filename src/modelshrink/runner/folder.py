@@ -21,6 +21,7 @@ import torch
 from modelshrink.config import RunConfig, VariantConfig
 from modelshrink.data.tasks import TaskData
 from modelshrink.errors import ConfigError
+from modelshrink.models.builders import model_fingerprint
 from modelshrink.store import ResultStore, config_key
 
 RUN_RECORD = "run.json"  # what a run folder's rows share; checked before resuming into the folder
@@ -63,9 +64,12 @@ class RunFolder:
     def shared(self, data: TaskData) -> dict[str, Any]:
         """What every row of the folder shares: data (by content, not path), model, training."""
         c = self.cfg
-        return {"data": c.data.model_dump(mode="json", exclude={"path"}), "data_sha256": data.fingerprint,
-                "model": c.model.model_dump(mode="json"), "train": c.train.model_dump(mode="json"),
-                "latency_threads": c.latency_threads}  # fmt: skip
+        shared = {"data": c.data.model_dump(mode="json", exclude={"path"}), "data_sha256": data.fingerprint,
+                  "model": c.model.model_dump(mode="json"), "train": c.train.model_dump(mode="json"),
+                  "latency_threads": c.latency_threads}  # fmt: skip
+        if (model_sha := model_fingerprint(c.model)) is not None:  # the model's files, by content (hf folder)
+            shared["model_sha256"] = model_sha
+        return shared
 
     def row_config(self, data: TaskData, variant: VariantConfig, seed: int) -> dict[str, Any]:
         """The resolved config of one row; its hash is the row's key in the store."""

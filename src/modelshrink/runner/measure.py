@@ -24,6 +24,7 @@ from modelshrink.data.tasks import TaskData
 from modelshrink.export.compact import load_compact, load_model, save_model
 from modelshrink.export.formats import always_written, compact_model, get_format
 from modelshrink.export.onnx import OnnxClassifier, export_onnx, onnx_weight_stats
+from modelshrink.models.builders import saved_config
 from modelshrink.measure.accuracy import classification_metrics, predict_logits
 from modelshrink.measure.latency import latency_batches, timed_runs
 from modelshrink.measure.memory import peak_rss_mb
@@ -206,7 +207,7 @@ def measure_variant(
     # The compact file: written, loaded back with no pickle, checked against the in-memory model.
     compact_path = folder / "weights.msz"
     cmodel, quantized, weights_label = compact_model(model, get_format(stage.export_format))
-    model_cfg = _config_dict(stage.model_config)
+    model_cfg = saved_config(_config_dict(stage.model_config), cmodel)  # an hf model: its config in the file
     save_model(cmodel, compact_path, model_cfg, stage.input_dim, data.labels, preprocessing, quantized)
     loaded, _ = load_model(compact_path)
     compact = torch_artifact("compact", compact_path, loaded, weights_label)

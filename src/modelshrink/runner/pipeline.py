@@ -22,7 +22,7 @@ from torch import nn
 
 from modelshrink.config import RunConfig, VariantConfig
 from modelshrink.data.tasks import TaskData
-from modelshrink.models.builders import ModelConfig, build_model
+from modelshrink.models.builders import ModelConfig, build_model, fresh_head, pretrained
 from modelshrink.runner.checks import check_state, failed
 from modelshrink.runner.folder import RunFolder
 from modelshrink.techniques.base import RunContext, TechniqueConfig, get_technique
@@ -102,6 +102,9 @@ class Pipeline:
         folder = self.folder.baseline_dir(data, seed)
         set_seed(seed)
         model = build_model(c.model, data.input_dim, data.num_labels)
+        trained = pretrained(c.model, data.labels)
+        if not trained:
+            fresh_head(model, data.labels)  # a head trained for other labels is replaced (hf)
         weights, history_file = folder / "model.safetensors", folder / "history.json"
         if weights.is_file():
             model.load_state_dict(load_file(weights))
@@ -109,7 +112,13 @@ class Pipeline:
             history = json.loads(history_file.read_text()) if history_file.is_file() else []
             self.log(f"seed {seed}: baseline loaded from {folder}")
             return Stage(model, c.model, data.input_dim, history=history)
-        history = fit(model, data, c.train, seed, self.progress, label=f"baseline seed {seed}")
+        if trained:
+            self.log(f"seed {seed}: baseline is the given model as it is (its head's labels are the data's); not trained")
+            history: list[dict[str, float]] = []
+        else:
+            if c.model.name == "hf":
+                self.log(f"seed {seed}: baseline: new classification head for {data.labels}; fine-tuning it first")
+            history = fit(model, data, c.train, seed, self.progress, label=f"baseline seed {seed}")
         folder.mkdir(parents=True, exist_ok=True)
         history_file.write_text(json.dumps(history, indent=1))
         (folder / "model.json").write_text(json.dumps({"model": c.model.model_dump(mode="json"),
@@ -117,6 +126,8 @@ class Pipeline:
         tmp = folder / "model.safetensors.tmp"
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
         tmp.replace(weights)
+        if not history:
+            return Stage(model.eval(), c.model, data.input_dim)
         secs = sum(h["seconds"] for h in history) / len(history)
         self.log(f"seed {seed}: baseline trained, {len(history)} epochs, {secs:.2f} s/epoch, "
                  f"best val_loss {min(h['val_loss'] for h in history):.4f}")  # fmt: skip

@@ -182,9 +182,15 @@ class HFClassifier(nn.Module):
         config = self.model.config
         if config.num_labels != len(labels):
             raise ConfigError(f"the head has {config.num_labels} outputs, the data {len(labels)} labels")
+        std = float(getattr(config, "initializer_range", 0.02))
         for name, child in self.model.named_children():
-            if name != self.model.base_model_prefix:
-                child.apply(self.model._init_weights)
+            if name == self.model.base_model_prefix:
+                continue
+            for module in child.modules():  # transformers' own init (normal, std=initializer_range)
+                if isinstance(module, nn.Linear):  # `_init_weights` skips modules it has initialised once
+                    nn.init.normal_(module.weight, std=std)
+                    if module.bias is not None:
+                        nn.init.zeros_(module.bias)
         config.id2label = dict(enumerate(labels))
         config.label2id = {name: i for i, name in enumerate(labels)}
         config.architectures = [type(self.model).__name__]

@@ -258,7 +258,9 @@ def _choose_model(cfg: RunConfig, model: str | None, task: str | None, named: bo
             raw["model"] = {"name": model}
         else:
             known = ", ".join(n for n in MODELS.names() if n != "custom")
-            raise ConfigError(f"--model {model!r} is neither a built-in model ({known}) nor path/to/file.py:function nor hf:FOLDER")
+            raise ConfigError(
+                f"--model {model!r} is neither a built-in model ({known}) nor path/to/file.py:function nor hf:FOLDER"
+            )
     elif task is not None and not named:
         kind, reads = TASK_INPUT.get(task), MODEL_INPUT.get(cfg.model.name)
         if kind is not None and reads is not None and kind != reads:

@@ -122,7 +122,10 @@ def test_compact_file_rebuilds_without_the_folder(hf_folders: dict[str, Path], c
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x))
     saved = HFTextEncoder.from_dict(meta["preprocessing"]["hf_tokenizer"])  # the file's own tokenizer
-    assert saved.encode(["i feel so mad"]).tolist() == text_encoder(ModelConfig(name="hf", path=str(hf_folders["clf"]))).encode(["i feel so mad"]).tolist()
+    assert (
+        saved.encode(["i feel so mad"]).tolist()
+        == text_encoder(ModelConfig(name="hf", path=str(hf_folders["clf"]))).encode(["i feel so mad"]).tolist()
+    )
 
 
 def test_folder_is_fingerprinted(hf_folders: dict[str, Path], tmp_path: Path) -> None:

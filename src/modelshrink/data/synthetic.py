@@ -118,13 +118,24 @@ def tiny_hf_folder(dest: Path, id2label: list[str] | None = None, layers: int = 
     tok = FastTokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.train_from_iterator(synthetic_texts(200, seed)[0], trainers.WordPieceTrainer(vocab_size=120,
-                                                                                    special_tokens=specials))
-    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2),
-                                                                                                ("[SEP]", 3)])
-    labels = {"id2label": dict(enumerate(id2label)), "label2id": {n: i for i, n in enumerate(id2label)}} if id2label else {}
-    config = BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=layers,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=64, **labels)
+    tok.train_from_iterator(
+        synthetic_texts(200, seed)[0], trainers.WordPieceTrainer(vocab_size=120, special_tokens=specials)
+    )
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    labels = (
+        {"id2label": dict(enumerate(id2label)), "label2id": {n: i for i, n in enumerate(id2label)}} if id2label else {}
+    )
+    config = BertConfig(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        **labels,
+    )
     torch.manual_seed(seed)
     model = BertForSequenceClassification(config) if id2label else BertModel(config)
     model.save_pretrained(dest)

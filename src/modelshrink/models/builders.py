@@ -23,7 +23,9 @@ from modelshrink.registry import Registry
 if TYPE_CHECKING:
     from modelshrink.data.tasks import TaskData, TextEncoder
 
-ModelName = Literal["lstm", "gru", "bilstm", "cnn1d-text", "transformer-tiny", "cnn", "cnn-small", "mlp", "custom", "hf"]
+ModelName = Literal[
+    "lstm", "gru", "bilstm", "cnn1d-text", "transformer-tiny", "cnn", "cnn-small", "mlp", "custom", "hf"
+]
 
 # What each built-in model reads; a task's data must match (checked before training).
 MODEL_INPUT: dict[str, Literal["text", "image"]] = {

@@ -37,7 +37,15 @@ PREFIX = "hf:"
 DEFAULT_MAX_LEN = 128
 # Families whose position ids start after the padding id (RoBERTa's `create_position_ids_from_input_ids`):
 # their usable length is max_position_embeddings - (pad_token_id + 1).
-_OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert", "data2vec-text", "longformer", "xmod", "roberta-prelayernorm"}
+_OFFSET_POSITIONS = {
+    "roberta",
+    "xlm-roberta",
+    "camembert",
+    "data2vec-text",
+    "longformer",
+    "xmod",
+    "roberta-prelayernorm",
+}
 _HUB_FILES = ["config.json", "*.safetensors", "*.safetensors.index.json", "tokenizer.json", "tokenizer_config.json"]
 
 
@@ -232,4 +240,3 @@ def is_pretrained(ref: str, labels: list[str]) -> bool:
     """True when the folder's trained head is for exactly these labels, in this order."""
     folder = resolve_folder(ref)
     return head_labels(_auto_config(folder, read_folder_config(folder))) == list(labels)
-

@@ -24,11 +24,11 @@ from modelshrink.data.tasks import TaskData
 from modelshrink.export.compact import load_compact, load_model, save_model
 from modelshrink.export.formats import always_written, compact_model, get_format
 from modelshrink.export.onnx import OnnxClassifier, export_onnx, onnx_weight_stats
-from modelshrink.models.builders import saved_config
 from modelshrink.measure.accuracy import classification_metrics, predict_logits
 from modelshrink.measure.latency import latency_batches, timed_runs
 from modelshrink.measure.memory import peak_rss_mb
 from modelshrink.measure.size import file_sizes, model_stats
+from modelshrink.models.builders import saved_config
 from modelshrink.runner.checks import check_onnx, check_state, failed
 from modelshrink.runner.pipeline import Log, Stage, log_failed_checks
 from modelshrink.runner.row import SPLITS, ArtifactRow, VariantRow, thread_counts

@@ -113,7 +113,9 @@ class Pipeline:
             self.log(f"seed {seed}: baseline loaded from {folder}")
             return Stage(model, c.model, data.input_dim, history=history)
         if trained:
-            self.log(f"seed {seed}: baseline is the given model as it is (its head's labels are the data's); not trained")
+            self.log(
+                f"seed {seed}: baseline is the given model as it is (its head's labels are the data's); not trained"
+            )
             history: list[dict[str, float]] = []
         else:
             if c.model.name == "hf":

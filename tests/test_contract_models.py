@@ -29,14 +29,19 @@ TINY = {
     "lstm": {"embed_dim": 8, "hidden": 8}, "gru": {"embed_dim": 8, "hidden": 8}, "bilstm": {"embed_dim": 8, "hidden": 8},
     "cnn1d-text": {"embed_dim": 8, "channels": 8}, "transformer-tiny": {"embed_dim": 8, "hidden": 16, "heads": 2},
     "cnn": {"channels": 4}, "cnn-small": {"channels": 4}, "mlp": {"hidden": 16},
+    "hf": {},  # the path of a tiny BERT folder (1 layer, hidden 32), built by the `hf_task` fixture
 }  # fmt: skip
 
 
 # (technique, model) pairs that must refuse: lowrank rebuilds only the LSTM's factored layers from
 # its ModelConfig; prune.structured knows only the LSTM's and TinyCNN's layer groups.
+# hf: lowrank and prune.structured as above; distill.kd has no smaller transformer student yet.
 REFUSED = {
     *(("lowrank", m) for m in ("bilstm", "cnn", "cnn-small", "cnn1d-text", "gru", "mlp", "transformer-tiny")),
     *(("prune.structured", m) for m in ("bilstm", "cnn-small", "cnn1d-text", "gru", "mlp", "transformer-tiny")),
+    ("lowrank", "hf"),
+    ("prune.structured", "hf"),
+    ("distill.kd", "hf"),
 }
 
 
@@ -45,6 +50,21 @@ def _image_task() -> TaskData:
 
 
 _DATA = {"text": synthetic_text_task(n=120), "image": _image_task()}
+
+
+@pytest.fixture(scope="module")
+def hf_task(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, str], TaskData]:
+    """A tiny BERT folder and the synthetic text tokenized by its own tokenizer (only the hf cells build it)."""
+    pytest.importorskip("transformers")
+    from modelshrink.data.synthetic import tiny_hf_folder, write_synthetic_csv
+    from modelshrink.data.tasks import DataConfig, load_task
+    from modelshrink.models.builders import text_encoder
+
+    root = tmp_path_factory.mktemp("hf")
+    folder = tiny_hf_folder(root / "bert", ["anger", "fear", "joy"], layers=1)
+    csv = write_synthetic_csv(root / "d.csv", n=120)
+    data = load_task(DataConfig(task="csv", path=str(csv)), text_encoder(ModelConfig(name="hf", path=str(folder))))
+    return {"path": str(folder)}, data
 
 
 def _ctx(data: TaskData, model_config: ModelConfig, teacher: nn.Module) -> RunContext:
@@ -68,12 +88,13 @@ def test_every_builtin_model_has_tiny_sizes() -> None:
 
 @pytest.mark.parametrize("model_name", sorted(MODEL_INPUT))
 @pytest.mark.parametrize("kind", sorted(TECHNIQUES))
-def test_technique_on_builtin_model(kind: str, model_name: str, tmp_path: Path) -> None:
+def test_technique_on_builtin_model(kind: str, model_name: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     tech = get_technique(kind)
     cfg = tech.config_cls()
-    data = _DATA[MODEL_INPUT[model_name]]
+    tiny, data = request.getfixturevalue("hf_task") if model_name == "hf" else (TINY[model_name],
+                                                                               _DATA[MODEL_INPUT[model_name]])  # fmt: skip
     torch.manual_seed(0)
-    model_config = ModelConfig(name=model_name, **TINY[model_name])  # type: ignore[arg-type]
+    model_config = ModelConfig(name=model_name, **tiny)  # type: ignore[arg-type]
     model = build_model(model_config, data.input_dim, data.num_labels).eval()
     ctx = _ctx(data, model_config, copy.deepcopy(model))
     with torch.no_grad():

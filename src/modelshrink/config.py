@@ -254,13 +254,19 @@ def _choose_model(cfg: RunConfig, model: str | None, task: str | None, named: bo
     """
     raw, note = cfg.model_dump(mode="json"), None
     if model is not None:
-        if ":" in model or model.endswith(".py"):
+        if model.startswith("hf:"):  # a transformers folder (or ORG/NAME on the Hub): models/hf.py
+            if not model[3:]:
+                raise ConfigError("--model hf: needs a folder, e.g. --model hf:path/to/model")
+            raw["model"] = {"name": "hf", "path": model[3:]}
+        elif ":" in model or model.endswith(".py"):
             raw["model"] = {"name": "custom", "build": model}
         elif model in MODELS and model != "custom":
             raw["model"] = {"name": model}
         else:
             known = ", ".join(n for n in MODELS.names() if n != "custom")
-            raise ConfigError(f"--model {model!r} is neither a built-in model ({known}) nor path/to/file.py:function")
+            raise ConfigError(
+                f"--model {model!r} is neither a built-in model ({known}) nor path/to/file.py:function nor hf:FOLDER"
+            )
     elif task is not None and not named:
         kind, reads = TASK_INPUT.get(task), MODEL_INPUT.get(cfg.model.name)
         if kind is not None and reads is not None and kind != reads:

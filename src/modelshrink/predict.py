@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from modelshrink.data.text import Tokenizer
+from modelshrink.data.hf_text import encoder_from_preprocessing
 from modelshrink.errors import ArtifactError
 from modelshrink.export.onnx import OnnxClassifier
 from modelshrink.measure.accuracy import predict_logits
@@ -27,7 +27,7 @@ def load_text_classifier(model_dir: Path) -> Classify:
         pre = json.loads(pre_path.read_text())
         if pre.get("kind") != "text":
             raise ArtifactError(f"{str(model_dir)!r} holds a {pre.get('kind')!r} model; predict reads text models only")
-        tokenizer = Tokenizer.from_dict(pre["tokenizer"])
+        tokenizer = encoder_from_preprocessing(pre)  # the word tokenizer, or an hf model's own
         labels: list[str] = list(pre["labels"])
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:
         raise ArtifactError(

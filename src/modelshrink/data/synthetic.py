@@ -101,3 +101,45 @@ def synthetic_image_task(n: int = 96) -> TaskData:
     a, b = n * 2 // 3, n * 5 // 6
     return TaskData(x[:a], y[:a], x[a:b], y[a:b], x[b:], y[b:], labels=["lo", "hi"], input_dim=1,
                     kind="image", source="test")  # fmt: skip
+
+
+def tiny_hf_folder(dest: Path, id2label: list[str] | None = None, layers: int = 2, seed: int = 0) -> Path:
+    """A tiny BERT (hidden 32, `layers` layers, 2 heads) with a WordPiece tokenizer trained on
+    `synthetic_texts`, saved like a Hugging Face folder. `id2label`: a sequence-classification head
+    for these names; None: an encoder-only folder (BertModel, no head). Needs the `hf` extra."""
+    import torch
+    from tokenizers import Tokenizer as FastTokenizer
+    from tokenizers import models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertForSequenceClassification, BertModel, PreTrainedTokenizerFast
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok = FastTokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.train_from_iterator(
+        synthetic_texts(200, seed)[0], trainers.WordPieceTrainer(vocab_size=120, special_tokens=specials)
+    )
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    labels = (
+        {"id2label": dict(enumerate(id2label)), "label2id": {n: i for i, n in enumerate(id2label)}} if id2label else {}
+    )
+    config = BertConfig(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        **labels,
+    )
+    torch.manual_seed(seed)
+    model = BertForSequenceClassification(config) if id2label else BertModel(config)
+    model.save_pretrained(dest)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
+                                   sep_token="[SEP]", mask_token="[MASK]")  # fmt: skip
+    fast.save_pretrained(dest)
+    return dest

@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -95,6 +97,31 @@ class TaskData:
         return getattr(self, f"x_{name}"), getattr(self, f"y_{name}")
 
 
+class TextEncoder(Protocol):
+    """A model's own tokenizer (models.hf): replaces the word tokenizer fitted on the training split."""
+
+    max_len: int
+    labels: list[str] | None  # the model's label names (its head's order) when it brings a trained head
+    vocab_size: int
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray: ...  # (N, max_len) int64, pre-padded with 0
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+# Set by `load_task(cfg, encoder)` while the loader runs: a context variable, so the loaders keep
+# their one-argument signature and a thread loading other data is not affected.
+_ENCODER: ContextVar[TextEncoder | None] = ContextVar("modelshrink_text_encoder", default=None)
+
+
+@contextmanager
+def _encoding_with(encoder: TextEncoder | None) -> Iterator[None]:
+    token = _ENCODER.set(encoder)
+    try:
+        yield
+    finally:
+        _ENCODER.reset(token)
+
+
 TaskLoader = Callable[[DataConfig], TaskData]
 TASKS: Registry[TaskLoader] = Registry("task")
 
@@ -110,6 +137,18 @@ def _text_task(texts: list[str], labels: list[str], cfg: DataConfig, source: str
         labels = [labels[i] for i in sorted(keep)]
     train, val, test = split_indices(labels, cfg.split, cfg.split_seed, cfg.stratify)
     names = sorted(set(labels))
+    encoder = _ENCODER.get()
+    if encoder is not None:  # the model's own tokenizer; its head's label order when the names fit it
+        if encoder.labels and set(names) <= set(encoder.labels):
+            names = list(encoder.labels)
+        label_id = {name: i for i, name in enumerate(names)}
+        y = np.array([label_id[lab] for lab in labels], dtype=np.int64)
+        x = encoder.encode(texts)
+        return TaskData(
+            x[train], y[train], x[val], y[val], x[test], y[test], labels=names, input_dim=encoder.vocab_size,
+            kind="text", source=source, fingerprint=fingerprint,
+            preprocessing={"kind": "text", "labels": names, "hf_tokenizer": encoder.to_dict()},
+        )  # fmt: skip
     label_id = {name: i for i, name in enumerate(names)}
     y = np.array([label_id[lab] for lab in labels], dtype=np.int64)
     # Fit on the training split only: the thesis fit on all text, test included (a leak).
@@ -282,8 +321,10 @@ def load_cifar10(cfg: DataConfig) -> TaskData:
     return _hub_images(cfg, "uoft-cs/cifar10", "img", grayscale=False)
 
 
-def load_task(cfg: DataConfig) -> TaskData:
-    data = TASKS.get(cfg.task)(cfg)
+def load_task(cfg: DataConfig, encoder: TextEncoder | None = None) -> TaskData:
+    """The task's data; text through `encoder` (a model's own tokenizer) when given."""
+    with _encoding_with(encoder):
+        data = TASKS.get(cfg.task)(cfg)
     if data.kind == "text":
         log.info("data: %s; %d/%d/%d rows", data.source, len(data.y_train), len(data.y_val), len(data.y_test))
     return data

@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from modelshrink.data.text import Tokenizer, read_text_csv
+from modelshrink.data.hf_text import encoder_from_preprocessing
+from modelshrink.data.text import read_text_csv
 from modelshrink.errors import ArtifactError, DataError
 from modelshrink.measure.accuracy import Predictor, classification_metrics, predict_logits
 
@@ -65,7 +66,7 @@ def evaluate_file(path: Path, data: Path, text_column: str = "text", label_colum
     if pre.get("kind") != "text":
         raise ArtifactError(f"{path} is a {pre.get('kind')!r} model; `eval` reads text classifiers only")
     try:
-        tokenizer = Tokenizer.from_dict(pre["tokenizer"])
+        tokenizer = encoder_from_preprocessing(pre)  # the word tokenizer, or an hf model's own
         labels = [str(x) for x in pre["labels"]]
     except (KeyError, TypeError, ValueError) as err:
         raise ArtifactError(f"{path} has unusable preprocessing settings ({type(err).__name__}: {err})") from err

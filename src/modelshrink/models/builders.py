@@ -8,7 +8,7 @@ builds the user's own model (see `modelshrink.models.byo`).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
@@ -21,14 +21,16 @@ from modelshrink.models.text import CNN1dText, RNNClassifier, TinyTransformer
 from modelshrink.registry import Registry
 
 if TYPE_CHECKING:
-    from modelshrink.data.tasks import TaskData
+    from modelshrink.data.tasks import TaskData, TextEncoder
 
-ModelName = Literal["lstm", "gru", "bilstm", "cnn1d-text", "transformer-tiny", "cnn", "cnn-small", "mlp", "custom"]
+ModelName = Literal[
+    "lstm", "gru", "bilstm", "cnn1d-text", "transformer-tiny", "cnn", "cnn-small", "mlp", "custom", "hf"
+]
 
 # What each built-in model reads; a task's data must match (checked before training).
 MODEL_INPUT: dict[str, Literal["text", "image"]] = {
     "lstm": "text", "gru": "text", "bilstm": "text", "cnn1d-text": "text", "transformer-tiny": "text",
-    "cnn": "image", "cnn-small": "image", "mlp": "image",
+    "cnn": "image", "cnn-small": "image", "mlp": "image", "hf": "text",
 }  # fmt: skip
 # The settings each model reads; setting another one (away from its default) is an error, not silently ignored.
 MODEL_SETTINGS: dict[str, tuple[str, ...]] = {
@@ -41,6 +43,7 @@ MODEL_SETTINGS: dict[str, tuple[str, ...]] = {
     "cnn-small": ("channels", "dropout"),
     "mlp": ("image_size", "hidden", "layers", "dropout"),
     "custom": ("build",),
+    "hf": ("path", "max_len", "hf_config"),
 }
 
 
@@ -81,6 +84,15 @@ class ModelConfig(BaseModel):
     build: str | None = Field(
         None, exclude_if=_unset, description="custom: 'path/to/file.py:function' returning an nn.Module"
     )
+    path: str | None = Field(
+        None, exclude_if=_unset, description="hf: a transformers folder (or ORG/NAME on the Hub): --model hf:PATH"
+    )
+    max_len: int | None = Field(
+        None, ge=2, exclude_if=_unset, description="hf: tokens per text (default min(128, its position embeddings))"
+    )
+    hf_config: dict[str, Any] | None = Field(
+        None, exclude_if=_unset, description="hf: the transformers config; rebuilds the model with no folder (files)"
+    )
     # Set by techniques that change the architecture (None: the unchanged shape; left out of dumps).
     embed_rank: int | None = Field(
         None, ge=1, exclude_if=_unset, description="lstm: embedding factored as (vocab×r)·(r×embed_dim)"
@@ -103,6 +115,8 @@ class ModelConfig(BaseModel):
     def _check(self) -> ModelConfig:
         if self.name == "custom" and not self.build:
             raise ValueError("model 'custom' needs `build: path/to/file.py:function` (or --model FILE.py:FUNCTION)")
+        if self.name == "hf" and not (self.path or self.hf_config):
+            raise ValueError("model 'hf' needs `path: folder` (or --model hf:PATH)")
         if self.name != "custom" and self.build:
             raise ValueError(
                 f"`build` is only read by model 'custom', not {self.name!r}; remove it or set name: custom"
@@ -174,17 +188,16 @@ def _custom(cfg: ModelConfig, input_dim: int, num_labels: int) -> nn.Module:
     return build_custom(cfg.build or "", input_dim, num_labels)
 
 
+@MODELS.register("hf")
+def _hf(cfg: ModelConfig, vocab_size: int, num_labels: int) -> nn.Module:
+    from modelshrink.models.hf import build_hf
+
+    return build_hf(cfg.path, cfg.hf_config, num_labels)
+
+
 def build_model(cfg: ModelConfig, input_dim: int, num_labels: int) -> nn.Module:
     """`input_dim` is the vocabulary size for text models, input channels for image models."""
     return MODELS.get(cfg.name)(cfg, input_dim, num_labels)
-
-
-def pretrained(cfg: ModelConfig, labels: list[str]) -> bool:
-    """Whether the baseline's weights are already trained for `labels` (then it is measured, not trained).
-
-    True when the user gave weights (`--weights`); other sources of trained models add their case here.
-    """
-    return cfg.weights is not None
 
 
 def check_model_fits(cfg: ModelConfig, data: TaskData) -> None:
@@ -224,3 +237,49 @@ def check_model_fits(cfg: ModelConfig, data: TaskData) -> None:
                 f"model from {cfg.build!r} returned {got} for input shape {list(x.shape)}; it must return "
                 f"logits of shape [batch, {data.num_labels}] (the task has {data.num_labels} labels)"
             )
+
+
+def pretrained(cfg: ModelConfig, labels: list[str]) -> bool:
+    """Whether the baseline's weights are already trained for `labels` (then it is measured, not trained):
+    the user gave weights (`--weights`), or an hf folder's head already classifies these labels."""
+    if cfg.weights is not None:
+        return True
+    if cfg.name == "hf" and cfg.path and cfg.hf_config is None:
+        from modelshrink.models.hf import is_pretrained
+
+        return is_pretrained(cfg.path, labels)
+    return False
+
+
+def fresh_head(model: nn.Module, labels: list[str]) -> None:
+    """A model that brings a trained head for other labels (hf) gets a new one for `labels`."""
+    new_head = getattr(model, "new_head", None)
+    if callable(new_head):
+        new_head(labels)
+
+
+def text_encoder(cfg: ModelConfig) -> TextEncoder | None:
+    """The model's own tokenizer for the task's text (hf), or None: the word tokenizer fitted on train."""
+    if cfg.name == "hf" and cfg.path:
+        from modelshrink.models.hf import text_encoder as hf_encoder
+
+        return hf_encoder(cfg.path, cfg.max_len)
+    return None
+
+
+def model_fingerprint(cfg: ModelConfig) -> str | None:
+    """SHA-256 of the files the model is read from (an hf folder), for the run's identity; None: none."""
+    if cfg.name == "hf" and cfg.path:
+        from modelshrink.models.hf import folder_sha256, resolve_folder
+
+        return folder_sha256(resolve_folder(cfg.path))
+    return None
+
+
+def saved_config(cfg: dict[str, Any], model: nn.Module) -> dict[str, Any]:
+    """The model config a saved file records: an hf model's transformers config goes in, so the file
+    rebuilds it with no folder (and no code from one)."""
+    config_dict = getattr(model, "config_dict", None)
+    if cfg.get("name") == "hf" and callable(config_dict):
+        return {**{k: v for k, v in cfg.items() if k != "path"}, "hf_config": config_dict()}
+    return cfg

@@ -22,6 +22,7 @@ from modelshrink.config import RunConfig, VariantConfig
 from modelshrink.data.tasks import TaskData
 from modelshrink.device import resolve_device
 from modelshrink.errors import ConfigError
+from modelshrink.models.builders import model_fingerprint
 from modelshrink.models.checkpoint import file_sha256
 from modelshrink.store import ResultStore, config_key
 
@@ -67,17 +68,21 @@ class RunFolder:
         """What every row of the folder shares: data and the user's weights (by content, not path), model, training."""
         c = self.cfg
         out = {"data": c.data.model_dump(mode="json", exclude={"path"}), "data_sha256": data.fingerprint,
-               "model": c.model.model_dump(mode="json", exclude={"weights"}), "train": c.train.model_dump(mode="json"),
+               "model": c.model.model_dump(mode="json", exclude={"weights", "path"}), "train": c.train.model_dump(mode="json"),
                "latency_threads": c.latency_threads}  # fmt: skip
-        if c.model.weights is not None:  # only then: the keys of runs without weights stay as they were
-            out["model_sha256"] = self._weights_sha256(c.model.weights)
+        # The model's files by content (the user's weights file, or an hf folder), never by path; only
+        # when there are such files, so the keys of runs without them stay as they were.
+        if (sha := self._model_sha256()) is not None:
+            out["model_sha256"] = sha
         return out
 
-    def _weights_sha256(self, path: str) -> str:
-        """The weights file's SHA-256, read once per folder object (shared() is called for every row key)."""
+    def _model_sha256(self) -> str | None:
+        """SHA-256 of the user's weights file or model folder, read once per folder object (shared()
+        is called for every row key)."""
         if self._sha256 is None:
-            self._sha256 = file_sha256(path)
-        return self._sha256
+            m = self.cfg.model
+            self._sha256 = file_sha256(m.weights) if m.weights is not None else model_fingerprint(m) or ""
+        return self._sha256 or None
 
     def row_config(self, data: TaskData, variant: VariantConfig, seed: int) -> dict[str, Any]:
         """The resolved config of one row; its hash is the row's key in the store."""

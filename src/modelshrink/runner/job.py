@@ -12,6 +12,7 @@ from rich.progress import Progress
 
 from modelshrink.config import RunConfig
 from modelshrink.data.tasks import TaskData, load_task
+from modelshrink.models.builders import text_encoder
 from modelshrink.report.html import write_report
 from modelshrink.runner.executors import Executor
 from modelshrink.runner.onnx_input import run_onnx
@@ -37,7 +38,7 @@ def default_out(prefix: str = "") -> Path:
 
 def prepare(cfg: RunConfig, out: Path, data: TaskData | None = None, onnx: Path | None = None) -> TaskData:
     """Load the data (unless given) and check the model and the folder; raises before anything is written."""
-    data = data if data is not None else load_task(cfg.data)
+    data = data if data is not None else load_task(cfg.data, text_encoder(cfg.model))
     if onnx is None:
         Runner(cfg, out).check(data)
     return data

@@ -28,6 +28,7 @@ from modelshrink.measure.accuracy import classification_metrics, predict_logits
 from modelshrink.measure.latency import latency_batches, timed_runs
 from modelshrink.measure.memory import peak_rss_mb
 from modelshrink.measure.size import file_sizes, model_stats
+from modelshrink.models.builders import saved_config
 from modelshrink.runner.checks import check_onnx, check_state, failed
 from modelshrink.runner.pipeline import Log, Stage, log_failed_checks
 from modelshrink.runner.row import SPLITS, ArtifactRow, VariantRow, thread_counts
@@ -206,7 +207,7 @@ def measure_variant(
     # The compact file: written, loaded back with no pickle, checked against the in-memory model.
     compact_path = folder / "weights.msz"
     cmodel, quantized, weights_label = compact_model(model, get_format(stage.export_format))
-    model_cfg = _config_dict(stage.model_config)
+    model_cfg = saved_config(_config_dict(stage.model_config), cmodel)  # an hf model: its config in the file
     save_model(cmodel, compact_path, model_cfg, stage.input_dim, data.labels, preprocessing, quantized)
     loaded, _ = load_model(compact_path)
     compact = torch_artifact("compact", compact_path, loaded, weights_label)

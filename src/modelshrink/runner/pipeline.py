@@ -24,7 +24,7 @@ from torch import nn
 from modelshrink.config import RunConfig, VariantConfig
 from modelshrink.data.tasks import TaskData
 from modelshrink.device import resolve_device
-from modelshrink.models.builders import ModelConfig, build_model, pretrained
+from modelshrink.models.builders import ModelConfig, build_model, fresh_head, pretrained
 from modelshrink.models.checkpoint import load_weights
 from modelshrink.runner.checks import check_state, failed
 from modelshrink.runner.folder import RunFolder
@@ -112,11 +112,14 @@ class Pipeline:
         set_seed(seed)
         model = build_model(c.model, data.input_dim, data.num_labels)
         rebuild = c.model.model_copy(update={"weights": None})  # the variants' files never name the user's path
-        given = pretrained(c.model, data.labels)
+        given = pretrained(c.model, data.labels)  # the user's weights, or an hf head whose labels are the data's
         if c.model.weights is not None:
             load_weights(model, c.model.weights)
+        if not given:
+            fresh_head(model, data.labels)  # a head trained for other labels is replaced (hf)
         if given and c.train.from_weights == "measure":
-            self.log(f"seed {seed}: baseline is the given weights ({c.model.weights}), measured as they are")
+            what = c.model.weights or c.model.path
+            self.log(f"seed {seed}: baseline is the given model ({what}), measured as it is; not trained")
             return self._folded(Stage(model.eval(), rebuild, data.input_dim, source="measured"), seed)
         source = "continued" if given else "trained"
         weights, history_file = folder / "model.safetensors", folder / "history.json"
@@ -126,6 +129,8 @@ class Pipeline:
             history = json.loads(history_file.read_text()) if history_file.is_file() else []
             self.log(f"seed {seed}: baseline loaded from {folder}")
             return self._folded(Stage(model, rebuild, data.input_dim, history=history, source=source), seed)
+        if c.model.name == "hf" and not given:
+            self.log(f"seed {seed}: baseline: new classification head for {data.labels}; fine-tuning it first")
         history = fit(model, data, c.train, seed, self.progress, label=f"baseline seed {seed}")
         self._save(folder, model, history, data)
         secs = sum(h["seconds"] for h in history) / len(history)

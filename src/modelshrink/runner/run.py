@@ -16,7 +16,7 @@ from rich.progress import Progress
 
 from modelshrink.config import RunConfig, VariantConfig
 from modelshrink.data.tasks import TaskData, load_task
-from modelshrink.models.builders import check_model_fits
+from modelshrink.models.builders import check_model_fits, text_encoder
 from modelshrink.runner.executors import Executor, RowTask
 from modelshrink.runner.folder import RunFolder
 from modelshrink.runner.pipeline import Log
@@ -33,7 +33,7 @@ class Runner:
 
     def prepare(self) -> TaskData:
         """Load the data and check the run folder; raises before anything is written."""
-        data = load_task(self.cfg.data)
+        data = load_task(self.cfg.data, text_encoder(self.cfg.model))
         self.check(data)
         return data
 

@@ -95,6 +95,11 @@ def _check_context(model: nn.Module, ctx: RunContext) -> tuple[nn.Module, TrainF
             f"distill.kd builds its student from a model config, and none describes this "
             f"{type(model).__name__}; set RunContext(model_config=..., input_dim=..., num_labels=...)"
         )
+    if getattr(ctx.model_config, "name", None) == "hf":  # a smaller transformer student is not built yet
+        raise IncompatibleModelError(
+            "distill.kd cannot build a smaller student of an hf (transformers) model yet; "
+            "its student sizes (embed_dim, hidden) are the built-in models' settings"
+        )
     if ctx.train is None:
         raise ConfigError("distill.kd trains a student and needs training data; none is available here")
     return ctx.teacher, ctx.train

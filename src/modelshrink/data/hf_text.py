@@ -1,0 +1,85 @@
+"""Text through a Hugging Face fast tokenizer (tokenizer.json), as rows every text model reads.
+
+Rows are (N, max_len) int64 ids, pre-padded with 0 like the word tokenizer's (data/text.py), so
+batching, trimming and evaluation work unchanged. A tokenizer whose padding id is not 0 (RoBERTa:
+`<s>` is 0, `<pad>` is 1) has the two ids swapped in the rows; `models.hf.HFClassifier` swaps them
+back. Only the `tokenizers` package is needed (no torch, no transformers): the file alone encodes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from modelshrink.errors import ArtifactError, ConfigError
+
+
+@dataclass
+class HFTextEncoder:
+    """A fast tokenizer with its truncation length, padding id and the model's label names."""
+
+    tokenizer_json: str  # the tokenizer.json text
+    max_len: int
+    pad_id: int
+    labels: list[str] | None = None  # the model's id2label names when its head is kept; None: a new head
+    vocab_size: int = 0  # the model's embedding rows (TaskData.input_dim)
+    _tok: Any = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        from tokenizers import Tokenizer  # optional extra: modelshrink[hf]
+
+        try:
+            self._tok = Tokenizer.from_str(self.tokenizer_json)
+        except Exception as err:  # the Rust parser's error types are not exported
+            raise ConfigError(f"tokenizer.json is not a fast tokenizer file ({err}); re-save it with "
+                              "tokenizer.save_pretrained(...) from a fast tokenizer") from err  # fmt: skip
+        self._tok.no_padding()
+        # Keep the first tokens, as transformers does; the special tokens ([CLS] ... [SEP]) stay.
+        self._tok.enable_truncation(self.max_len)
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """(N, max_len) int64 ids, pre-padded with 0 (the padding id swapped with 0 where it is not 0)."""
+        out = np.zeros((len(texts), self.max_len), dtype=np.int64)
+        for row, enc in enumerate(self._tok.encode_batch(list(texts))):
+            ids = np.asarray(enc.ids[: self.max_len], dtype=np.int64)
+            if self.pad_id:  # swap pad_id and 0, an involution the model wrapper undoes
+                ids = np.where(ids == 0, self.pad_id, np.where(ids == self.pad_id, 0, ids))
+            if len(ids):
+                out[row, self.max_len - len(ids) :] = ids
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "hf-tokenizers", "max_len": self.max_len, "pad_id": self.pad_id, "padding": "pre",
+                "tokenizer_json": self.tokenizer_json}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> HFTextEncoder:
+        try:
+            return cls(str(d["tokenizer_json"]), int(d["max_len"]), int(d["pad_id"]))
+        except (KeyError, TypeError, ValueError) as err:
+            raise ArtifactError(f"preprocessing holds no valid Hugging Face tokenizer ({err!r})") from err
+
+
+def tokenizer_pad_id(tokenizer_json: str) -> int | None:
+    """The padding id a tokenizer.json names (its padding section, else a [PAD]/<pad> token); None if none."""
+    doc = json.loads(tokenizer_json)
+    padding = doc.get("padding") or {}
+    if isinstance(padding.get("pad_id"), int) and padding.get("pad_token"):
+        return int(padding["pad_id"])
+    for token in doc.get("added_tokens") or []:
+        if token.get("content") in ("[PAD]", "<pad>"):
+            return int(token["id"])
+    return None
+
+
+def encoder_from_preprocessing(pre: dict[str, Any]) -> Any:
+    """The text encoder a saved model's preprocessing names: its HF tokenizer, else the word tokenizer."""
+    from modelshrink.data.text import Tokenizer
+
+    if "hf_tokenizer" in pre:
+        return HFTextEncoder.from_dict(pre["hf_tokenizer"])
+    return Tokenizer.from_dict(pre["tokenizer"])

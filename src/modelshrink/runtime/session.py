@@ -36,7 +36,13 @@ class Session:
         model_bytes = graph_bytes(header, payload, path)  # raises for a file without a graph first
         self.meta: dict[str, Any] = header["meta"]
         self.weights: str = str(self.meta.get("weights", "exact"))
-        self.preprocess = Preprocess(self.meta.get("preprocessing"), str(path))
+        pre = self.meta.get("preprocessing")
+        self.preprocess = Preprocess(pre, str(path)) if pre else None  # None: `logits` only, on prepared arrays
+        labels = self.meta.get("labels", self.preprocess.labels if self.preprocess else None)
+        if not isinstance(labels, list) or not labels:
+            raise ArtifactError(f"{path} is corrupt: its metadata has no list of class labels")
+        self.labels = [str(x) for x in labels]
+        self.path = path
         external = set(header["graph"].get("external", []))
         self._arrays: dict[str, np.ndarray] = {}  # ONNX Runtime reads these in place: keep them alive
         for entry in header["tensors"]:
@@ -62,7 +68,6 @@ class Session:
         inp = self.session.get_inputs()[0]
         self.input_name: str = inp.name
         self._input_dtype = _ORT_TO_NUMPY.get(inp.type, np.float32)
-        self.labels = self.preprocess.labels
 
     def logits(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Logits (N, classes) float32 of already preprocessed inputs `x`, in batches of `batch_size`."""
@@ -78,6 +83,10 @@ class Session:
 
     def predict(self, inputs: Sequence[str] | np.ndarray) -> Prediction:
         """Classify raw inputs (a list of texts, or raw pixel arrays (N, C, H, W)) with the file's preprocessing."""
+        if self.preprocess is None:
+            raise ArtifactError(
+                f"{self.path} carries no preprocessing settings; pass prepared arrays to Session.logits instead"
+            )
         logits = self.logits(self.preprocess(inputs))
         probs = np.exp(logits - logits.max(axis=1, keepdims=True))
         probs /= probs.sum(axis=1, keepdims=True)

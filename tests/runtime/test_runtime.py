@@ -144,3 +144,18 @@ def test_file_without_graph_says_so_and_still_loads_in_torch(task, tmp_path: Pat
     with pytest.raises(ArtifactError, match="carries no ONNX graph.*PyTorch"):
         runtime.load(path)
     assert load_model(path)[0] is not None
+
+
+def test_cli_predict_reads_msz_and_bad_files_exit_2(task, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:  # type: ignore[no-untyped-def]
+    from modelshrink.cli import main
+
+    model, _ = _lstm(task)
+    good = _save(task, model, None, tmp_path / "weights.msz")
+    assert main(["predict", str(good), "i feel so happy today"]) == 0
+    label = capsys.readouterr().out.split("\t")[0]
+    assert label == runtime.load(good).predict(["i feel so happy today"]).labels[0]
+    bad = _bad(good, good.read_bytes()[:100])
+    assert main(["predict", str(bad), "x"]) == 2
+    assert main(["eval", str(bad), "--data", str(tmp_path / "none.csv")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all("truncated" in line for line in err)

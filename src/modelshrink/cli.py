@@ -248,7 +248,9 @@ def search(
 
 @app.command()
 def predict(
-    model_dir: Annotated[Path, typer.Argument(help="A model folder of a run, e.g. runs/X/models/baseline-seed0.")],
+    model_dir: Annotated[
+        Path, typer.Argument(help="A model folder of a run (runs/X/models/baseline-seed0) or a compact file (.msz).")
+    ],
     texts: Annotated[list[str], typer.Argument(help="Sentences to classify.")],
 ) -> None:
     """Classify raw text with a saved model (its ONNX file and preprocessing.json)."""
@@ -271,7 +273,7 @@ def eval_(
 
     res = evaluate_file(file, data, text_column or "text", label_column or "label")
     typer.echo(f"accuracy {res['accuracy']:.4f}\tmacro-F1 {res['macro_f1']:.4f}\trows {res['rows']}\t"
-               f"{res['kind']} ({res['weights']})\t{file}")  # fmt: skip
+               f"{res['kind']} ({res['weights']}) in {res['runtime']}\t{file}")  # fmt: skip
 
 
 @app.command("list")

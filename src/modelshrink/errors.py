@@ -1,8 +1,17 @@
 """One hierarchy of errors the user can act on. The CLI prints their message and exits 2."""
 
+# The base class and ArtifactError are defined with the torch-free runtime, which raises them.
+from modelshrink.runtime.errors import ArtifactError, ModelshrinkError
 
-class ModelshrinkError(Exception):
-    """Base class: an error the user can act on."""
+__all__ = [
+    "ArtifactError",
+    "ConfigError",
+    "DataError",
+    "IncompatibleModelError",
+    "ModelshrinkError",
+    "RegistryError",
+    "UnknownNameError",
+]
 
 
 class ConfigError(ModelshrinkError, ValueError):
@@ -23,7 +32,3 @@ class IncompatibleModelError(ModelshrinkError):
 
 class RegistryError(ModelshrinkError):
     """A name was registered twice."""
-
-
-class ArtifactError(ModelshrinkError):
-    """A model file is missing, corrupt, or of an unsupported version."""

@@ -1,4 +1,5 @@
-"""Use a saved model on raw text: the model folder's ONNX file plus its preprocessing.json."""
+"""Use a saved model on raw text: a model folder (model.onnx + preprocessing.json) or a compact
+file (.msz), which runs in the torch-free runtime (modelshrink.runtime)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,26 @@ from modelshrink.measure.accuracy import predict_logits
 Classify = Callable[[Sequence[str]], list[tuple[str, float]]]
 
 
+def _compact_classifier(path: Path) -> Classify:
+    from modelshrink import runtime
+
+    session = runtime.load(path)
+    kind = session.preprocess.kind if session.preprocess else None
+    if kind != "text":
+        raise ArtifactError(f"{str(path)!r} holds a {kind!r} model; predict reads text models with a tokenizer only")
+
+    def classify(texts: Sequence[str]) -> list[tuple[str, float]]:
+        out = session.predict(list(texts))
+        return [(label, float(p.max())) for label, p in zip(out.labels, out.probabilities, strict=True)]
+
+    return classify
+
+
 def load_text_classifier(model_dir: Path) -> Classify:
-    """A function mapping sentences to (label, probability) with the folder's model.onnx."""
+    """A function mapping sentences to (label, probability) with the folder's model.onnx, or a compact file."""
     model_dir = Path(model_dir)
+    if model_dir.is_file():
+        return _compact_classifier(model_dir)
     pre_path, onnx_path = model_dir / "preprocessing.json", model_dir / "model.onnx"
     for path in (pre_path, onnx_path):
         if not path.is_file():

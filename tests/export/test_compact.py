@@ -266,7 +266,7 @@ def test_other_version(good_file: Path, version: int) -> None:
     struct.pack_into("<H", data, len(MAGIC), version)
     hint = "re-export" if version < FORMAT_VERSION else "upgrade"
     with pytest.raises(
-        ArtifactError, match=f"version {version}; this modelshrink reads version {FORMAT_VERSION}.*{hint}"
+        ArtifactError, match=f"version {version}; this modelshrink reads versions 2, {FORMAT_VERSION}.*{hint}"
     ):
         load_compact(_write_variant(good_file, bytes(data)))
 

@@ -82,15 +82,19 @@ def test_onnx_artifacts_and_size_columns(run: tuple[Path, dict[str, dict], DataC
     out, rows, _ = run
     for row in rows.values():
         names = [a["artifact"] for a in row["sizes"]]
-        assert names == ["onnx_fp32", "onnx_fp16", "onnx_int8", "compact"]
+        assert names == ["onnx_fp32", "onnx_fp16", "onnx_int8", "compact", "msz_runtime"]
         for a in row["sizes"]:
             assert a["file_bytes"] == (out / a["file"]).stat().st_size
             assert a["compression_x"] == pytest.approx(row["baseline_dense_fp32_bytes"] / a["file_bytes"])
             assert 0 < a["gzip_bytes"] and a["params"] == row["parameters"] and a["nonzeros"] == row["nonzeros"]
             assert 0.0 <= a["test_accuracy"] <= 1.0
-            if a["artifact"] != "compact":
+            if a["artifact"] not in ("compact", "msz_runtime"):
                 OnnxClassifier(out / a["file"])  # loads in ONNX Runtime
         assert row["onnx_int8_bytes"] < row["onnx_fp32_bytes"]
+        # The compact file shipped in the torch-free runtime: the same file, the accuracy of the same weights.
+        assert row["msz_runtime_bytes"] == row["compact_bytes"] and row["not_exported"] == {}
+        if row["compact_weights"] == "exact":
+            assert row["msz_runtime_test_accuracy"] == row["onnx_fp32_test_accuracy"]
         assert row["baseline_dense_fp32_bytes"] == rows["baseline"]["dense_fp32_bytes"]
     # The variant's own file is the one of its format.
     assert rows["baseline-int8"]["file_bytes"] == rows["baseline-int8"]["onnx_int8_bytes"]
@@ -101,8 +105,8 @@ def test_latency_table_covers_batches_threads_and_runtimes(run: tuple[Path, dict
     lat = rows["pruned"]["latency"]
     combos = {(r["artifact"], r["runtime"], r["batch"], r["threads"]) for r in lat}
     threads = {r["threads"] for r in lat}
-    assert 1 in threads and len(combos) == 4 * 2 * len(threads)
-    assert {r["runtime"] for r in lat} == {"onnxruntime", "torch"}
+    assert 1 in threads and len(combos) == 5 * 2 * len(threads)
+    assert {r["runtime"] for r in lat} == {"onnxruntime", "torch", "modelshrink.runtime"}
     for r in lat:
         assert 0 < r["median_ms"] <= r["p90_ms"] and r["runs"] >= 5
         assert r["samples_per_s"] == pytest.approx(r["batch"] / (r["median_ms"] / 1e3), rel=0.05)

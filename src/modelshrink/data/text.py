@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import logging
-import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,11 +16,12 @@ from sklearn.model_selection import train_test_split
 
 from modelshrink.errors import DataError
 
-log = logging.getLogger(__name__)
+# Word splitting and id encoding are the torch-free runtime's, so a compact file tokenizes there as here.
+from modelshrink.runtime.preprocess import OOV, PAD, encode_ids, words
 
-PAD, OOV = 0, 1  # reserved token ids: padding, out-of-vocabulary
-# The characters Keras' Tokenizer drops by default (the thesis used it); apostrophes stay.
-_KERAS_FILTERS = re.compile(r"[!\"#$%&()*+,\-./:;<=>?@\[\\\]^_`{|}~\t\n]")
+__all__ = ["OOV", "PAD", "Tokenizer", "read_text_csv", "split_indices", "words"]
+
+log = logging.getLogger(__name__)
 
 
 def read_text_csv(path: Path, text_column: str = "text", label_column: str = "label") -> tuple[list[str], list[str]]:
@@ -98,11 +98,6 @@ def split_indices(
     return train, val, test
 
 
-def words(text: str) -> list[str]:
-    """Lower-cased words, split as Keras' Tokenizer does."""
-    return _KERAS_FILTERS.sub(" ", text.lower()).split()
-
-
 @dataclass
 class Tokenizer:
     """Word-level tokenizer: 0 is padding, 1 out-of-vocabulary, then words by frequency.
@@ -125,13 +120,7 @@ class Tokenizer:
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """(N, max_len) int64 ids, pre-padded with 0 and pre-truncated."""
-        index = {w: i + 2 for i, w in enumerate(self.vocab)}
-        out = np.zeros((len(texts), self.max_len), dtype=np.int64)
-        for row, text in enumerate(texts):
-            ids = [index.get(w, OOV) for w in words(text)][-self.max_len :]
-            if ids:
-                out[row, self.max_len - len(ids) :] = ids
-        return out
+        return encode_ids(texts, {w: i + 2 for i, w in enumerate(self.vocab)}, self.max_len)
 
     def to_dict(self) -> dict[str, object]:
         return {

@@ -9,12 +9,12 @@ Each tensor is coded in three layers, each choice per tensor, smallest wins:
 and an int8 tensor (`quantized`) also carries one float32 scale per channel: its float32
 value is exactly `int8 * scale` (see `export.int8.dequantize_int8`), recomputed the same way on load.
 Round trips are bit-exact: values are handled as bit patterns, never re-computed.
-The file around these blobs (prelude, header, payload) is compact.py's.
+Decoding needs numpy and zstandard only and lives with the torch-free runtime (runtime/codec.py);
+the file around these blobs (prelude, header, payload) is runtime/container.py and compact.py.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,18 +23,17 @@ import torch
 import zstandard
 
 from modelshrink.errors import ArtifactError
-from modelshrink.export.huffman import huffman_decode, huffman_encode
 from modelshrink.export.int8 import Int8Tensor, dequantize_int8
+from modelshrink.runtime.codec import ENTROPY, MAX_CODEBOOK, POSITIONS, VALUES, coded_size, decode_storage, width
+from modelshrink.runtime.huffman import huffman_encode
 
 # Level 19 is zstandard's strongest "normal" level; on the reference LSTM (1.4 MB dense)
 # it takes well under a second, and levels 20-22 ("ultra") cost much more memory for <1%.
 ZSTD_LEVEL = 19
-MAX_CODEBOOK = 256  # indices of at most 8 bits
 # A quick look at the first elements rejects most dense tensors before a full np.unique.
 _CODEBOOK_PROBE = 4096
-POSITIONS = ("all", "bitmask", "delta")
-VALUES = ("raw", "codebook")
-ENTROPY = ("none", "zstd", "huffman")
+# POSITIONS, VALUES, ENTROPY and MAX_CODEBOOK are the decoder's (runtime/codec.py), shared.
+__all__ = ["DTYPES", "ENTROPY", "MAX_CODEBOOK", "POSITIONS", "VALUES", "ZSTD_LEVEL", "decode_tensor", "encode_tensor"]
 
 
 @dataclass(frozen=True)
@@ -101,52 +100,17 @@ def _raw(arr: np.ndarray) -> bytes:
     return arr.astype(_le(arr.dtype), copy=False).tobytes()
 
 
-def _width(bits: int) -> int:
-    return 1 if bits <= 8 else 2 if bits <= 16 else 4 if bits <= 32 else 8
-
-
 def _pack_bits(values: np.ndarray, bits: int) -> bytes:
     """Pack non-negative integers at `bits` bits each, least significant bit first."""
     if bits == 0 or values.size == 0:
         return b""
-    w = _width(bits)
+    w = width(bits)
     as_bytes = values.astype(f"<u{w}").view(np.uint8).reshape(-1, w)
     per_bit = np.unpackbits(as_bytes, axis=1, bitorder="little")[:, :bits]  # (n, bits)
     return np.packbits(per_bit.reshape(-1), bitorder="little").tobytes()
 
 
-def _unpack_bits(buf: bytes, n: int, bits: int) -> np.ndarray:
-    if bits == 0 or n == 0:
-        return np.zeros(n, dtype=np.int64)
-    w = _width(bits)
-    full = np.zeros((n, 8 * w), dtype=np.uint8)
-    full[:, :bits] = np.unpackbits(np.frombuffer(buf, dtype=np.uint8), count=n * bits, bitorder="little").reshape(
-        n, bits
-    )
-    return np.packbits(full, axis=1, bitorder="little").view(f"<u{w}").reshape(n).astype(np.int64)
-
-
 # -- one tensor ------------------------------------------------------------------------------------
-def _sizes(entry: dict[str, Any], n: int, item: int) -> int:
-    """Bytes of a tensor's blob before entropy coding, from its header entry."""
-    size = 4 * int(entry["channels"]) if "channels" in entry else 0
-    positions, values = entry["positions"], entry["values"]
-    m = n if positions == "all" else int(entry["nnz"])
-    if positions == "bitmask":
-        size += math.ceil(n / 8)
-    elif positions == "delta":
-        size += math.ceil(m * int(entry["index_bits"]) / 8)
-    elif positions != "all":
-        raise ArtifactError(f"unknown positions coding {positions!r}; known: {', '.join(POSITIONS)}")
-    if values == "raw":
-        size += m * item
-    elif values == "codebook":
-        size += int(entry["k"]) * item + math.ceil(m * int(entry["bits"]) / 8)
-    else:
-        raise ArtifactError(f"unknown values coding {values!r}; known: {', '.join(VALUES)}")
-    return size
-
-
 def _encode(arr: np.ndarray) -> tuple[dict[str, Any], bytes]:
     """Smallest positions × values coding of one flat array; returns (entry fields, blob)."""
     n, item = arr.size, arr.dtype.itemsize
@@ -164,12 +128,12 @@ def _encode(arr: np.ndarray) -> tuple[dict[str, Any], bytes]:
             fields["nnz"] = nnz
         if positions == "delta":
             fields["index_bits"] = index_bits
-        candidates.append((_sizes({**fields, "values": "raw"}, n, item), {**fields, "values": "raw"}))
+        candidates.append((coded_size({**fields, "values": "raw"}, n, item), {**fields, "values": "raw"}))
         if vals.size and np.unique(vals[:_CODEBOOK_PROBE]).size <= MAX_CODEBOOK:
             k = int(np.unique(vals).size)
             if k <= MAX_CODEBOOK:
                 cb = {**fields, "values": "codebook", "k": k, "bits": (k - 1).bit_length()}
-                candidates.append((_sizes(cb, n, item), cb))
+                candidates.append((coded_size(cb, n, item), cb))
     fields = min(candidates, key=lambda c: c[0])[1]  # first of equal sizes wins: `all`, `raw` first
 
     parts: list[bytes] = []
@@ -186,48 +150,6 @@ def _encode(arr: np.ndarray) -> tuple[dict[str, Any], bytes]:
     return fields, b"".join(parts)
 
 
-def _decode(entry: dict[str, Any], blob: bytes, storage: np.dtype, n: int) -> np.ndarray:
-    le, item = _le(storage), storage.itemsize
-    pos = 0
-    positions = entry["positions"]
-    if positions == "all":
-        mask = None
-        m = n
-    else:
-        m = int(entry["nnz"])
-        if not 0 <= m <= n:
-            raise ArtifactError(f"nnz={m} is outside 0..{n}")
-        if positions == "bitmask":
-            size = math.ceil(n / 8)
-            mask = np.unpackbits(np.frombuffer(blob[:size], dtype=np.uint8), count=n, bitorder="little").astype(bool)
-            if int(mask.sum()) != m:
-                raise ArtifactError(f"bitmask has {int(mask.sum())} set bits but the header says nnz={m}")
-        else:
-            size = math.ceil(m * int(entry["index_bits"]) / 8)
-            where = np.cumsum(_unpack_bits(blob[:size], m, int(entry["index_bits"])) + 1) - 1
-            if m and int(where[-1]) >= n:
-                raise ArtifactError(f"delta-coded position {int(where[-1])} is outside the {n} elements")
-            mask = np.zeros(n, dtype=bool)
-            mask[where] = True
-        pos = size
-    if entry["values"] == "raw":
-        vals = np.frombuffer(blob[pos:], dtype=le, count=m)
-    else:
-        k, bits = int(entry["k"]), int(entry["bits"])
-        if not 1 <= k <= MAX_CODEBOOK or bits != (k - 1).bit_length():
-            raise ArtifactError(f"codebook with k={k}, bits={bits} is not valid")
-        book = np.frombuffer(blob[pos : pos + k * item], dtype=le, count=k)
-        idx = _unpack_bits(blob[pos + k * item :], m, bits)
-        if m and int(idx.max()) >= k:
-            raise ArtifactError(f"codebook index {int(idx.max())} out of range for k={k}")
-        vals = book[idx]
-    if mask is None:
-        return vals
-    out = np.zeros(n, dtype=storage)
-    out[mask] = vals
-    return out
-
-
 def entropy_code(raw: bytes) -> tuple[str, bytes]:
     """The smallest of the raw bytes, zstd and Huffman (Deep Compression's last stage)."""
     options = [("none", raw)]
@@ -237,22 +159,6 @@ def entropy_code(raw: bytes) -> tuple[str, bytes]:
         if huff is not None:
             options.append(("huffman", huff))
     return min(options, key=lambda o: len(o[1]))  # ties: the simpler coding, listed first
-
-
-def _entropy_decode(entropy: str, blob: bytes, raw_nbytes: int) -> bytes:
-    if entropy == "none":
-        return blob
-    if entropy == "zstd":
-        try:
-            return zstandard.ZstdDecompressor().decompress(blob, max_output_size=raw_nbytes)
-        except zstandard.ZstdError as err:
-            raise ArtifactError(f"zstd blob does not decompress ({err})") from err
-    if entropy == "huffman":
-        try:
-            return huffman_decode(blob, raw_nbytes)
-        except ValueError as err:
-            raise ArtifactError(f"Huffman blob does not decode ({err})") from err
-    raise ArtifactError(f"unknown entropy coding {entropy!r}; known: {', '.join(ENTROPY)}")
 
 
 # -- one tensor, as the file holds it --------------------------------------------------------------
@@ -287,27 +193,11 @@ def encode_tensor(name: str, tensor: torch.Tensor, quantized: Int8Tensor | None)
 
 
 def decode_tensor(entry: dict[str, Any], payload: bytes) -> torch.Tensor:
-    """The tensor of one header entry, from the file's payload; ArtifactError (or a KeyError,
-    TypeError, ValueError...) when the entry or its blob is not valid."""
-    spec = DTYPES[entry["dtype"]]
-    shape = [int(s) for s in entry["shape"]]
-    n = math.prod(shape)
-    offset, nbytes, raw_nbytes = int(entry["offset"]), int(entry["nbytes"]), int(entry["raw_nbytes"])
-    if min([offset, nbytes, *shape], default=0) < 0 or offset + nbytes > len(payload):
-        raise ArtifactError(f"blob [{offset}, {offset + nbytes}) lies outside the {len(payload)}-byte payload")
-    raw = _entropy_decode(entry["entropy"], payload[offset : offset + nbytes], raw_nbytes)
-    quant = entry.get("quant")
-    elem = DTYPES["int8"] if quant == "int8" else spec
-    expected = _sizes(entry, n, elem.storage.itemsize)
-    if len(raw) != raw_nbytes or raw_nbytes != expected:
-        raise ArtifactError(f"blob is {len(raw)} bytes, its encoding needs {expected}")
-    if quant is None:
-        return _from_storage(_decode(entry, raw, spec.storage, n), spec, shape)
-    axis, channels = int(entry["axis"]), int(entry["channels"])
-    if quant != "int8" or spec.torch_dtype != torch.float32 or not 0 <= axis < len(shape):
-        raise ArtifactError(f"quantization {quant!r} on axis {axis} of a {entry['dtype']} tensor is not valid")
-    if channels != shape[axis]:
-        raise ArtifactError(f"{channels} scales for {shape[axis]} channels")
-    scales = _from_storage(np.frombuffer(raw[: 4 * channels], dtype="<u4"), spec, [channels])
-    values = _from_storage(_decode(entry, raw[4 * channels :], elem.storage, n), elem, shape)
-    return dequantize_int8(Int8Tensor(values, scales, axis))
+    """The tensor of one header entry, from the file's payload (decoded by the runtime's numpy codec);
+    ArtifactError (or a KeyError, TypeError, ValueError...) when the entry or its blob is not valid."""
+    values, scales, shape = decode_storage(entry, payload)
+    if scales is None:
+        return _from_storage(values, DTYPES[entry["dtype"]], shape)
+    q_values = _from_storage(values, DTYPES["int8"], shape)
+    q_scales = _from_storage(scales, DTYPES["float32"], [scales.size])
+    return dequantize_int8(Int8Tensor(q_values, q_scales, int(entry["axis"])))

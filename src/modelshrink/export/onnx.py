@@ -34,7 +34,10 @@ from modelshrink.export.formats import FORMATS, ExportFormat, Format, get_format
 from modelshrink.export.onnx_run import OnnxClassifier, onnx_weight_stats
 
 # FORMATS (the registry), OnnxClassifier and onnx_weight_stats stay importable from here.
-__all__ = ["FORMATS", "INPUT_NAME", "OUTPUT_NAME", "OnnxClassifier", "convert_onnx", "export_onnx", "onnx_weight_stats"]
+__all__ = [
+    "FORMATS", "INPUT_NAME", "OUTPUT_NAME", "OnnxClassifier", "convert_onnx", "export_onnx", "onnx_weight_stats",
+    "weightless_graph",
+]  # fmt: skip
 
 # Opset 17 runs on ONNX Runtime ≥ 1.14 (including its mobile builds) and has all we need.
 OPSET = 17
@@ -159,3 +162,49 @@ def convert_onnx(
     spec = _format(fmt)
     with atomic_output(dst) as tmp, quiet():
         spec.convert(Path(src), tmp, calibration, input_name)
+
+
+# The compact file's graph: weights stay in the compact file, each initializer marked "external"
+# and supplied from memory by the runtime (onnxruntime's SessionOptions.add_external_initializers).
+EXTERNAL_LOCATION = "modelshrink-compact"  # no such file: every external initializer must come from memory
+
+
+def weightless_graph(
+    model: nn.Module, example_input: torch.Tensor, state: dict[str, torch.Tensor]
+) -> tuple[bytes, list[str]]:
+    """The float32 ONNX model of `model` with every initializer equal to a tensor of `state` left out;
+    returns (serialized ModelProto, names of the left-out initializers, which are `state` keys).
+
+    TorchScript exporter without constant folding: the initializers keep the state dict's names and
+    values (the LSTM's gate reordering stays in the graph as Slice/Concat nodes ONNX Runtime folds
+    when it loads). Raises IncompatibleModelError when the model does not export.
+    """
+    names: dict[str, Any] = {"input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME]}
+    was_training = model.training
+    model.eval()
+    try:
+        with tempfile.TemporaryDirectory(prefix="modelshrink-graph-") as work, torch.no_grad(), quiet():
+            path = Path(work) / "graph.onnx"
+            torch.onnx.export(model, (example_input,), str(path), dynamo=False, opset_version=OPSET,
+                              dynamic_axes=_dynamic_axes(example_input), do_constant_folding=False, **names)  # fmt: skip
+            proto = onnx.load(str(path))
+    except Exception as err:  # any exporter failure: the file then says it carries no graph, and why
+        raise IncompatibleModelError(f"TorchScript ONNX export failed: {type(err).__name__}: {str(err)[:300]}") from err
+    finally:
+        model.train(was_training)
+    external: list[str] = []
+    for init in proto.graph.initializer:
+        tensor = state.get(init.name)
+        if tensor is None or tensor.dtype == torch.bfloat16:
+            continue  # not a weight of the state dict (a constant the exporter made): stays in the graph
+        value = onnx.numpy_helper.to_array(init)
+        if list(value.shape) != list(tensor.shape) or value.tobytes() != tensor.detach().cpu().numpy().tobytes():
+            continue
+        init.ClearField("raw_data")
+        for field in ("float_data", "int32_data", "int64_data", "double_data", "uint64_data"):
+            init.ClearField(field)
+        init.data_location = onnx.TensorProto.EXTERNAL
+        location = init.external_data.add()
+        location.key, location.value = "location", EXTERNAL_LOCATION
+        external.append(init.name)
+    return proto.SerializeToString(), external

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from modelshrink.data.hf_text import encoder_from_preprocessing
 from modelshrink.data.text import read_text_csv
@@ -29,7 +28,25 @@ def _onnx_predictor(onnx_path: Path) -> tuple[Predictor, dict[str, Any]]:
     return (lambda xb: clf.predict_logits(xb, batch_size=len(xb))), pre
 
 
-def _compact_predictor(path: Path) -> tuple[Predictor, dict[str, Any], str]:
+def _compact_predictor(path: Path) -> tuple[Predictor, dict[str, Any], str, str]:
+    """A compact file in the torch-free runtime (version 3, with its graph), else rebuilt in PyTorch;
+    returns (predictor, preprocessing, weights, runtime)."""
+    from modelshrink import runtime
+    from modelshrink.runtime.container import read_compact_file
+
+    header, _ = read_compact_file(path)  # a bad file: one line, before anything else
+    graph = header.get("graph")
+    if header["version"] < 3 or not isinstance(graph, dict) or "missing" in graph:
+        return _torch_predictor(path)
+    session = runtime.load(path)
+    meta = header["meta"]
+    predict: Predictor = lambda xb: session.logits(xb, batch_size=len(xb))  # noqa: E731
+    return predict, meta.get("preprocessing"), str(meta.get("weights", "exact")), "modelshrink.runtime"
+
+
+def _torch_predictor(path: Path) -> tuple[Predictor, dict[str, Any], str, str]:
+    import torch
+
     from modelshrink.export.compact import load_model
 
     model, meta = load_model(path)
@@ -41,14 +58,15 @@ def _compact_predictor(path: Path) -> tuple[Predictor, dict[str, Any], str]:
         with torch.no_grad():
             return model(torch.from_numpy(xb)).numpy()
 
-    return predict, pre, str(meta.get("weights", "exact"))
+    return predict, pre, str(meta.get("weights", "exact")), "torch"
 
 
 def evaluate_file(path: Path, data: Path, text_column: str = "text", label_column: str = "label") -> dict[str, Any]:
     """accuracy, macro_f1 and rows of a compact file (or a model folder's / an .onnx file) on `data`.
 
     The file's own preprocessing (tokenizer, labels) encodes the CSV, so the figure is
-    what the file does on raw text. Returns accuracy, macro_f1, rows, kind and weights.
+    what the file does on raw text. Returns accuracy, macro_f1, rows, kind, weights and runtime (a .msz
+    with its graph runs in modelshrink.runtime, an older one in torch).
     """
     path = Path(path)
     if path.is_dir():
@@ -59,12 +77,13 @@ def evaluate_file(path: Path, data: Path, text_column: str = "text", label_colum
         raise ArtifactError(f"{str(path)!r} does not exist; pass a compact file (.msz) written by modelshrink")
     if path.suffix == ".onnx":
         predict, pre = _onnx_predictor(path)
-        kind, weights = "onnx", "as stored in the ONNX file"
+        kind, weights, runtime = "onnx", "as stored in the ONNX file", "onnxruntime"
     else:
-        predict, pre, weights = _compact_predictor(path)
+        predict, pre, weights, runtime = _compact_predictor(path)
         kind = "compact"
-    if pre.get("kind") != "text":
-        raise ArtifactError(f"{path} is a {pre.get('kind')!r} model; `eval` reads text classifiers only")
+    if not isinstance(pre, dict) or pre.get("kind") != "text":
+        kind_of = pre.get("kind") if isinstance(pre, dict) else None
+        raise ArtifactError(f"{path} is a {kind_of!r} model; `eval` reads text classifiers only")
     try:
         tokenizer = encoder_from_preprocessing(pre)  # the word tokenizer, or an hf model's own
         labels = [str(x) for x in pre["labels"]]
@@ -82,4 +101,4 @@ def evaluate_file(path: Path, data: Path, text_column: str = "text", label_colum
     logits = predict_logits(predict, tokenizer.encode(texts))
     metrics = classification_metrics(y, logits, len(labels))
     return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "rows": len(y), "kind": kind,
-            "weights": weights}  # fmt: skip
+            "weights": weights, "runtime": runtime}  # fmt: skip

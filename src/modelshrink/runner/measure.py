@@ -1,5 +1,6 @@
 """One variant's files, each loaded back and measured: ONNX in every format the registry always
-writes (plus the variant's own, e.g. int8 static) and the compact file.
+writes (plus the variant's own, e.g. int8 static) and the compact file, in torch (`compact`) and in
+the torch-free runtime (`msz_runtime`, the way it ships).
 
 `measure_artifact` is the one measuring procedure for a file (accuracy from the file, bytes,
 latency per batch size and thread count, peak memory of a fresh process); `measure_variant`
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 
 from modelshrink.data.tasks import TaskData
+from modelshrink.errors import ArtifactError
 from modelshrink.export.compact import load_compact, load_model, save_model
 from modelshrink.export.formats import always_written, compact_model, get_format
 from modelshrink.export.onnx import OnnxClassifier, export_onnx, onnx_weight_stats
@@ -99,6 +101,18 @@ def torch_artifact(name: str, path: Path, model: nn.Module, weights: str) -> Art
         return run
 
     return Artifact(name, "torch", path, weights, lambda x: predict_logits(predict, x), timed, None)
+
+
+def runtime_artifact(name: str, path: Path, weights: str, threads: int) -> Artifact:
+    """A compact file in the torch-free runtime (modelshrink.runtime: its ONNX graph in ONNX Runtime)."""
+    from modelshrink import runtime
+
+    session = runtime.load(path, threads=threads)
+
+    def timed(n: int) -> Callable[[np.ndarray], Any]:
+        return runtime.load(path, threads=n).run  # the bare runtime call is what is timed
+
+    return Artifact(name, "modelshrink.runtime", path, weights, lambda x: session.logits(x), timed, None)
 
 
 def measure_artifact(
@@ -208,7 +222,8 @@ def measure_variant(
     compact_path = folder / "weights.msz"
     cmodel, quantized, weights_label = compact_model(model, get_format(stage.export_format))
     model_cfg = saved_config(_config_dict(stage.model_config), cmodel)  # an hf model: its config in the file
-    save_model(cmodel, compact_path, model_cfg, stage.input_dim, data.labels, preprocessing, quantized)
+    save_model(cmodel, compact_path, model_cfg, stage.input_dim, data.labels, preprocessing, quantized,
+               example_input=s.example_input)  # fmt: skip
     loaded, _ = load_model(compact_path)
     compact = torch_artifact("compact", compact_path, loaded, weights_label)
     # A user's own model (`custom`) rebuilds only in the process that holds its build function,
@@ -221,6 +236,13 @@ def measure_variant(
     rows = [measure_artifact(a, data, s.root, stats, baseline_dense, s.cache,
                              test_logits if a.path == primary_path else None) for a in onnx_arts]  # fmt: skip
     rows.append(measure_artifact(compact, data, s.root, stats, baseline_dense, s.cache, compact_logits))
+    not_exported: dict[str, str] = {}
+    try:  # the same file in the torch-free runtime; a model whose graph did not export says why
+        shipped = runtime_artifact("msz_runtime", compact_path, weights_label, s.latency_threads)
+        shipped.memory_input = sample
+        rows.append(measure_artifact(shipped, data, s.root, stats, baseline_dense, s.cache))
+    except ArtifactError as err:
+        not_exported["msz_runtime"] = str(err)
     weights = onnx_weight_stats(primary_path)
     row = VariantRow(
         export_format=stage.export_format, primary=primary_name, steps=stage.steps,
@@ -229,7 +251,7 @@ def measure_variant(
         labels=data.labels, onnx_weights={k: weights[k] for k in ("int8_bytes", "float_bytes", "total_bytes", "op_types")},
         test_agreement_with_reference=float((torch_logits.argmax(1) == test_logits.argmax(1)).mean()),
         latency_threads=s.latency_threads, artifacts=rows, baseline_history=[],
-        compact_matches_model=bool(np.array_equal(compact_logits, expected)),
+        compact_matches_model=bool(np.array_equal(compact_logits, expected)), not_exported=not_exported,
     )  # fmt: skip
     row.checks, row.checks_failed = export_checks(name, stage, primary_path, compact_path, s.log)
     return row

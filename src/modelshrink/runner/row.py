@@ -24,8 +24,9 @@ def thread_counts() -> list[int]:
 class ArtifactRow:
     """One file of a variant, loaded back and measured in its runtime."""
 
-    artifact: str  # onnx_fp32 | onnx_fp16 | onnx_int8 | onnx_int8_static | onnx_int8_weights | compact
-    runtime: str  # onnxruntime | torch
+    # onnx_fp32 | onnx_fp16 | onnx_int8 | onnx_int8_static | onnx_int8_weights | compact | msz_runtime
+    artifact: str
+    runtime: str  # onnxruntime | torch | modelshrink.runtime (the compact file's ONNX graph, no torch)
     file: str  # relative to the run folder
     file_bytes: int
     gzip_bytes: int
@@ -72,6 +73,7 @@ class VariantRow:
     compact_matches_model: bool | None = None  # loaded logits == in-memory logits, bit for bit
     checks: list[dict[str, Any]] = field(default_factory=list)
     checks_failed: int = 0
+    not_exported: dict[str, str] = field(default_factory=dict)  # artifact → why this variant has no such file
 
     def artifact(self, name: str) -> ArtifactRow | None:
         return next((a for a in self.artifacts if a.artifact == name), None)
@@ -82,7 +84,7 @@ class VariantRow:
         if primary is None:  # internal: the measuring code always measures the primary file
             raise ValueError(f"row has no artifact {self.primary!r}")
         compact = self.artifact("compact")
-        onnx = [a for a in self.artifacts if a.artifact != "compact"]
+        onnx = [a for a in self.artifacts if a.artifact != "compact"]  # and msz_runtime: its own columns
         return {
             "export_format": self.export_format,
             "steps": self.steps,
@@ -120,6 +122,7 @@ class VariantRow:
             "artifacts": {"onnx": primary.file, **{a.artifact: a.file for a in self.artifacts}},
             "checks": self.checks,
             "checks_failed": self.checks_failed,
+            "not_exported": self.not_exported,
         }
 
     def _compact_columns(self, compact: ArtifactRow | None) -> dict[str, Any]:
@@ -149,4 +152,6 @@ class VariantRow:
         for a in self.artifacts:
             if a.memory is not None:
                 out[f"peak_rss_mb_{a.artifact}"] = a.memory["peak_rss_mb"]
+                if "cold_start_s" in a.memory:
+                    out[f"cold_start_s_{a.artifact}"] = a.memory["cold_start_s"]
         return out

@@ -9,11 +9,9 @@ import pytest
 
 
 def real_data_path() -> Path | None:
-    """../shared/data/emotions.csv through $MODELSHRINK_DATA, or beside the checkout."""
+    """The real emotion data set, through $MODELSHRINK_DATA (CI's .ci/run sets it); None when unset."""
     env = os.environ.get("MODELSHRINK_DATA")
-    candidates = [Path(env)] if env else []
-    candidates.append(Path(__file__).resolve().parents[2] / "shared" / "data" / "emotions.csv")
-    return next((p for p in candidates if p.is_file()), None)
+    return Path(env) if env and Path(env).is_file() else None
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,7 @@
 Prints one JSON line: test accuracy per seed and its mean (issue: ≥ 0.900 over 3 seeds),
 and seconds per training epoch (issue: ≤ 3 s on 2 cores).
 
-    MODELSHRINK_DATA=../shared/data/emotions.csv .venv/bin/python benchmarks/baseline.py [--seeds 0 1 2]
+    MODELSHRINK_DATA=path/to/emotions.csv .venv/bin/python benchmarks/baseline.py [--seeds 0 1 2]
 """
 
 from __future__ import annotations

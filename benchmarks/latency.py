@@ -8,7 +8,7 @@ and where ONNX Runtime's int8 is slower than float32.
     # from a finished run folder (e.g. `modelshrink run --preset seed --out runs/seed`):
     .venv/bin/python benchmarks/latency.py runs/seed
     # or run the seed preset (seed 0) first, into --out:
-    MODELSHRINK_DATA=../shared/data/emotions.csv .venv/bin/python benchmarks/latency.py --out runs/seed0
+    MODELSHRINK_DATA=path/to/emotions.csv .venv/bin/python benchmarks/latency.py --out runs/seed0
 
 Wall-clock figures: run it on an otherwise idle machine.
 """

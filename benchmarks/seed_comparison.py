@@ -2,7 +2,7 @@
 
 Issue target: ≤ 10 minutes on 2 cores.
 
-    MODELSHRINK_DATA=../shared/data/emotions.csv .venv/bin/python benchmarks/seed_comparison.py [--out DIR]
+    MODELSHRINK_DATA=path/to/emotions.csv .venv/bin/python benchmarks/seed_comparison.py [--out DIR]
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ the compact file's bytes / (baseline parameters × 4) next to the issue's floor:
 
 Every file was loaded back by the runner and evaluated (test accuracy printed).
 
-    MODELSHRINK_DATA=../shared/data/emotions.csv .venv/bin/python benchmarks/sizes.py [--epochs 3] [--out DIR]
+    MODELSHRINK_DATA=path/to/emotions.csv .venv/bin/python benchmarks/sizes.py [--epochs 3] [--out DIR]
 """
 
 from __future__ import annotations

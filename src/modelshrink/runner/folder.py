@@ -50,6 +50,19 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def check_writable(out: Path) -> None:
+    """Refuse, before any training, a run folder that cannot be created or written; writes nothing."""
+    probe = Path(os.path.abspath(out))
+    while not probe.exists() and probe != probe.parent:  # the nearest existing folder must take new files
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"cannot write run folder {str(out)!r}: {str(probe)!r} is not a folder; pass another --out")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"cannot write run folder {str(out)!r}: {str(probe)!r} is not writable; pass a writable --out"
+        )
+
+
 class RunFolder:
     """One experiment's folder: results.sqlite, run.json, baselines/, models/."""
 
@@ -82,6 +95,7 @@ class RunFolder:
 
     def check(self, data: TaskData) -> None:
         """Refuse a foreign or corrupt store, or a folder that holds another experiment; writes nothing."""
+        check_writable(self.out)
         if self.store_path.exists():
             ResultStore(self.store_path, readonly=True).close()  # foreign or corrupt: refused, untouched
         old = self._read_record()

@@ -14,6 +14,8 @@ from modelshrink.config import RunConfig
 from modelshrink.data.tasks import TaskData, load_task
 from modelshrink.report.html import write_report
 from modelshrink.runner.executors import Executor
+from modelshrink.runner.folder import check_writable
+from modelshrink.runner.lock import folder_lock
 from modelshrink.runner.onnx_input import run_onnx
 from modelshrink.runner.pipeline import Log
 from modelshrink.runner.run import Runner
@@ -40,6 +42,8 @@ def prepare(cfg: RunConfig, out: Path, data: TaskData | None = None, onnx: Path 
     data = data if data is not None else load_task(cfg.data)
     if onnx is None:
         Runner(cfg, out).check(data)
+    else:
+        check_writable(out)
     return data
 
 
@@ -49,7 +53,8 @@ def run_job(
 ) -> JobResult:  # fmt: skip
     """Run every unfinished row into `out`'s store, then write the report from the store."""
     if onnx is not None:
-        rows = run_onnx(onnx, cfg, data, out, log=log)
+        with folder_lock(out):
+            rows = run_onnx(onnx, cfg, data, out, log=log)
     else:
         rows = Runner(cfg, out, progress, log).run(data, executor)
     return JobResult(rows, out, write_report(out))

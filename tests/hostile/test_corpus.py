@@ -12,7 +12,7 @@ import pytest
 
 from modelshrink.cli import main
 
-from .cases import _LOCKS, CASES, RUN, Case  # noqa: TID252 - a package of tests
+from .cases import _LOCKS, CASES, KNOWN_HOLES, RUN, SLOW_HOLES, Case  # noqa: TID252 - a package of tests
 from .reliability_doc import DOC, render
 
 MESSAGES: dict[str, str] = {}
@@ -45,8 +45,16 @@ def snapshot(root: Path) -> dict[str, str]:
     return out
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def _param(c: Case) -> object:
+    marks = [pytest.mark.xfail(reason=KNOWN_HOLES[c.id], strict=True)] if c.id in KNOWN_HOLES else []
+    return pytest.param(c, id=c.id, marks=marks)
+
+
+@pytest.mark.parametrize("case", [_param(c) for c in CASES])
 def test_hostile_input(case: Case, tmp_path: Path, store_bytes: bytes, capsys: pytest.CaptureFixture[str]) -> None:
+    if case.id in SLOW_HOLES:
+        MESSAGES[case.id] = f"(not run: {SLOW_HOLES[case.id]})"
+        pytest.skip(SLOW_HOLES[case.id])
     (tmp_path / RUN).mkdir()
     (tmp_path / RUN / "results.sqlite").write_bytes(store_bytes)
     argv = case.make(tmp_path)
@@ -54,6 +62,9 @@ def test_hostile_input(case: Case, tmp_path: Path, store_bytes: bytes, capsys: p
     capsys.readouterr()
     try:
         code = main(argv)
+    except BaseException as err:  # an uncaught error is a hole too: recorded for the doc, then failed
+        MESSAGES[case.id] = f"(uncaught {type(err).__name__}: {str(err)[:120]})".replace(str(tmp_path), "…")
+        raise
     finally:
         while _LOCKS:
             os.close(_LOCKS.pop())
@@ -75,7 +86,7 @@ def test_reliability_doc_is_current() -> None:
     """docs/reliability.md's table is the corpus and its messages (MODELSHRINK_UPDATE_DOCS=1 rewrites it)."""
     if len(MESSAGES) != len(CASES):
         pytest.skip("the doc is checked when the whole corpus ran in this session")
-    text = render(CASES, MESSAGES, DOC.read_text() if DOC.is_file() else "")
+    text = render(CASES, MESSAGES, DOC.read_text() if DOC.is_file() else "", set(KNOWN_HOLES) | set(SLOW_HOLES))
     if os.environ.get("MODELSHRINK_UPDATE_DOCS"):
         DOC.write_text(text)
     assert DOC.read_text() == text, "docs/reliability.md is stale: run MODELSHRINK_UPDATE_DOCS=1 pytest tests/hostile"

@@ -54,7 +54,8 @@ def read_text_csv(path: Path, text_column: str = "text", label_column: str = "la
     try:
         df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise DataError(f"data file {str(path)!r} is not a readable CSV: {err}") from err
+        raise DataError(f"data file {str(path)!r} is not a readable CSV ({str(err).strip()}); check that every "
+                        "quote is closed and every row has the header's columns") from err  # fmt: skip
     missing = [c for c in (text_column, label_column) if c not in df.columns]
     if missing:
         have = ", ".join(repr(c) for c in df.columns)

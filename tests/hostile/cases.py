@@ -78,10 +78,13 @@ def _model(src: str) -> Callable[[Path], list[str]]:
 # -- artifacts: a real small .msz, then damaged ---------------------------------------------------------
 def real_msz(path: Path) -> Path:
     """A real compact file of a tiny text model, as `modelshrink run` writes it."""
+    import torch
+
     from modelshrink.export.compact import save_model
     from modelshrink.models.builders import ModelConfig, build_model
 
     cfg = ModelConfig(embed_dim=4, hidden=4)
+    torch.manual_seed(0)  # the same bytes every time: the doc quotes sizes from this file
     model = build_model(cfg, 32, 2)
     pre = {"kind": "text", "tokenizer": {"vocab_size": 32, "max_len": 8, "word_index": {"a": 2}}, "labels": ["x", "y"]}
     save_model(model, path, cfg.model_dump(mode="json"), 32, ["x", "y"], pre)

@@ -64,6 +64,10 @@ ResumeOpt = Annotated[
 ]
 JobsOpt = Annotated[int | None, typer.Option("--jobs", help="Rows run at once, in local processes (or Ray tasks).")]
 ExecutorOpt = Annotated[str, typer.Option("--executor", help="inprocess | processes | ray.")]
+RowTimeoutOpt = Annotated[
+    float | None,
+    typer.Option("--row-timeout", help="Stop a row after this many seconds: a failed row (runs rows in processes)."),
+]
 RayAddressOpt = Annotated[
     str | None, typer.Option("--ray-address", help="Ray head HOST:PORT, 'auto', or 'local' (start one for the run).")
 ]
@@ -104,7 +108,7 @@ def _progress() -> Progress:
 
 def _execute(
     cfg: Any, out: Path | None, jobs: int | None = None, executor: str = "inprocess", ray_address: str | None = None,
-    onnx: Path | None = None, onnx_output: str | None = None,
+    onnx: Path | None = None, onnx_output: str | None = None, row_timeout: float | None = None,
 ) -> None:  # fmt: skip
     from modelshrink.runner.executors import make_executor
     from modelshrink.runner.job import default_out, prepare, run_job
@@ -112,7 +116,7 @@ def _execute(
     out = out or default_out()
     try:
         data = prepare(cfg, out, onnx=onnx)  # bad data or folder: one error line, before any progress bar or file
-        with make_executor(executor, jobs, ray_address) as ex, _progress() as progress:
+        with make_executor(executor, jobs, ray_address, row_timeout) as ex, _progress() as progress:
             res = run_job(cfg, out, data, ex, onnx, progress, progress.console.print, onnx_output)
     except KeyboardInterrupt:
         console.print(
@@ -150,7 +154,7 @@ def run(
     label_column: LabelColOpt = None, stratify: StratifyOpt = False, subsample: SubsampleOpt = None,
     seeds: SeedsOpt = None, resume: ResumeOpt = False, jobs: JobsOpt = None, executor: ExecutorOpt = "inprocess",
     ray_address: RayAddressOpt = None, model: ModelOpt = None, onnx: OnnxOpt = None, weights: WeightsOpt = None,
-    device: DeviceOpt = None, onnx_output: OnnxOutputOpt = None,
+    device: DeviceOpt = None, onnx_output: OnnxOutputOpt = None, row_timeout: RowTimeoutOpt = None,
 ) -> None:  # fmt: skip
     """The main job: train the baseline (or take yours: --weights, --onnx), apply every variant, measure, report."""
     _check_resume(resume, out)
@@ -163,7 +167,7 @@ def run(
     seed = _seed_flags(seed, seeds)
     cfg = _config(preset, config, data, task, text_column, label_column, stratify, subsample, epochs, seed, model,
                   weights=weights, device=device)  # fmt: skip
-    _execute(cfg, out, jobs, executor, ray_address, onnx, onnx_output)
+    _execute(cfg, out, jobs, executor, ray_address, onnx, onnx_output, row_timeout)
 
 
 @app.command()
@@ -222,6 +226,7 @@ def search(
     config: ConfigOpt = None, preset: PresetOpt = "seed", task: TaskOpt = None, text_column: TextColOpt = None,
     label_column: LabelColOpt = None, stratify: StratifyOpt = False, subsample: SubsampleOpt = None,
     jobs: JobsOpt = None, executor: ExecutorOpt = "inprocess", ray_address: RayAddressOpt = None,
+    row_timeout: RowTimeoutOpt = None,
 ) -> None:  # fmt: skip
     """Search techniques and settings for the smallest (or fastest) model within an accuracy budget."""
     from modelshrink.runner.executors import make_executor
@@ -234,7 +239,7 @@ def search(
         raise ConfigError(f"search uses one seed; got --seed {' --seed '.join(map(str, seed))}")
     cfg = _config(preset, config, data, task, text_column, label_column, stratify, subsample, epochs, seed)
     out = out or default_out("search-")
-    with make_executor(executor, jobs, ray_address) as ex:
+    with make_executor(executor, jobs, ray_address, row_timeout) as ex:
         res = run_search(cfg, out, max_drop, budget_trials, objective, ex, jobs or 1, console.print)
     col = res["cost_column"]
     console.print(f"frontier ({col} vs validation accuracy):")

@@ -21,6 +21,8 @@ from modelshrink.runtime.preprocess import OOV, PAD, encode_ids, words
 
 __all__ = ["OOV", "PAD", "Tokenizer", "read_text_csv", "split_indices", "words"]
 
+MAX_LINE_BYTES = 1 << 20  # a longer CSV line is not one text: refused before pandas reads it
+
 log = logging.getLogger(__name__)
 
 
@@ -37,8 +39,14 @@ def read_text_csv(path: Path, text_column: str = "text", label_column: str = "la
     raw = path.read_bytes()
     if not raw.strip():
         raise DataError(f"data file {str(path)!r} is empty; it needs a header row and data rows")
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise DataError(f"data file {str(path)!r} is UTF-16 text; save it as UTF-8 and pass that file")
     if b"\x00" in raw[:65536]:
         raise DataError(f"data file {str(path)!r} looks binary (it contains NUL bytes); pass a text CSV")
+    longest = max(len(line) for line in raw.split(b"\n", 1 << 20))
+    if longest > MAX_LINE_BYTES:
+        raise DataError(f"data file {str(path)!r} has a line longer than {MAX_LINE_BYTES:,} bytes ({longest:,}); "
+                        "split it into rows of one text each")  # fmt: skip
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -47,7 +55,8 @@ def read_text_csv(path: Path, text_column: str = "text", label_column: str = "la
     try:
         df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise DataError(f"data file {str(path)!r} is not a readable CSV: {err}") from err
+        raise DataError(f"data file {str(path)!r} is not a readable CSV ({str(err).strip()}); check that every "
+                        "quote is closed and every row has the header's columns") from err  # fmt: skip
     missing = [c for c in (text_column, label_column) if c not in df.columns]
     if missing:
         have = ", ".join(repr(c) for c in df.columns)
@@ -58,10 +67,29 @@ def read_text_csv(path: Path, text_column: str = "text", label_column: str = "la
     texts = df[text_column].str.strip()
     labels = df[label_column].str.strip()
     keep = (texts != "") & (labels != "")
+    if not keep.any():
+        raise DataError(f"data file {str(path)!r} has no data rows with both a text and a label (all {len(df)} empty); "
+                        f"add rows, or choose the columns with --text-column and --label-column")  # fmt: skip
+    _check_labels(path, labels[keep].tolist())
     dropped = int((~keep).sum())
     if dropped:
         log.warning("dropped %d of %d rows with an empty text or label in %s", dropped, len(df), path)
     return texts[keep].tolist(), labels[keep].tolist()
+
+
+def _check_labels(path: Path, labels: list[str]) -> None:
+    """Refuse a label column that cannot be classes: real numbers, or nearly one class per row."""
+    distinct = set(labels)
+    try:
+        numbers = [float(x) for x in distinct]
+    except ValueError:
+        numbers = []
+    if numbers and any(not v.is_integer() for v in numbers):
+        raise DataError(f"label column of {str(path)!r} holds floats (e.g. {sorted(distinct)[0]!r}), not classes; "
+                        "classification needs class labels: choose the right one with --label-column")  # fmt: skip
+    if len(distinct) > max(2, len(labels) // 2):
+        raise DataError(f"label column of {str(path)!r} has {len(distinct)} classes for {len(labels)} rows; most "
+                        "labels occur once: check that --label-column names the class label")  # fmt: skip
 
 
 def split_indices(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,87 @@ import onnxruntime as ort
 from onnx import numpy_helper
 
 from modelshrink.errors import ArtifactError, ConfigError
+
+_TYPED_FIELDS = ("float_data", "int32_data", "string_data", "int64_data", "double_data", "uint64_data")
+_PACKED = {"int4", "uint4", "float4e2m1", "int2", "uint2"}  # several elements per byte: no count check
+
+
+def _tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    """Every tensor a graph stores: initializers, sparse ones, node attributes, subgraphs'."""
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield sparse.values
+        yield sparse.indices
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                yield from _tensors(sub)
+
+
+def _external_bytes(t: onnx.TensorProto, base: Path, path: Path) -> int:
+    """The bytes an external-data tensor points at, refusing a location outside the model's folder."""
+    entries = {e.key: e.value for e in t.external_data}
+    where = entries.get("location", "")
+    target = (base / where).resolve()
+    if not where or Path(where).is_absolute() or ".." in Path(where).parts or not target.is_relative_to(base):
+        raise ArtifactError(
+            f"{path}: tensor {t.name!r} keeps its data at {where!r}, outside the model's folder; "
+            "refused (never read): keep external data files beside the .onnx file"
+        )
+    if not target.is_file():
+        raise ArtifactError(f"{path}: tensor {t.name!r} keeps its data in {where!r}, which is missing")
+    try:
+        offset, length = int(entries.get("offset", 0)), int(entries.get("length", -1))
+    except ValueError as err:
+        raise ArtifactError(f"{path}: tensor {t.name!r} has a bad external-data offset or length ({err})") from err
+    size = target.stat().st_size
+    length = size - offset if length < 0 else length
+    if offset < 0 or offset + length > size:
+        raise ArtifactError(f"{path}: tensor {t.name!r} reads bytes [{offset}, {offset + length}) of {where!r}, "
+                            f"which has {size}; the file is truncated or not its data")  # fmt: skip
+    return length
+
+
+def _check_tensor(t: onnx.TensorProto, base: Path, path: Path) -> None:
+    """A tensor's declared size must be what the file (or its external data) holds: no huge allocation."""
+    if any(d < 0 for d in t.dims):
+        raise ArtifactError(f"{path}: tensor {t.name!r} has a negative dimension {list(t.dims)}")
+    elements = int(np.prod(t.dims, dtype=object)) if t.dims else 1
+    dtype = onnx.TensorProto.DataType.Name(t.data_type).lower()
+    if t.data_location == onnx.TensorProto.EXTERNAL:
+        held, unit = _external_bytes(t, base, path), "bytes"
+    elif t.raw_data:
+        held, unit = len(t.raw_data), "bytes"
+    else:
+        held, unit = sum(len(getattr(t, f)) for f in _TYPED_FIELDS), "elements"
+    if dtype in _PACKED or t.data_type in (onnx.TensorProto.STRING, onnx.TensorProto.UNDEFINED):
+        return
+    want = (
+        elements * np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize if unit == "bytes" else elements
+    )
+    if t.data_type == onnx.TensorProto.COMPLEX64 or t.data_type == onnx.TensorProto.COMPLEX128:
+        want = want if unit == "bytes" else 2 * elements
+    if held != want:
+        raise ArtifactError(f"{path}: tensor {t.name!r} declares shape {list(t.dims)} ({want:,} {unit} of {dtype}) "
+                            f"but holds {held:,}; the file is corrupt")  # fmt: skip
+
+
+def check_onnx_file(path: Path) -> onnx.ModelProto:
+    """An ONNX file's graph, loaded without its external data, refused when a tensor's external data
+    lies outside the file's folder (never read) or a declared size is not what the file holds."""
+    path = Path(path)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as err:  # protobuf DecodeError, OSError
+        raise ArtifactError(f"{str(path)!r} is not a readable ONNX model ({err}); pass an .onnx file") from err
+    base = path.resolve().parent
+    for t in _tensors(model.graph):
+        _check_tensor(t, base, path)
+    return model
+
 
 _ORT_TO_NUMPY = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float)": np.float32}
 
@@ -26,6 +108,7 @@ class OnnxClassifier:
         if threads < 1:
             raise ConfigError(f"threads must be >= 1, got {threads}")
         self.path = Path(path)
+        check_onnx_file(self.path)  # before ONNX Runtime reads any external data
         opts = ort.SessionOptions()
         # Fixed threads: latency comparable across runs (STYLE.md); inter-op 1 as the graphs are sequential.
         opts.intra_op_num_threads = threads

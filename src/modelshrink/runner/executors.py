@@ -16,6 +16,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing
 import os
+import signal
 import socket
 import uuid
 from collections.abc import Iterator
@@ -77,6 +78,31 @@ def _lost(err: BaseException) -> RowResult:
     return "failed", {"error": f"worker lost: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"}
 
 
+def _death(code: int | None) -> str:
+    """Why a worker process ended, from its exit code (negative: the signal that killed it)."""
+    if code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        oom = " (the kernel's out-of-memory killer sends SIGKILL)" if -code == signal.SIGKILL else ""
+        return f"killed by {name}{oom}"
+    return f"exited with code {code}"
+
+
+def _process_failure(err: BaseException, timeout_s: float | None) -> RowResult:
+    """A row whose worker died or overran --row-timeout: failed, naming the cause (a rerun retries it)."""
+    import pebble
+
+    if isinstance(err, pebble.ProcessExpired):
+        return "failed", {"error": f"worker lost: the worker process {_death(err.exitcode)} while running this row; "
+                                   "rerun with --out on this folder to retry it"}  # fmt: skip
+    if isinstance(err, cf.TimeoutError):
+        return "failed", {"error": f"row timed out after --row-timeout {timeout_s:g} s and was stopped; "
+                                   "raise --row-timeout, or rerun with --out on this folder to retry it"}  # fmt: skip
+    return _lost(err)
+
+
 def _setup(rows: RowRunner, data: TaskData, jobs: int) -> WorkerSetup:
     return WorkerSetup(rows.cfg.model_dump_json(), str(rows.folder.out), data, threads_per_worker(jobs),
                        uuid.uuid4().hex)  # fmt: skip
@@ -115,43 +141,56 @@ class Executor:
 
 class ProcessExecutor(Executor):
     """`--jobs N`: N local worker processes (spawned, never forked: forking a process that has
-    started torch's thread pools can deadlock)."""
+    started torch's thread pools can deadlock).
+
+    pebble's pool replaces a worker that dies (killed, out of memory) and fails only the task it
+    was running; `row_timeout_s` stops a row that runs longer (its worker is replaced too).
+    """
 
     name = "processes"
 
-    def __init__(self, jobs: int) -> None:
+    def __init__(self, jobs: int, row_timeout_s: float | None = None) -> None:
         if jobs < 1:
             raise ConfigError(f"--jobs must be at least 1, got {jobs}; use --jobs 1 to run one row at a time")
-        self.jobs = jobs
-        self._pool: cf.ProcessPoolExecutor | None = None
-        self._token = ""
+        _check_timeout(row_timeout_s)
+        self.jobs, self.row_timeout_s = jobs, row_timeout_s
+        self._pool: Any = None
 
-    def _pool_for(self, rows: RowRunner, data: TaskData) -> cf.ProcessPoolExecutor:
+    def _pool_for(self, rows: RowRunner, data: TaskData) -> Any:
+        import pebble
+
         if self._pool is None:
             setup = _setup(rows, data, self.jobs)
-            self._pool = cf.ProcessPoolExecutor(
-                self.jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker, initargs=(setup,)
-            )
+            self._pool = pebble.ProcessPool(self.jobs, initializer=_init_worker, initargs=(setup,),
+                                            context=multiprocessing.get_context("spawn"))  # fmt: skip
         return self._pool
 
     def map_baselines(self, rows: RowRunner, data: TaskData, seeds: list[int]) -> Iterator[int]:
         pool = self._pool_for(rows, data)
-        for fut in cf.as_completed([pool.submit(_baseline_task, s) for s in seeds]):
+        for fut in cf.as_completed([pool.schedule(_baseline_task, args=(s,)) for s in seeds]):
             yield fut.result()
 
     def map_rows(self, rows: RowRunner, data: TaskData, tasks: list[RowTask]) -> Iterator[tuple[RowTask, RowResult]]:
         pool = self._pool_for(rows, data)
-        futures = {pool.submit(_row_task, v.model_dump_json(), s): (v, s) for v, s in tasks}
+        futures = {pool.schedule(_row_task, args=(v.model_dump_json(), s), timeout=self.row_timeout_s): (v, s)
+                   for v, s in tasks}  # fmt: skip
         for fut in cf.as_completed(futures):  # committed by the driver as each finishes
             try:
-                yield futures[fut], fut.result()
-            except cf.process.BrokenProcessPool as err:  # a worker died (killed, out of memory): a failed row
-                yield futures[fut], _lost(err)
+                result = fut.result()
+            except Exception as err:  # the worker died or overran: this row fails, the others go on
+                result = _process_failure(err, self.row_timeout_s)
+            yield futures[fut], result
 
     def close(self) -> None:
         if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
+            self._pool.stop()  # workers still running (an interrupted sweep) are terminated
+            self._pool.join()
             self._pool = None
+
+
+def _check_timeout(row_timeout_s: float | None) -> None:
+    if row_timeout_s is not None and not (row_timeout_s > 0 and row_timeout_s < float("inf")):
+        raise ConfigError(f"--row-timeout must be a positive number of seconds, got {row_timeout_s}; e.g. 3600")
 
 
 def _probe(address: str) -> None:
@@ -249,16 +288,27 @@ def _ray_row(setup: WorkerSetup, variant_json: str, seed: int) -> RowResult:
     return _row_task(variant_json, seed)
 
 
-def make_executor(executor: str, jobs: int | None, ray_address: str | None) -> Executor:
-    """The executor the CLI flags ask for; checks the flags before anything starts."""
+def make_executor(
+    executor: str, jobs: int | None, ray_address: str | None, row_timeout_s: float | None = None
+) -> Executor:
+    """The executor the CLI flags ask for; checks the flags before anything starts.
+
+    A --row-timeout needs rows in worker processes that can be stopped: without --jobs it runs
+    them in one worker process.
+    """
     if jobs is not None and jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {jobs}; use --jobs 1 to run one row at a time")
+    _check_timeout(row_timeout_s)
     if executor == "ray":
+        if row_timeout_s is not None:
+            raise ConfigError("--row-timeout works with local processes only; drop it, or use --executor processes")
         return RayExecutor(ray_address, jobs)
     if ray_address is not None:
         raise ConfigError("--ray-address needs --executor ray")
     if executor not in ("inprocess", "processes"):
         raise ConfigError(f"unknown --executor {executor!r}; known: inprocess, processes, ray")
+    if row_timeout_s is not None:
+        return ProcessExecutor(jobs or 1, row_timeout_s)
     if jobs is None or (jobs == 1 and executor == "inprocess"):
         return Executor()
     return ProcessExecutor(jobs)

@@ -53,6 +53,19 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def check_writable(out: Path) -> None:
+    """Refuse, before any training, a run folder that cannot be created or written; writes nothing."""
+    probe = Path(os.path.abspath(out))
+    while not probe.exists() and probe != probe.parent:  # the nearest existing folder must take new files
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"cannot write run folder {str(out)!r}: {str(probe)!r} is not a folder; pass another --out")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"cannot write run folder {str(out)!r}: {str(probe)!r} is not writable; pass a writable --out"
+        )
+
+
 class RunFolder:
     """One experiment's folder: results.sqlite, run.json, baselines/, models/."""
 
@@ -98,9 +111,10 @@ class RunFolder:
         return self.out / "models" / f"{variant}-seed{seed}"
 
     def check(self, data: TaskData) -> None:
-        """Refuse a foreign or corrupt store, a device that is absent, or a folder that holds another
-        experiment; writes nothing."""
+        """Refuse a foreign or corrupt store, a device that is absent, an unwritable folder, or a folder
+        that holds another experiment; writes nothing."""
         resolve_device(self.cfg.train.device)  # `--device cuda` without one: refused before anything runs
+        check_writable(self.out)
         if self.store_path.exists():
             ResultStore(self.store_path, readonly=True).close()  # foreign or corrupt: refused, untouched
         old = self._read_record()

@@ -15,6 +15,8 @@ from modelshrink.data.tasks import TaskData, load_task
 from modelshrink.models.builders import text_encoder
 from modelshrink.report.html import write_report
 from modelshrink.runner.executors import Executor
+from modelshrink.runner.folder import check_writable
+from modelshrink.runner.lock import folder_lock
 from modelshrink.runner.onnx_input import run_onnx
 from modelshrink.runner.pipeline import Log
 from modelshrink.runner.run import Runner
@@ -41,6 +43,8 @@ def prepare(cfg: RunConfig, out: Path, data: TaskData | None = None, onnx: Path 
     data = data if data is not None else load_task(cfg.data, text_encoder(cfg.model))
     if onnx is None:
         Runner(cfg, out).check(data)
+    else:
+        check_writable(out)
     return data
 
 
@@ -52,7 +56,8 @@ def run_job(
 
     `onnx_output` names the --onnx file's scores output when it has several (default: found by shape)."""
     if onnx is not None:
-        rows = run_onnx(onnx, cfg, data, out, log=log, output=onnx_output)
+        with folder_lock(out):
+            rows = run_onnx(onnx, cfg, data, out, log=log, output=onnx_output)
     else:
         rows = Runner(cfg, out, progress, log).run(data, executor)
     return JobResult(rows, out, write_report(out))

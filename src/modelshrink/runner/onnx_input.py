@@ -29,6 +29,7 @@ from modelshrink.data.tasks import TaskData
 from modelshrink.errors import ArtifactError, DataError
 from modelshrink.export.formats import get_format
 from modelshrink.export.onnx import OnnxClassifier, convert_onnx, onnx_weight_stats
+from modelshrink.export.onnx_run import check_onnx_file
 from modelshrink.runner.folder import RunFolder, environment
 from modelshrink.runner.measure import ArtifactCache, Logits, measure_artifact, onnx_artifact, split_metrics
 from modelshrink.runner.pipeline import Log
@@ -208,6 +209,7 @@ def _load(
     copy in `scratch` that keeps only the score output."""
     if not onnx_path.is_file():
         raise ArtifactError(f"--onnx file {str(onnx_path)!r} does not exist; pass an existing .onnx file")
+    check_onnx_file(onnx_path)  # external data outside its folder, sizes the file does not hold: refused
     try:
         model = onnx.load(str(onnx_path))
     except Exception as err:  # protobuf DecodeError, OSError

@@ -19,6 +19,7 @@ from modelshrink.data.tasks import TaskData, load_task
 from modelshrink.models.builders import check_model_fits, text_encoder
 from modelshrink.runner.executors import Executor, RowTask
 from modelshrink.runner.folder import RunFolder
+from modelshrink.runner.lock import folder_lock
 from modelshrink.runner.pipeline import Log
 from modelshrink.runner.task import RowRunner
 from modelshrink.store import ResultStore, config_key
@@ -47,7 +48,7 @@ class Runner:
         data = data if data is not None else self.prepare()
         executor = executor if executor is not None else Executor()
         rows = RowRunner(self.cfg, self.out, self.progress, self.log)
-        with ResultStore(self.folder.store_path) as store:  # refuses a foreign or corrupt store first
+        with folder_lock(self.out), ResultStore(self.folder.store_path) as store:  # one run per folder at a time
             self.folder.write_record(data)
             for v in self.cfg.variants:  # a redefined variant gets new rows; its old ones are kept, marked
                 if n := store.supersede(v.name, config_key(v.model_dump(mode="json"))):

@@ -511,11 +511,7 @@ class _NotOnnx:
 # marked xfail(strict=True) and passes the day its hole is fixed, when it must leave this list.
 KNOWN_HOLES: dict[str, str] = {
     "cfg-inf": "the read-only check of the existing store leaves an empty results.sqlite-wal beside it",
-    "out-locked": "the read-only check of the existing store leaves an empty results.sqlite-wal beside it",
     "cfg-missing-file": "missing --config: the message does not say what to pass",
-    "flag-jobs-0": "bad --jobs is checked after the store check, which leaves results.sqlite-wal",
-    "flag-row-timeout-negative": "bad --row-timeout is checked after the store check, which leaves results.sqlite-wal",
-    "flag-row-timeout-nan": "bad --row-timeout is checked after the store check, which leaves results.sqlite-wal",
     "msz-pickle": "the message names the magic bytes but no remedy",
     "msz-empty": "the message names the magic bytes but no remedy",
     "model-build-raises": "a build function of another signature escapes as an uncaught TypeError (and importing the file writes __pycache__)",

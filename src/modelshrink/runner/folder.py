@@ -116,7 +116,7 @@ class RunFolder:
         resolve_device(self.cfg.train.device)  # `--device cuda` without one: refused before anything runs
         check_writable(self.out)
         if self.store_path.exists():
-            ResultStore(self.store_path, readonly=True).close()  # foreign or corrupt: refused, untouched
+            ResultStore(self.store_path, readonly=True, probe=True).close()  # foreign or corrupt: refused, untouched
         old = self._read_record()
         if old is None:
             return

@@ -71,13 +71,15 @@ def _check_file(path: Path) -> None:
 class ResultStore:
     """Open (or create) a run folder's store; refuses a database that is corrupt or not ours."""
 
-    def __init__(self, path: Path, readonly: bool = False) -> None:
+    def __init__(self, path: Path, readonly: bool = False, probe: bool = False) -> None:
+        """`probe`: a read-only look that touches nothing beside the file (SQLite's immutable mode, no
+        -wal/-shm files created), for checking a folder before a run refuses or starts; needs `readonly`."""
         self.path = Path(path)
         _check_file(self.path)
         if readonly:
             if not self.path.is_file():
                 raise ArtifactError(f"{str(self.path)!r} does not exist; pass a folder written by `modelshrink run`")
-            self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+            self._db = sqlite3.connect(f"file:{self.path}?mode=ro{'&immutable=1' if probe else ''}", uri=True)
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, timeout=30)

@@ -53,6 +53,11 @@ ResumeOpt = Annotated[
 ]
 JobsOpt = Annotated[int | None, typer.Option("--jobs", help="Rows run at once, in local processes (or Ray tasks).")]
 ExecutorOpt = Annotated[str, typer.Option("--executor", help="inprocess | processes | ray.")]
+MlflowOpt = Annotated[
+    str | None,
+    typer.Option("--mlflow", help="Also log each row to MLflow: a tracking URI (e.g. sqlite:///mlflow.db, "
+                 "http://host:5000); alone, an SQLite store in the run folder. Needs modelshrink[mlflow]."),
+]  # fmt: skip
 RayAddressOpt = Annotated[
     str | None, typer.Option("--ray-address", help="Ray head HOST:PORT, 'auto', or 'local' (start one for the run).")
 ]
@@ -92,7 +97,7 @@ def _progress() -> Progress:
 
 def _execute(
     cfg: Any, out: Path | None, jobs: int | None = None, executor: str = "inprocess", ray_address: str | None = None,
-    onnx: Path | None = None,
+    onnx: Path | None = None, mlflow: str | None = None,
 ) -> None:  # fmt: skip
     from modelshrink.runner.executors import make_executor
     from modelshrink.runner.job import default_out, prepare, run_job
@@ -101,7 +106,7 @@ def _execute(
     try:
         data = prepare(cfg, out, onnx=onnx)  # bad data or folder: one error line, before any progress bar or file
         with make_executor(executor, jobs, ray_address) as ex, _progress() as progress:
-            res = run_job(cfg, out, data, ex, onnx, progress, progress.console.print)
+            res = run_job(cfg, out, data, ex, onnx, progress, progress.console.print, mlflow)
     except KeyboardInterrupt:
         console.print(
             f"interrupted: finished rows are saved in {out}/results.sqlite; run again with --out {out} to resume"
@@ -137,7 +142,7 @@ def run(
     config: ConfigOpt = None, preset: PresetOpt = "seed", task: TaskOpt = None, text_column: TextColOpt = None,
     label_column: LabelColOpt = None, stratify: StratifyOpt = False, subsample: SubsampleOpt = None,
     seeds: SeedsOpt = None, resume: ResumeOpt = False, jobs: JobsOpt = None, executor: ExecutorOpt = "inprocess",
-    ray_address: RayAddressOpt = None, model: ModelOpt = None, onnx: OnnxOpt = None,
+    ray_address: RayAddressOpt = None, model: ModelOpt = None, onnx: OnnxOpt = None, mlflow: MlflowOpt = None,
 ) -> None:  # fmt: skip
     """The main job: train the baseline, apply every variant of the preset, measure, report."""
     _check_resume(resume, out)
@@ -145,7 +150,7 @@ def run(
         raise ConfigError("--onnx and --model both name the model; pass one of them")
     seed = _seed_flags(seed, seeds)
     cfg = _config(preset, config, data, task, text_column, label_column, stratify, subsample, epochs, seed, model)
-    _execute(cfg, out, jobs, executor, ray_address, onnx)
+    _execute(cfg, out, jobs, executor, ray_address, onnx, mlflow)
 
 
 @app.command()
@@ -289,10 +294,19 @@ def coverage(
     typer.echo(format_table(coverage_table(technique or None)))  # plain text: no wrapping of the wide grid
 
 
+def _mlflow_default(argv: list[str]) -> list[str]:
+    """`--mlflow` with no URI after it means the local store (typer has no option with an optional value)."""
+    if "--mlflow" in argv:
+        i = argv.index("--mlflow")
+        if i + 1 == len(argv) or argv[i + 1].startswith("-"):
+            argv.insert(i + 1, "local")
+    return argv
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (2 for errors the user can fix, as for bad flags)."""
     try:
-        app(args=argv if argv is not None else sys.argv[1:], prog_name="modelshrink")
+        app(args=_mlflow_default(list(argv if argv is not None else sys.argv[1:])), prog_name="modelshrink")
     except SystemExit as exc:  # typer exits after --help, and with 2 on a bad flag
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except ModelshrinkError as err:

@@ -208,6 +208,8 @@ def search(
     config: ConfigOpt = None, preset: PresetOpt = "seed", task: TaskOpt = None, text_column: TextColOpt = None,
     label_column: LabelColOpt = None, stratify: StratifyOpt = False, subsample: SubsampleOpt = None,
     jobs: JobsOpt = None, executor: ExecutorOpt = "inprocess", ray_address: RayAddressOpt = None,
+    storage: Annotated[str | None, typer.Option("--storage", help="Optuna RDB URL of the study (default: SQLite "
+                       "search.db in the run folder); a rerun resumes it, other machines join it.")] = None,
 ) -> None:  # fmt: skip
     """Search techniques and settings for the smallest (or fastest) model within an accuracy budget."""
     from modelshrink.runner.executors import make_executor
@@ -221,7 +223,7 @@ def search(
     cfg = _config(preset, config, data, task, text_column, label_column, stratify, subsample, epochs, seed)
     out = out or default_out("search-")
     with make_executor(executor, jobs, ray_address) as ex:
-        res = run_search(cfg, out, max_drop, budget_trials, objective, ex, jobs or 1, console.print)
+        res = run_search(cfg, out, max_drop, budget_trials, objective, ex, jobs or 1, console.print, storage)
     col = res["cost_column"]
     console.print(f"frontier ({col} vs validation accuracy):")
     for t in res["frontier"]:

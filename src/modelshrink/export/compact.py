@@ -52,7 +52,8 @@ __all__ = [
     "save_model",
 ]
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: entropy coding `shuffle_zstd` (and its `lanes`); version 2 files still load
+READABLE_VERSIONS = (2, 3)
 MAGIC = b"MSHK"
 MAX_HEADER_BYTES = 64 << 20  # a corrupt header cannot make the reader allocate more
 
@@ -116,10 +117,11 @@ def _parse_header(data: bytes, path: Path) -> tuple[dict[str, Any], int]:
     if len(data) < _PRELUDE.size:
         raise ArtifactError(f"{path} is truncated: {len(data)} bytes, shorter than the {_PRELUDE.size}-byte prelude")
     _magic, version, _flags, header_len, header_crc = _PRELUDE.unpack_from(data)
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         hint = "upgrade modelshrink to read it" if version > FORMAT_VERSION else "re-export it with this modelshrink"
         raise ArtifactError(
-            f"{path} is compact format version {version}; this modelshrink reads version {FORMAT_VERSION} ({hint})"
+            f"{path} is compact format version {version}; this modelshrink reads version {FORMAT_VERSION} "
+            f"(and {', '.join(map(str, READABLE_VERSIONS[:-1]))}; {hint})"
         )
     end = _PRELUDE.size + header_len
     if end > len(data):

@@ -5,7 +5,10 @@ Each tensor is coded in three layers, each choice per tensor, smallest wins:
              nonzero positions, bit-packed at the widest gap's width)
   values     ``raw`` (little-endian elements) | ``codebook`` (k <= 256 distinct values,
              then ceil(log2 k)-bit indices)
-  entropy    ``none`` | ``zstd`` | ``huffman`` (canonical Huffman over bytes, huffman.py)
+  entropy    ``none`` | ``zstd`` | ``shuffle_zstd`` (the bytes split into lanes, byte i of every element
+             together, before zstd: the sign/exponent bytes of floats repeat, the low mantissa
+             bytes do not; Blosc's "shuffle" filter) | ``huffman`` (canonical Huffman over bytes,
+             huffman.py; read in files of format version 2, no longer written: see ENTROPY_WRITTEN)
 and an int8 tensor (`quantized`) also carries one float32 scale per channel: its float32
 value is exactly `int8 * scale` (see `export.int8.dequantize_int8`), recomputed the same way on load.
 Round trips are bit-exact: values are handled as bit patterns, never re-computed.
@@ -34,7 +37,10 @@ MAX_CODEBOOK = 256  # indices of at most 8 bits
 _CODEBOOK_PROBE = 4096
 POSITIONS = ("all", "bitmask", "delta")
 VALUES = ("raw", "codebook")
-ENTROPY = ("none", "zstd", "huffman")
+ENTROPY = ("none", "zstd", "shuffle_zstd", "huffman")  # what a file may hold
+# What the writer tries, smallest kept. Huffman is read, no longer written: on the seed preset's compact files
+# it never beat both zstd codings (benchmarks/compact_coders.py; docs/compact-format.md has the figures).
+ENTROPY_WRITTEN = ("none", "zstd", "shuffle_zstd")
 
 
 @dataclass(frozen=True)
@@ -228,25 +234,46 @@ def _decode(entry: dict[str, Any], blob: bytes, storage: np.dtype, n: int) -> np
     return out
 
 
-def entropy_code(raw: bytes) -> tuple[str, bytes]:
-    """The smallest of the raw bytes, zstd and Huffman (Deep Compression's last stage)."""
+def shuffle(raw: bytes, lanes: int) -> bytes:
+    """Byte i of every `lanes`-byte element together (lane-major); a tail shorter than an element stays last."""
+    n = len(raw) // lanes * lanes
+    body = np.frombuffer(raw, dtype=np.uint8, count=n).reshape(-1, lanes)  # (elements, lanes)
+    return body.T.tobytes() + raw[n:]
+
+
+def unshuffle(data: bytes, lanes: int) -> bytes:
+    n = len(data) // lanes * lanes
+    body = np.frombuffer(data, dtype=np.uint8, count=n).reshape(lanes, -1)  # (lanes, elements)
+    return body.T.tobytes() + data[n:]
+
+
+def _zstd(raw: bytes) -> bytes:
+    return zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=True).compress(raw)
+
+
+def entropy_code(raw: bytes, lanes: int = 1, coders: tuple[str, ...] = ENTROPY_WRITTEN) -> tuple[str, bytes]:
+    """The smallest of `coders` on the raw bytes; `lanes` is the element width shuffle_zstd splits by."""
     options = [("none", raw)]
-    if raw:
-        options.append(("zstd", zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=True).compress(raw)))
+    if raw and "zstd" in coders:
+        options.append(("zstd", _zstd(raw)))
+    if raw and "shuffle_zstd" in coders and lanes > 1:
+        options.append(("shuffle_zstd", _zstd(shuffle(raw, lanes))))
+    if raw and "huffman" in coders:
         huff = huffman_encode(raw)
         if huff is not None:
             options.append(("huffman", huff))
     return min(options, key=lambda o: len(o[1]))  # ties: the simpler coding, listed first
 
 
-def _entropy_decode(entropy: str, blob: bytes, raw_nbytes: int) -> bytes:
+def _entropy_decode(entropy: str, blob: bytes, raw_nbytes: int, lanes: int) -> bytes:
     if entropy == "none":
         return blob
-    if entropy == "zstd":
+    if entropy in ("zstd", "shuffle_zstd"):
         try:
-            return zstandard.ZstdDecompressor().decompress(blob, max_output_size=raw_nbytes)
+            raw = zstandard.ZstdDecompressor().decompress(blob, max_output_size=raw_nbytes)
         except zstandard.ZstdError as err:
             raise ArtifactError(f"zstd blob does not decompress ({err})") from err
+        return raw if entropy == "zstd" else unshuffle(raw, lanes)
     if entropy == "huffman":
         try:
             return huffman_decode(blob, raw_nbytes)
@@ -281,9 +308,19 @@ def encode_tensor(name: str, tensor: torch.Tensor, quantized: Int8Tensor | None)
     else:
         fields, blob = _encode(_to_storage(tensor, DTYPES[dtype]))
     raw = prefix + blob
-    entropy, coded = entropy_code(raw)
+    lanes = _lanes(entry, fields)
+    entropy, coded = entropy_code(raw, lanes)
     entry.update(fields, raw_nbytes=len(raw), entropy=entropy)
+    if entropy == "shuffle_zstd":
+        entry["lanes"] = lanes
     return entry, coded
+
+
+def _lanes(entry: dict[str, Any], fields: dict[str, Any]) -> int:
+    """The element width in bytes of the values a blob mostly holds: what byte shuffling splits by."""
+    if "quant" in entry:
+        return 4 if fields["values"] == "codebook" else 1  # codebook: the scales and book dominate; else int8
+    return int(DTYPES[entry["dtype"]].storage.itemsize)
 
 
 def decode_tensor(entry: dict[str, Any], payload: bytes) -> torch.Tensor:
@@ -295,7 +332,10 @@ def decode_tensor(entry: dict[str, Any], payload: bytes) -> torch.Tensor:
     offset, nbytes, raw_nbytes = int(entry["offset"]), int(entry["nbytes"]), int(entry["raw_nbytes"])
     if min([offset, nbytes, *shape], default=0) < 0 or offset + nbytes > len(payload):
         raise ArtifactError(f"blob [{offset}, {offset + nbytes}) lies outside the {len(payload)}-byte payload")
-    raw = _entropy_decode(entry["entropy"], payload[offset : offset + nbytes], raw_nbytes)
+    lanes = int(entry.get("lanes", 1))
+    if not 1 <= lanes <= 8:
+        raise ArtifactError(f"lanes={lanes} is outside 1..8")
+    raw = _entropy_decode(entry["entropy"], payload[offset : offset + nbytes], raw_nbytes, lanes)
     quant = entry.get("quant")
     elem = DTYPES["int8"] if quant == "int8" else spec
     expected = _sizes(entry, n, elem.storage.itemsize)

@@ -296,6 +296,16 @@ def coverage(
     typer.echo(format_table(coverage_table(technique or None)))  # plain text: no wrapping of the wide grid
 
 
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of a run config file (point an editor's YAML support at it)."""
+    import json
+
+    from modelshrink.config import run_config_schema
+
+    typer.echo(json.dumps(run_config_schema(), indent=1))
+
+
 def _mlflow_default(argv: list[str]) -> list[str]:
     """`--mlflow` with no URI after it means the local store (typer has no option with an optional value)."""
     if "--mlflow" in argv:

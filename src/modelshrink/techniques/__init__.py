@@ -10,7 +10,6 @@ import importlib
 import pkgutil
 
 from modelshrink.registry import load_plugins
-
 from modelshrink.techniques.base import (
     TECHNIQUES,
     RunContext,

@@ -12,6 +12,7 @@ and prints per file and set: bytes, encode seconds, decode seconds (load_compact
 of a fresh process that imports modelshrink and loads the file (its own baseline subtracted).
 
     MODELSHRINK_DATA=../shared/data/emotions.csv .venv/bin/python benchmarks/compact_coders.py [--epochs 2]
+    .venv/bin/python benchmarks/compact_coders.py --files RUN/models/*-seed0/weights.msz   # an existing run's files
 """
 
 from __future__ import annotations
@@ -38,8 +39,10 @@ SETS = {
     "after": ("none", "zstd", "shuffle_zstd"),
     "all": ("none", "zstd", "shuffle_zstd", "huffman"),
 }
-RSS = "import resource,sys;from modelshrink.export.compact import load_compact;{load}" + (
-    "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+# VmHWM (the peak resident set of this process's memory image), not ru_maxrss: ru_maxrss survives exec and so
+# reports the forking parent's size when that was larger.
+RSS = "from modelshrink.export.compact import load_compact;{load}" + (
+    "print(next(int(ln.split()[1]) for ln in open('/proc/self/status') if ln.startswith('VmHWM')))"
 )
 
 
@@ -88,7 +91,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=2, help="baseline epochs; each technique fine-tunes 1 epoch")
     parser.add_argument("--data", default=None, help="emotions.csv (default: $MODELSHRINK_DATA, cache, Hub)")
+    parser.add_argument("--files", type=Path, nargs="+", help="measure these compact files instead of training")
     args = parser.parse_args()
+    base_rss = peak_rss_kib(None)
+    print(f"peak RSS of importing modelshrink alone: {base_rss / 1024:.1f} MiB (subtracted below)")
+    print(f"{'file':28} {'set':7} {'bytes':>10} {'encode s':>9} {'decode s':>9} {'RSS +MiB':>9}  coders picked")
+    if args.files:
+        with tempfile.TemporaryDirectory() as tmp:
+            for src in args.files:
+                measure(src, src.parent.name, Path(tmp), base_rss)
+        return
     preset = read_preset("seed")
     variants = [{**v, "steps": [{**s, "epochs": 1} if "epochs" in s else s for s in v["steps"]]}
                 for v in preset["variants"]]  # fmt: skip
@@ -100,22 +112,23 @@ def main() -> None:
                         "train": {"epochs": args.epochs}, "seeds": [0], "variants": variants})  # fmt: skip
     measure_variant.LATENCY_BUDGET_S = 0.01
     measure_variant.MEASURE_MEMORY = False
-    base_rss = peak_rss_kib(None)
-    print(f"peak RSS of importing modelshrink alone: {base_rss / 1024:.1f} MiB (subtracted below)")
-    print(f"{'file':28} {'set':7} {'bytes':>10} {'encode s':>9} {'decode s':>9} {'RSS +MiB':>9}  coders picked")
     with tempfile.TemporaryDirectory() as tmp:
         rows = Runner(cfg, Path(tmp) / "run", log=lambda m: None).run()
         for row in rows:
             src = Path(tmp) / "run" / "models" / f"{row['variant']}-seed0" / "weights.msz"
-            if not src.is_file():
-                continue
-            for name, coders in SETS.items():
-                dst = Path(tmp) / f"{row['variant']}-{name}.msz"
-                size, enc = recode(src, dst, coders)
-                picked = sorted({e["entropy"] for e in compact.read_compact_header(dst)["tensors"]})
-                rss = (peak_rss_kib(dst) - base_rss) / 1024
-                print(f"{row['variant']:28} {name:7} {size:>10,} {enc:>9.3f} {decode_seconds(dst):>9.3f} "
-                      f"{rss:>9.1f}  {','.join(picked)}")  # fmt: skip
+            if src.is_file():
+                measure(src, row["variant"], Path(tmp), base_rss)
+
+
+def measure(src: Path, label: str, tmp: Path, base_rss: int) -> None:
+    """One line per coder set for the compact file `src`."""
+    for name, coders in SETS.items():
+        dst = tmp / f"{label}-{name}.msz"
+        size, enc = recode(src, dst, coders)
+        picked = sorted({e["entropy"] for e in compact.read_compact_header(dst)["tensors"]})
+        rss = (peak_rss_kib(dst) - base_rss) / 1024
+        print(f"{label:28} {name:7} {size:>10,} {enc:>9.3f} {decode_seconds(dst):>9.3f} {rss:>9.1f}  "
+              f"{','.join(picked)}", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,21 +1,31 @@
 # Two commands do all the set-up: `make run` (the reference comparison) and `make test`.
-# Both create .venv when absent and install the project into it, torch pinned by constraints.txt.
+# Both create .venv when absent and install the project into it, torch pinned by constraints.txt:
+# `make run` what running needs (the `hub` extra), `make test` also the `dev` tools.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+STAMP := $(VENV)/.installed-run
+DEV_STAMP := $(VENV)/.installed-dev
+# `make test-lowest`: the lowest versions pyproject.toml allows for the direct dependencies, in their own venv.
+LOWEST ?= .venv-lowest
+LOWEST_TESTS ?= tests/test_lowest.py tests/test_config.py tests/runner/test_search.py tests/export/test_compact.py \
+	tests/export/test_onnx.py tests/test_cli.py
 # Data for the emotion task: DATA=path/to/emotions.csv, else $$MODELSHRINK_DATA, the cache, the Hub.
 DATA ?=
 ARGS ?=
 
-.PHONY: run test quick setup browser lint clean
+.PHONY: run test test-lowest quick setup browser lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e ".[dev,hub]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[hub]"
 	touch $(STAMP)
 
-setup: $(STAMP)
+$(DEV_STAMP): $(STAMP)
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev,hub]"
+	touch $(DEV_STAMP)
+
+setup: $(DEV_STAMP)
 
 run: $(STAMP)
 	$(VENV)/bin/modelshrink run $(if $(DATA),--data $(DATA)) $(ARGS)
@@ -31,13 +41,23 @@ browser:
 	  --no-install-recommends chromium || { apt-get update -q && DEBIAN_FRONTEND=noninteractive \
 	  apt-get install -y -q --no-install-recommends chromium; } || true
 
-test: $(STAMP) browser
+test: $(DEV_STAMP) browser
 	$(PY) -m pytest -q $(ARGS)
 
-lint: $(STAMP)
+# uv resolves the direct dependencies to their floors (`--resolution lowest-direct`). torch is the one
+# exception: it stays the 2.13.0 pinned by constraints.txt (pip installs it first; a torch 2.5 CPU build
+# would be another download of about 200 MB, and a CUDA one several GB), so its floor is not exercised here.
+test-lowest:
+	test -x $(LOWEST)/bin/python || python3 -m venv $(LOWEST)
+	$(LOWEST)/bin/pip install -q -c constraints.txt torch uv
+	$(LOWEST)/bin/uv pip install -q --python $(LOWEST)/bin/python --resolution lowest-direct \
+	  -c constraints.txt -e ".[test]"
+	$(LOWEST)/bin/python -m pytest -q -p no:cacheprovider $(LOWEST_TESTS)
+
+lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
 	$(VENV)/bin/mypy src
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(LOWEST) runs .pytest_cache

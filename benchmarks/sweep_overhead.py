@@ -56,7 +56,9 @@ def main() -> None:
                             "variants": VARIANTS})  # fmt: skip
         runner = Runner(cfg, tmp / "inproc", log=quiet)
         data = runner.prepare()
-        RowRunner(cfg, runner.out, log=quiet).baseline(data, 0)  # trained once beforehand for both executors (cached on disk)
+        RowRunner(cfg, runner.out, log=quiet).baseline(
+            data, 0
+        )  # trained once beforehand for both executors (cached on disk)
         t0 = time.perf_counter()
         rows = runner.run(data)
         inproc_s = time.perf_counter() - t0
@@ -99,7 +101,9 @@ def main() -> None:
             print(f"ray: start {start_s:.1f} s once per run; task round trip {trip_s * 1000:.2f} ms per row (median)"
                   f" = {100 * trip_s / row_s:.2f}% of a tiny variant's run")  # fmt: skip
             ray_runner = Runner(cfg, tmp / "ray", log=quiet)
-            RowRunner(cfg, ray_runner.out, log=quiet).baseline(data, 0)  # its folder's baseline cache, outside the timing as for in-process
+            RowRunner(cfg, ray_runner.out, log=quiet).baseline(
+                data, 0
+            )  # its folder's baseline cache, outside the timing as for in-process
             t = time.perf_counter()
             ray_rows = ray_runner.run(data, ex)
             ray_s = time.perf_counter() - t

@@ -68,6 +68,11 @@ RowTimeoutOpt = Annotated[
     float | None,
     typer.Option("--row-timeout", help="Stop a row after this many seconds: a failed row (runs rows in processes)."),
 ]
+MlflowOpt = Annotated[
+    str | None,
+    typer.Option("--mlflow", help="Also log each row to MLflow: a tracking URI (e.g. sqlite:///mlflow.db, "
+                 "http://host:5000); alone, an SQLite store in the run folder. Needs modelshrink[mlflow]."),
+]  # fmt: skip
 RayAddressOpt = Annotated[
     str | None, typer.Option("--ray-address", help="Ray head HOST:PORT, 'auto', or 'local' (start one for the run).")
 ]
@@ -109,6 +114,7 @@ def _progress() -> Progress:
 def _execute(
     cfg: Any, out: Path | None, jobs: int | None = None, executor: str = "inprocess", ray_address: str | None = None,
     onnx: Path | None = None, onnx_output: str | None = None, row_timeout: float | None = None,
+    mlflow: str | None = None,
 ) -> None:  # fmt: skip
     from modelshrink.runner.executors import make_executor
     from modelshrink.runner.job import default_out, prepare, run_job
@@ -117,7 +123,7 @@ def _execute(
     try:
         data = prepare(cfg, out, onnx=onnx)  # bad data or folder: one error line, before any progress bar or file
         with make_executor(executor, jobs, ray_address, row_timeout) as ex, _progress() as progress:
-            res = run_job(cfg, out, data, ex, onnx, progress, progress.console.print, onnx_output)
+            res = run_job(cfg, out, data, ex, onnx, progress, progress.console.print, onnx_output, mlflow)
     except KeyboardInterrupt:
         console.print(
             f"interrupted: finished rows are saved in {out}/results.sqlite; run again with --out {out} to resume"
@@ -155,6 +161,7 @@ def run(
     seeds: SeedsOpt = None, resume: ResumeOpt = False, jobs: JobsOpt = None, executor: ExecutorOpt = "inprocess",
     ray_address: RayAddressOpt = None, model: ModelOpt = None, onnx: OnnxOpt = None, weights: WeightsOpt = None,
     device: DeviceOpt = None, onnx_output: OnnxOutputOpt = None, row_timeout: RowTimeoutOpt = None,
+    mlflow: MlflowOpt = None,
 ) -> None:  # fmt: skip
     """The main job: train the baseline (or take yours: --weights, --onnx), apply every variant, measure, report."""
     _check_resume(resume, out)
@@ -167,7 +174,7 @@ def run(
     seed = _seed_flags(seed, seeds)
     cfg = _config(preset, config, data, task, text_column, label_column, stratify, subsample, epochs, seed, model,
                   weights=weights, device=device)  # fmt: skip
-    _execute(cfg, out, jobs, executor, ray_address, onnx, onnx_output, row_timeout)
+    _execute(cfg, out, jobs, executor, ray_address, onnx, onnx_output, row_timeout, mlflow)
 
 
 @app.command()
@@ -227,6 +234,8 @@ def search(
     label_column: LabelColOpt = None, stratify: StratifyOpt = False, subsample: SubsampleOpt = None,
     jobs: JobsOpt = None, executor: ExecutorOpt = "inprocess", ray_address: RayAddressOpt = None,
     row_timeout: RowTimeoutOpt = None,
+    storage: Annotated[str | None, typer.Option("--storage", help="Optuna RDB URL of the study (default: SQLite "
+                       "search.db in the run folder); a rerun resumes it, other machines join it.")] = None,
 ) -> None:  # fmt: skip
     """Search techniques and settings for the smallest (or fastest) model within an accuracy budget."""
     from modelshrink.runner.executors import make_executor
@@ -240,7 +249,7 @@ def search(
     cfg = _config(preset, config, data, task, text_column, label_column, stratify, subsample, epochs, seed)
     out = out or default_out("search-")
     with make_executor(executor, jobs, ray_address, row_timeout) as ex:
-        res = run_search(cfg, out, max_drop, budget_trials, objective, ex, jobs or 1, console.print)
+        res = run_search(cfg, out, max_drop, budget_trials, objective, ex, jobs or 1, console.print, storage)
     col = res["cost_column"]
     console.print(f"frontier ({col} vs validation accuracy):")
     for t in res["frontier"]:
@@ -315,10 +324,29 @@ def coverage(
     typer.echo(format_table(coverage_table(technique or None)))  # plain text: no wrapping of the wide grid
 
 
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of a run config file (point an editor's YAML support at it)."""
+    import json
+
+    from modelshrink.config import run_config_schema
+
+    typer.echo(json.dumps(run_config_schema(), indent=1))
+
+
+def _mlflow_default(argv: list[str]) -> list[str]:
+    """`--mlflow` with no URI after it means the local store (typer has no option with an optional value)."""
+    if "--mlflow" in argv:
+        i = argv.index("--mlflow")
+        if i + 1 == len(argv) or argv[i + 1].startswith("-"):
+            argv.insert(i + 1, "local")
+    return argv
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (2 for errors the user can fix, as for bad flags)."""
     try:
-        app(args=argv if argv is not None else sys.argv[1:], prog_name="modelshrink")
+        app(args=_mlflow_default(list(argv if argv is not None else sys.argv[1:])), prog_name="modelshrink")
     except SystemExit as exc:  # typer exits after --help, and with 2 on a bad flag
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except ModelshrinkError as err:

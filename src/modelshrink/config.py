@@ -274,3 +274,29 @@ def _choose_model(cfg: RunConfig, model: str | None, task: str | None, named: bo
             note = (f"task {task!r} gives {kind}s; the preset's model {cfg.model.name!r} reads {reads}, "
                     f"so this run uses model {raw['model']} (choose one with --model)")  # fmt: skip
     return (parse_config(raw, "--model") if raw != cfg.model_dump(mode="json") else cfg), note
+
+
+def run_config_schema() -> dict[str, Any]:
+    """The JSON Schema of a run config file (`modelshrink schema`), for editors to complete and check YAML.
+
+    A step is one of the registered techniques' configs, chosen by `kind`; a step's setting may also be a list
+    of values (a grid, expanded into variants by `expand_variant`)."""
+    schema = RunConfig.model_json_schema(ref_template="#/$defs/{model}")
+    defs = schema.setdefault("$defs", {})
+    refs = {}
+    for kind in sorted(TECHNIQUES):
+        cls = TECHNIQUES[kind].config_cls
+        sub = cls.model_json_schema(ref_template="#/$defs/{model}")
+        defs.update(sub.pop("$defs", {}))
+        for key, prop in sub.get("properties", {}).items():
+            if key != "kind":  # a grid: the setting's type, or a list of it
+                sub["properties"][key] = {"anyOf": [prop, {"type": "array", "items": prop}], **_doc(prop)}
+        defs[cls.__name__] = sub
+        refs[kind] = f"#/$defs/{cls.__name__}"
+    defs["TechniqueConfig"] = {"oneOf": [{"$ref": r} for r in refs.values()],
+                               "discriminator": {"propertyName": "kind", "mapping": refs}}  # fmt: skip
+    return {**schema, "$schema": "https://json-schema.org/draft/2020-12/schema", "title": "modelshrink run config"}
+
+
+def _doc(prop: dict[str, Any]) -> dict[str, Any]:
+    return {k: prop[k] for k in ("title", "description", "default") if k in prop}

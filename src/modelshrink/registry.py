@@ -42,3 +42,24 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+
+def load_plugins(group: str) -> list[str]:
+    """Import the modules other packages declare in entry-point `group` (`modelshrink.techniques`,
+    `modelshrink.tasks`); importing one registers what it holds. Returns the entry points' names.
+
+    A package declares, in its pyproject.toml: `[project.entry-points."modelshrink.techniques"]`
+    `mine = "my_package.my_technique"`. Only installed packages (their dist-info) are read."""
+    from importlib.metadata import entry_points
+
+    names = []
+    for ep in entry_points(group=group):
+        try:
+            ep.load()
+        except Exception as err:  # a broken plugin: say which, not a bare traceback from inside importlib
+            raise RegistryError(
+                f"plugin {ep.name!r} ({ep.value}) in entry-point group {group!r} failed to load: "
+                f"{type(err).__name__}: {err}; fix or uninstall the package that declares it"
+            ) from err
+        names.append(ep.name)
+    return names

@@ -182,11 +182,11 @@ def fit(
              "val_accuracy": val["accuracy"], "seconds": seconds}
         )  # fmt: skip
         if progress is not None and task is not None:
-            progress.update(
-                task,
-                description=f"{label}: epoch {epoch}/{cfg.epochs} loss {train_loss:.3f} "
-                f"val_loss {val['loss']:.3f} val_acc {val['accuracy']:.3f}",
-            )
+            line = (f"{label}: epoch {epoch}/{cfg.epochs} loss {train_loss:.3f} val_loss {val['loss']:.3f} "
+                    f"val_acc {val['accuracy']:.3f}")  # fmt: skip
+            progress.update(task, description=line)
+            if not progress.console.is_terminal:  # a log file gets no live bar: one line per epoch instead
+                progress.console.print(line, markup=False, highlight=False)
         if val["loss"] < best_loss - 1e-4:
             best_loss, best_state, waited = val["loss"], copy.deepcopy(model.state_dict()), 0
         else:

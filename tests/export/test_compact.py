@@ -149,25 +149,62 @@ def test_entropy_coding_keeps_the_smallest_and_each_decodes(tmp_path: Path, monk
     save_compact(state, path, {})
     entries = {e["name"]: e for e in read_compact_header(path)["tensors"]}
     assert entries["tiny"]["entropy"] == "none"  # 8 bytes: any coder's table costs more
-    assert entries["skewed"]["entropy"] in ("zstd", "huffman") and entries["skewed"]["nbytes"] < N / 8 / 2
+    assert entries["skewed"]["entropy"] in ("zstd", "shuffle_zstd") and entries["skewed"]["nbytes"] < N / 8 / 2
     for e in entries.values():
         assert e["nbytes"] <= e["raw_nbytes"]
-    # Force each coder on every tensor: all of them decode bit-exactly.
-    for coder in ("zstd", "huffman"):
+    # Force each coder on every tensor: all of them decode bit-exactly (huffman as a version-2 writer did).
+    real = compact_codec.entropy_code
+    for coder in ("zstd", "shuffle_zstd", "huffman"):
 
-        def forced(raw: bytes, coder: str = coder) -> tuple[str, bytes]:
-            out = (
-                compact_codec.huffman_encode(raw)
-                if coder == "huffman"
-                else compact_codec.zstandard.ZstdCompressor().compress(raw)
-            )
-            return coder, out if out is not None else b""
+        def forced(raw: bytes, lanes: int = 1, coder: str = coder) -> tuple[str, bytes]:
+            name, out = real(raw, max(lanes, 2), coders=(coder,))
+            return (coder, out) if name == coder else forced_fallback(coder, raw, lanes)
 
         monkeypatch.setattr(compact_codec, "entropy_code", forced)
         save_compact({k: v for k, v in state.items() if k != "tiny"}, path, {})
         back, _ = load_compact(path)
         assert {e["entropy"] for e in read_compact_header(path)["tensors"]} == {coder}
         assert _bits_equal(back["skewed"], skewed) and _bits_equal(back["dense"], state["dense"])
+
+
+def forced_fallback(coder: str, raw: bytes, lanes: int) -> tuple[str, bytes]:
+    """The coder's output even where it is larger than the raw bytes (entropy_code would keep `none`)."""
+    if coder == "huffman":
+        return coder, compact_codec.huffman_encode(raw) or b""
+    data = compact_codec.shuffle(raw, max(lanes, 2)) if coder == "shuffle_zstd" else raw
+    return coder, compact_codec.zstandard.ZstdCompressor().compress(data)
+
+
+def test_shuffle_zstd_wins_on_float_weights_and_round_trips(tmp_path: Path) -> None:
+    for lanes in (2, 4, 8):
+        raw = bytes(range(256)) * 3 + b"xyz"  # a tail shorter than one element stays last
+        assert compact_codec.unshuffle(compact_codec.shuffle(raw, lanes), lanes) == raw
+    # Trained-like float32 weights: small normal values, whose sign/exponent bytes repeat.
+    weights = torch.randn(64, 256, generator=_gen(3)) * 0.05
+    path = tmp_path / "s.mshk"
+    save_compact({"w": weights}, path, {})
+    entry = read_compact_header(path)["tensors"][0]
+    raw = weights.numpy().tobytes()
+    assert entry["entropy"] == "shuffle_zstd" and entry["lanes"] == 4
+    assert entry["nbytes"] < len(compact_codec.zstandard.ZstdCompressor(level=19).compress(raw))
+    assert _bits_equal(load_compact(path)[0]["w"], weights)
+
+
+def test_version_2_files_still_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A version-2 writer: no shuffle_zstd, Huffman among its coders.
+    from modelshrink.export import compact
+
+    monkeypatch.setattr(compact, "FORMAT_VERSION", 2)
+    real = compact_codec.entropy_code
+    monkeypatch.setattr(compact_codec, "entropy_code", lambda raw, lanes=1: real(raw, coders=("zstd", "huffman")))
+    skewed = torch.where(torch.rand(N, generator=_gen(7)) < 0.9, 0.5, -0.5)
+    state = {"skewed": skewed, "dense": _dense(5000)}
+    path = tmp_path / "v2.mshk"
+    save_compact(state, path, {})
+    monkeypatch.undo()
+    assert read_compact_header(path)["version"] == 2
+    back, _ = load_compact(path)
+    assert _bits_equal(back["skewed"], skewed) and _bits_equal(back["dense"], state["dense"])
 
 
 def test_huffman_round_trip_and_rejects_bad_tables() -> None:

@@ -39,6 +39,26 @@ def test_search_finds_a_winner_within_the_budget(
         rows = {r["variant"]: r for r in store.rows()}
     assert set(rows) >= {"baseline", *(t["variant"] for t in res["trials"])}
     assert rows[winner["variant"]]["test_accuracy"] == winner["test_accuracy"]
+    # Two objectives: Optuna's Pareto set of the feasible trials, none dominated by another.
+    best = [(t["cost"], t["val_accuracy"]) for t in res["best_trials"]]
+    assert best and all(t["feasible"] for t in res["best_trials"])
+    assert not any(c2 <= c1 and a2 >= a1 and (c2, a2) != (c1, a1) for c1, a1 in best for c2, a2 in best)
+
+    # The study lives in the run folder's search.db: a bigger budget resumes it, the 3 trials are not rerun.
+    study = optuna.load_study(study_name=res["study"], storage=f"sqlite:///{out / 'search.db'}")
+    assert len(study.trials) == 3 and len(study.directions) == 2
+    argv[argv.index("--budget-trials") + 1] = "4"
+    assert main(argv) == 0
+    again = json.loads((out / "search.json").read_text())
+    assert [t["variant"] for t in again["trials"][:3]] == [t["variant"] for t in res["trials"]]
+    assert len(again["trials"]) == 4 and "trial 3:" in capsys.readouterr().err
+
+
+def test_search_refuses_a_storage_that_is_no_url(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["search", "--max-drop", "1", "--storage", "not a url", "--task", "digits", "--out", str(tmp_path / "s")]
+    assert main(argv) == 2
+    assert "--storage 'not a url' is not a database URL" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
 
 
 def test_search_spaces_come_from_the_technique_configs() -> None:

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from modelshrink.data.images import normalize, pil_to_array, read_image_folder
 from modelshrink.data.text import Tokenizer, read_text_csv, split_indices
 from modelshrink.errors import ConfigError, DataError
-from modelshrink.registry import Registry
+from modelshrink.registry import Registry, load_plugins
 
 log = logging.getLogger(__name__)
 
@@ -328,3 +328,6 @@ def load_task(cfg: DataConfig, encoder: TextEncoder | None = None) -> TaskData:
     if data.kind == "text":
         log.info("data: %s; %d/%d/%d rows", data.source, len(data.y_train), len(data.y_val), len(data.y_test))
     return data
+
+
+load_plugins("modelshrink.tasks")  # tasks other installed packages declare; each adds its TASK_INPUT entry too

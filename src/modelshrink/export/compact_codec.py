@@ -5,7 +5,9 @@ Each tensor is coded in three layers, each choice per tensor, smallest wins:
              nonzero positions, bit-packed at the widest gap's width)
   values     ``raw`` (little-endian elements) | ``codebook`` (k <= 256 distinct values,
              then ceil(log2 k)-bit indices)
-  entropy    ``none`` | ``zstd`` | ``huffman`` (canonical Huffman over bytes, huffman.py)
+  entropy    ``none`` | ``zstd`` | ``shuffle_zstd`` (the bytes split into lanes, byte i of every element
+             together, before zstd) | ``huffman`` (canonical Huffman over bytes; read in files of
+             format version 2, no longer written: see ENTROPY_WRITTEN)
 and an int8 tensor (`quantized`) also carries one float32 scale per channel: its float32
 value is exactly `int8 * scale` (see `export.int8.dequantize_int8`), recomputed the same way on load.
 Round trips are bit-exact: values are handled as bit patterns, never re-computed.
@@ -24,7 +26,16 @@ import zstandard
 
 from modelshrink.errors import ArtifactError
 from modelshrink.export.int8 import Int8Tensor, dequantize_int8
-from modelshrink.runtime.codec import ENTROPY, MAX_CODEBOOK, POSITIONS, VALUES, coded_size, decode_storage, width
+from modelshrink.runtime.codec import (
+    ENTROPY,
+    MAX_CODEBOOK,
+    POSITIONS,
+    VALUES,
+    coded_size,
+    decode_storage,
+    shuffle,
+    width,
+)
 from modelshrink.runtime.huffman import huffman_encode
 
 # Level 19 is zstandard's strongest "normal" level; on the reference LSTM (1.4 MB dense)
@@ -150,11 +161,25 @@ def _encode(arr: np.ndarray) -> tuple[dict[str, Any], bytes]:
     return fields, b"".join(parts)
 
 
-def entropy_code(raw: bytes) -> tuple[str, bytes]:
-    """The smallest of the raw bytes, zstd and Huffman (Deep Compression's last stage)."""
+# What the writer tries, smallest kept. Huffman is read (version 2 files), no longer written: on the seed
+# preset's compact files it never beat both zstd codings (benchmarks/compact_coders.py; docs/compact-format.md).
+ENTROPY_WRITTEN = ("none", "zstd", "shuffle_zstd")
+
+
+def _zstd(raw: bytes) -> bytes:
+    return zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=True).compress(raw)
+
+
+def entropy_code(raw: bytes, lanes: int = 1, coders: tuple[str, ...] = ENTROPY_WRITTEN) -> tuple[str, bytes]:
+    """The smallest of `coders` on the raw bytes; `lanes` is the element width shuffle_zstd splits by
+    (byte i of every element together before zstd, Blosc's "shuffle": the sign/exponent bytes of floats
+    repeat, the low mantissa bytes do not)."""
     options = [("none", raw)]
-    if raw:
-        options.append(("zstd", zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=True).compress(raw)))
+    if raw and "zstd" in coders:
+        options.append(("zstd", _zstd(raw)))
+    if raw and "shuffle_zstd" in coders and lanes > 1:
+        options.append(("shuffle_zstd", _zstd(shuffle(raw, lanes))))
+    if raw and "huffman" in coders:
         huff = huffman_encode(raw)
         if huff is not None:
             options.append(("huffman", huff))
@@ -187,9 +212,19 @@ def encode_tensor(name: str, tensor: torch.Tensor, quantized: Int8Tensor | None)
     else:
         fields, blob = _encode(_to_storage(tensor, DTYPES[dtype]))
     raw = prefix + blob
-    entropy, coded = entropy_code(raw)
+    lanes = _lanes(entry, fields)
+    entropy, coded = entropy_code(raw, lanes)
     entry.update(fields, raw_nbytes=len(raw), entropy=entropy)
+    if entropy == "shuffle_zstd":
+        entry["lanes"] = lanes
     return entry, coded
+
+
+def _lanes(entry: dict[str, Any], fields: dict[str, Any]) -> int:
+    """The element width in bytes of the values a blob mostly holds: what byte shuffling splits by."""
+    if "quant" in entry:
+        return 4 if fields["values"] == "codebook" else 1  # codebook: the scales and book dominate; else int8
+    return int(DTYPES[entry["dtype"]].storage.itemsize)
 
 
 def decode_tensor(entry: dict[str, Any], payload: bytes) -> torch.Tensor:

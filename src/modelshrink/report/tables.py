@@ -167,16 +167,20 @@ def summary_markdown(rows: list[dict[str, Any]], title: str = "modelshrink resul
         "- **gzip**: that file gzip-compressed (level 9), the convention TensorFlow Model Optimization uses to show "
         "what sparsity and clustering save.",
         "- **Compact**: the project's compact model file (docs/compact-format.md: bitmask or delta positions, "
-        "codebooks, int8 with per-channel scales, zstd or Huffman), loaded back with no pickle; for an int8 variant it "
+        "codebooks, int8 with per-channel scales, zstd or byte-shuffled zstd), loaded back with no pickle; for an int8 "
+        "variant it "
         "holds int8 weights (weight-only, run in PyTorch), for fp16 float16 weights.",
         "- **Nonzeros / Distinct**: counted on the float weights before export.",
         "- **Latency**: median wall time of one prediction (one unpadded test sentence) with the ONNX file in "
         "ONNX Runtime on the CPU, fixed threads, after a warm-up; p90 is in results.csv.",
-        "", "## The thesis's table, for reference", "",
-        "Its sizes were Keras .h5 files that included the Adam optimizer state (about two thirds of the file); "
-        "its pruned and clustered models were stored densely, and no size was measured after quantization.", "",
-        "| Model | Size (KB) | Train acc | Val acc | Test acc (quantized) |", "|---|---:|---:|---:|---:|",
-    ] + [f"| {' | '.join(t)} |" for t in THESIS]  # fmt: skip
+    ]  # fmt: skip
+    if any((r.get("config") or {}).get("data", {}).get("task") == "emotion" for r in rows):  # the thesis's task only
+        lines += [
+            "", "## The thesis's table, for reference", "",
+            "Its sizes were Keras .h5 files that included the Adam optimizer state (about two thirds of the file); "
+            "its pruned and clustered models were stored densely, and no size was measured after quantization.", "",
+            "| Model | Size (KB) | Train acc | Val acc | Test acc (quantized) |", "|---|---:|---:|---:|---:|",
+        ] + [f"| {' | '.join(t)} |" for t in THESIS]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

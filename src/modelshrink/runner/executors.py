@@ -225,7 +225,9 @@ class RayExecutor(Executor):
         try:
             import ray
         except ImportError as err:
-            raise ConfigError("--executor ray needs Ray: pip install 'ray>=2.9'") from err
+            raise ConfigError(
+                "--executor ray needs Ray, which is not installed: pip install 'modelshrink[ray]'"
+            ) from err
         self._ray = ray
         self.jobs = jobs or (os.cpu_count() or 1)
         local = address in (None, "", "local")

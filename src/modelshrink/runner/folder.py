@@ -8,6 +8,7 @@ is not, since every row of the folder is compared with the same baselines.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import platform
@@ -18,6 +19,7 @@ from typing import Any
 import onnxruntime
 import torch
 
+import modelshrink
 from modelshrink.config import RunConfig, VariantConfig
 from modelshrink.data.tasks import TaskData
 from modelshrink.device import resolve_device
@@ -31,15 +33,35 @@ STORE = "results.sqlite"
 
 
 def environment() -> dict[str, str]:
-    """Versions and machine, stored with every row."""
+    """Versions and machine, stored with every row; `git_sha` only when modelshrink runs from its own checkout."""
+    env = {"modelshrink": _own_version(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+           "machine": f"{platform.machine()} {platform.processor() or platform.system()}",
+           "python": platform.python_version(), "cpu": _cpu_model(), "cpu_count": str(os.cpu_count())}  # fmt: skip
+    sha = _git_sha()
+    if sha:
+        env["git_sha"] = sha
+    return env
+
+
+def _own_version() -> str:
     try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).parent, timeout=5).stdout.strip()  # fmt: skip
+        return importlib.metadata.version("modelshrink")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return modelshrink.__version__
+
+
+def _git_sha() -> str | None:
+    """The commit of the checkout holding this package, or None: an installed copy (site-packages) may sit
+    inside some other repository (a user's project with its venv), whose commit says nothing about modelshrink."""
+    package = Path(__file__).resolve().parent.parent  # .../src/modelshrink
+    try:
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel", "--short", "HEAD"], capture_output=True,
+                             text=True, cwd=package, timeout=5).stdout.split()  # fmt: skip
     except (OSError, subprocess.SubprocessError):
-        sha = ""
-    return {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "git_sha": sha or "unknown",
-            "machine": f"{platform.machine()} {platform.processor() or platform.system()}",
-            "python": platform.python_version(), "cpu": _cpu_model(), "cpu_count": str(os.cpu_count())}  # fmt: skip
+        return None
+    if len(top) != 2 or Path(top[0]).resolve() / "src" / "modelshrink" != package:
+        return None
+    return top[1]
 
 
 def _cpu_model() -> str:

@@ -20,6 +20,7 @@ from modelshrink.runner.lock import folder_lock
 from modelshrink.runner.onnx_input import run_onnx
 from modelshrink.runner.pipeline import Log
 from modelshrink.runner.run import Runner
+from modelshrink.tracking import MlflowTracker
 
 
 @dataclass
@@ -50,14 +51,22 @@ def prepare(cfg: RunConfig, out: Path, data: TaskData | None = None, onnx: Path 
 
 def run_job(
     cfg: RunConfig, out: Path, data: TaskData, executor: Executor | None = None, onnx: Path | None = None,
-    progress: Progress | None = None, log: Log = print, onnx_output: str | None = None,
+    progress: Progress | None = None, log: Log = print, onnx_output: str | None = None, mlflow: str | None = None,
 ) -> JobResult:  # fmt: skip
     """Run every unfinished row into `out`'s store, then write the report from the store.
 
-    `onnx_output` names the --onnx file's scores output when it has several (default: found by shape)."""
+    `onnx_output` names the --onnx file's scores output when it has several (default: found by shape).
+    `mlflow`: a tracking URI (or "local": an SQLite store in `out`) that mirrors each row once it is committed."""
+    tracker = MlflowTracker(mlflow, out) if mlflow is not None else None
+    on_commit = tracker.sync if tracker is not None else None
     if onnx is not None:
         with folder_lock(out):
             rows = run_onnx(onnx, cfg, data, out, log=log, output=onnx_output)
     else:
-        rows = Runner(cfg, out, progress, log).run(data, executor)
-    return JobResult(rows, out, write_report(out))
+        rows = Runner(cfg, out, progress, log).run(data, executor, on_commit)
+    paths = write_report(out)
+    if tracker is not None:
+        n = tracker.sync(rows)  # rows committed before a crash, or by the --onnx route
+        tracker.finish(paths)
+        log(f"mlflow: {len(tracker.logged)} rows in {tracker.uri}" + (f" ({n} logged late)" if n else ""))
+    return JobResult(rows, out, paths)

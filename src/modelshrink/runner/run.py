@@ -8,6 +8,7 @@ where it runs, in runner/executors.py.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,8 @@ from modelshrink.runner.lock import folder_lock
 from modelshrink.runner.pipeline import Log
 from modelshrink.runner.task import RowRunner
 from modelshrink.store import ResultStore, config_key
+
+OnCommit = Callable[[list[dict[str, Any]]], None]
 
 
 class Runner:
@@ -43,8 +46,12 @@ class Runner:
         check_model_fits(self.cfg.model, data)
         self.folder.check(data)
 
-    def run(self, data: TaskData | None = None, executor: Executor | None = None) -> list[dict[str, Any]]:
-        """Run every unfinished (variant, seed) row and return the store's current rows."""
+    def run(
+        self, data: TaskData | None = None, executor: Executor | None = None, on_commit: OnCommit | None = None
+    ) -> list[dict[str, Any]]:
+        """Run every unfinished (variant, seed) row and return the store's current rows.
+
+        `on_commit` gets the store's rows after each row is committed (the MLflow mirror logs from them)."""
         data = data if data is not None else self.prepare()
         executor = executor if executor is not None else Executor()
         rows = RowRunner(self.cfg, self.out, self.progress, self.log)
@@ -62,6 +69,8 @@ class Runner:
                     row_cfg = self.folder.row_config(data, variant, seed)
                     store.put(config_key(row_cfg), variant.name, seed, status, row_cfg,
                               {**result, "executor": executor.name})  # fmt: skip
+                    if on_commit is not None:
+                        on_commit(store.rows())
             return store.rows()
 
     def _todo(self, store: ResultStore, data: TaskData) -> list[RowTask]:

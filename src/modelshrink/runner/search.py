@@ -23,6 +23,7 @@ from modelshrink.errors import ConfigError, RegistryError
 from modelshrink.report.pareto import pareto_front
 from modelshrink.runner.executors import Executor
 from modelshrink.runner.run import Runner
+from modelshrink.store import config_key
 from modelshrink.techniques import TECHNIQUES
 from modelshrink.techniques.base import SEARCH_STAGES, SearchStage, SearchTrial
 
@@ -94,20 +95,42 @@ def check_arguments(max_drop: float, trials: int, objective: str) -> None:
         raise ConfigError(f"unknown --objective {objective!r}; known: {', '.join(OBJECTIVES)}")
 
 
+STUDY_DB = "search.db"  # the default Optuna storage, in the run folder
+
+
+def default_storage(out: Path) -> str:
+    return f"sqlite:///{(Path(out) / STUDY_DB).resolve()}"
+
+
+def study_name(cfg: RunConfig, objective: str, max_drop: float) -> str:
+    """One study per (data, model, training, seed, objective, budget): machines asking the same join it.
+    The data file's path is left out, so machines holding the same data at different paths still join."""
+    shared = cfg.model_dump(mode="json", exclude={"variants", "seeds"})
+    shared["data"].pop("path", None)
+    return f"modelshrink-search-{objective}-" + config_key({**shared, "seed": cfg.seeds[0], "max_drop": max_drop})
+
+
 def search(
     cfg: RunConfig, out: Path, max_drop: float, trials: int, objective: str = "size",
-    executor: Executor | None = None, jobs: int = 1, log: Callable[[str], None] = print,
+    executor: Executor | None = None, jobs: int = 1, log: Callable[[str], None] = print, storage: str | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """Run the search and return {baseline, trials, frontier, winner} (also written to search.json)."""
+    """Run the search and return {baseline, trials, frontier, winner} (also written to search.json).
+
+    Two objectives, the cost (bytes or latency) down and validation accuracy up, in one Optuna study whose
+    `best_trials` is the frontier; the accuracy budget is a constraint on each trial. The study lives in
+    `storage` (an RDB URL; SQLite in `out` by default): a rerun resumes it, and other machines pointed at the
+    same URL join it. `trials` counts every finished trial of the study, whoever ran it."""
     check_arguments(max_drop, trials, objective)
+    _check_storage(storage)
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    cost_col = OBJECTIVES[objective]
-    seed = cfg.seeds[0]
+    cost_col, seed = OBJECTIVES[objective], cfg.seeds[0]
     base_variant = VariantConfig(name="baseline")
     runner = Runner(cfg.model_copy(update={"variants": (base_variant,), "seeds": (seed,)}), out, log=log)
     data = runner.prepare()
+    Path(out).mkdir(parents=True, exist_ok=True)  # the default storage's home; a bad URL fails before training
+    study = _study(optuna, storage or default_storage(out), study_name(cfg, objective, max_drop), seed)
 
     def run(variants: list[VariantConfig]) -> dict[str, dict[str, Any]]:
         r = Runner(cfg.model_copy(update={"variants": (base_variant, *variants), "seeds": (seed,)}), out, log=log)
@@ -119,36 +142,84 @@ def search(
         raise ConfigError(f"the baseline failed, nothing to compare with: {base.get('error')}")
     base_val = base["val_accuracy"]
     log(f"baseline: val acc {base_val:.4f}, {base['file_bytes']:,} bytes, {base['latency_ms_p50']:.3f} ms")
-
-    sampler = optuna.samplers.TPESampler(seed=seed)  # constraint-aware through Trial.set_constraint
-    study = optuna.create_study(direction="minimize", sampler=sampler)
-    done: list[Trial] = []
     batch = max(1, jobs)
-    while len(done) < trials:
-        asked = [study.ask() for _ in range(min(batch, trials - len(done)))]
+    while (left := trials - _finished(study)) > 0:
+        asked = [study.ask() for _ in range(min(batch, left))]
         proposals = [propose(t) for t in asked]
         rows = run([VariantConfig.model_validate({"name": n, "steps": s}) for n, s, _ in proposals])
         for ot, (name, _, params) in zip(asked, proposals, strict=True):
             t = _scored(Trial(ot.number, name, params, rows[name]["status"]), rows[name], cost_col, base_val, max_drop)
-            if t.cost is None or t.drop_pp is None:
-                study.tell(ot, state=optuna.trial.TrialState.FAIL)
-            else:
-                ot.set_constraint("accuracy_drop", t.drop_pp - max_drop)  # <= 0: within the budget
-                study.tell(ot, t.cost)
-            done.append(t)
+            _tell(study, ot, t, rows[name].get("error"), max_drop)
             log(f"trial {t.number}: {name}: " + (f"{cost_col} {t.cost:,.3f}, val acc {t.val_accuracy:.4f} "
                 f"(drop {t.drop_pp:+.2f} pp){'' if t.feasible else ', over budget'}" if t.cost is not None
                 else f"failed: {rows[name].get('error')}"))  # fmt: skip
 
+    done = [_from_study(ft, max_drop) for ft in study.get_trials(deepcopy=False) if ft.state.is_finished()]
     base_trial = Trial(-1, "baseline", {}, "ok", float(base[cost_col]), base_val, base["test_accuracy"], 0.0, True)
-    front, winner = _frontier_and_winner(base_trial, done)
+    best = [_from_study(ft, max_drop) for ft in study.best_trials]  # Optuna's Pareto set: feasible ones first
+    front = _frontier(base_trial, done)
+    # The cheapest feasible pipeline is on Optuna's (feasible) Pareto set; the baseline is always feasible.
+    winner = min([base_trial, *(t for t in best if t.feasible)], key=lambda t: (t.cost, -(t.val_accuracy or 0)))
     result = {
         "objective": objective, "cost_column": cost_col, "max_drop_pp": max_drop, "seed": seed,
-        "baseline": vars(base_trial), "trials": [vars(t) for t in done], "frontier": [vars(t) for t in front],
-        "winner": vars(winner),
+        "study": study.study_name, "baseline": vars(base_trial), "trials": [vars(t) for t in done],
+        "best_trials": [vars(t) for t in best], "frontier": [vars(t) for t in front], "winner": vars(winner),
     }  # fmt: skip
     (Path(out) / "search.json").write_text(json.dumps(result, indent=1))
     return result
+
+
+def _check_storage(storage: str | None) -> None:
+    """A URL SQLAlchemy cannot parse is refused before any data is read or file written."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        if storage is not None:
+            make_url(storage)
+    except ArgumentError as err:
+        raise ConfigError(f"--storage {storage!r} is not a database URL; pass one such as sqlite:///search.db") from err
+
+
+def _study(optuna: Any, storage: str, name: str, seed: int) -> Any:
+    from sqlalchemy.exc import SQLAlchemyError  # optuna's RDB storage is built on SQLAlchemy
+
+    sampler = optuna.samplers.TPESampler(seed=seed)  # constraint-aware through Trial.set_constraint
+    try:
+        return optuna.create_study(storage=storage, study_name=name, directions=["minimize", "maximize"],
+                                   sampler=sampler, load_if_exists=True)  # fmt: skip
+    except (ValueError, ImportError, SQLAlchemyError) as err:  # a malformed URL, a missing driver, no server
+        raise ConfigError(
+            f"cannot open --storage {storage!r}: {err}; pass an RDB URL such as sqlite:///search.db"
+        ) from err
+
+
+def _finished(study: Any) -> int:
+    return sum(1 for t in study.get_trials(deepcopy=False) if t.state.is_finished())
+
+
+def _tell(study: Any, ot: Any, t: Trial, error: str | None, max_drop: float) -> None:
+    """Record a trial: its figures as user attributes too, so a study alone rebuilds the result (other machines)."""
+    import optuna
+
+    ot.set_user_attr("variant", t.variant)
+    if t.cost is None or t.drop_pp is None:
+        ot.set_user_attr("error", str(error))
+        study.tell(ot, state=optuna.trial.TrialState.FAIL)
+        return
+    ot.set_user_attr("test_accuracy", t.test_accuracy)
+    ot.set_constraint("accuracy_drop", t.drop_pp - max_drop)  # <= 0: within the budget
+    study.tell(ot, [t.cost, t.val_accuracy])
+
+
+def _from_study(ft: Any, max_drop: float) -> Trial:
+    variant = str(ft.user_attrs.get("variant", f"trial-{ft.number}"))
+    if not ft.values:
+        return Trial(ft.number, variant, dict(ft.params), "failed")
+    cost, val = float(ft.values[0]), float(ft.values[1])
+    drop = float(ft.constraints.get("accuracy_drop", 0.0)) + max_drop
+    return Trial(ft.number, variant, dict(ft.params), "ok", cost, val, ft.user_attrs.get("test_accuracy"), drop,
+                 drop <= max_drop)  # fmt: skip
 
 
 def _scored(t: Trial, row: dict[str, Any], cost_col: str, base_val: float, max_drop: float) -> Trial:
@@ -161,11 +232,8 @@ def _scored(t: Trial, row: dict[str, Any], cost_col: str, base_val: float, max_d
     return t
 
 
-def _frontier_and_winner(base: Trial, done: list[Trial]) -> tuple[list[Trial], Trial]:
-    """The Pareto frontier (cost vs validation accuracy) and the cheapest feasible pipeline."""
+def _frontier(base: Trial, done: list[Trial]) -> list[Trial]:
+    """The Pareto frontier (cost vs validation accuracy) of every pipeline tried, within budget or not."""
     ok = [t for t in done if t.cost is not None]
     candidates = [base, *{t.variant: t for t in ok}.values()]  # a repeated pipeline counts once
-    front = [candidates[i] for i in pareto_front([(t.cost, t.val_accuracy) for t in candidates])]  # type: ignore[misc]
-    feasible = [t for t in candidates if t.feasible]
-    winner = min(feasible, key=lambda t: (t.cost, -(t.val_accuracy or 0)))  # the baseline is always feasible
-    return front, winner
+    return [candidates[i] for i in pareto_front([(t.cost, t.val_accuracy) for t in candidates])]  # type: ignore[misc]

@@ -20,7 +20,7 @@ from modelshrink.runtime.huffman import huffman_decode
 MAX_CODEBOOK = 256  # indices of at most 8 bits
 POSITIONS = ("all", "bitmask", "delta")
 VALUES = ("raw", "codebook")
-ENTROPY = ("none", "zstd", "huffman")
+ENTROPY = ("none", "zstd", "shuffle_zstd", "huffman")  # what a file may hold (huffman: version 2 files)
 
 # Native-endian storage of each dtype's elements: floats by bit pattern (bfloat16 included, which numpy lacks).
 STORAGE: dict[str, np.dtype] = {
@@ -123,14 +123,29 @@ def decode_elements(entry: dict[str, Any], blob: bytes, storage: np.dtype, n: in
     return out
 
 
-def entropy_decode(entropy: str, blob: bytes, raw_nbytes: int) -> bytes:
+def shuffle(raw: bytes, lanes: int) -> bytes:
+    """Byte i of every `lanes`-byte element together (lane-major); a tail shorter than an element stays last."""
+    n = len(raw) // lanes * lanes
+    body = np.frombuffer(raw, dtype=np.uint8, count=n).reshape(-1, lanes)  # (elements, lanes)
+    return body.T.tobytes() + raw[n:]
+
+
+def unshuffle(data: bytes, lanes: int) -> bytes:
+    """The inverse of `shuffle`."""
+    n = len(data) // lanes * lanes
+    body = np.frombuffer(data, dtype=np.uint8, count=n).reshape(lanes, -1)  # (lanes, elements)
+    return body.T.tobytes() + data[n:]
+
+
+def entropy_decode(entropy: str, blob: bytes, raw_nbytes: int, lanes: int = 1) -> bytes:
     if entropy == "none":
         return blob
-    if entropy == "zstd":
+    if entropy in ("zstd", "shuffle_zstd"):
         try:
-            return zstandard.ZstdDecompressor().decompress(blob, max_output_size=raw_nbytes)
+            raw = zstandard.ZstdDecompressor().decompress(blob, max_output_size=raw_nbytes)
         except zstandard.ZstdError as err:
             raise ArtifactError(f"zstd blob does not decompress ({err})") from err
+        return raw if entropy == "zstd" else unshuffle(raw, lanes)
     if entropy == "huffman":
         try:
             return huffman_decode(blob, raw_nbytes)
@@ -152,7 +167,10 @@ def decode_storage(entry: dict[str, Any], payload: bytes) -> tuple[np.ndarray, n
     offset, nbytes, raw_nbytes = int(entry["offset"]), int(entry["nbytes"]), int(entry["raw_nbytes"])
     if min([offset, nbytes, *shape], default=0) < 0 or offset + nbytes > len(payload):
         raise ArtifactError(f"blob [{offset}, {offset + nbytes}) lies outside the {len(payload)}-byte payload")
-    raw = entropy_decode(entry["entropy"], payload[offset : offset + nbytes], raw_nbytes)
+    lanes = int(entry.get("lanes", 1))
+    if not 1 <= lanes <= 8:
+        raise ArtifactError(f"lanes={lanes} is outside 1..8")
+    raw = entropy_decode(entry["entropy"], payload[offset : offset + nbytes], raw_nbytes, lanes)
     quant = entry.get("quant")
     elem = STORAGE["int8"] if quant == "int8" else STORAGE[dtype]
     expected = coded_size(entry, n, elem.itemsize)

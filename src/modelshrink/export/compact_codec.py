@@ -34,6 +34,7 @@ from modelshrink.runtime.codec import (
     coded_size,
     decode_storage,
     shuffle,
+    unshuffle,
     width,
 )
 from modelshrink.runtime.huffman import huffman_encode
@@ -44,7 +45,10 @@ ZSTD_LEVEL = 19
 # A quick look at the first elements rejects most dense tensors before a full np.unique.
 _CODEBOOK_PROBE = 4096
 # POSITIONS, VALUES, ENTROPY and MAX_CODEBOOK are the decoder's (runtime/codec.py), shared.
-__all__ = ["DTYPES", "ENTROPY", "MAX_CODEBOOK", "POSITIONS", "VALUES", "ZSTD_LEVEL", "decode_tensor", "encode_tensor"]
+__all__ = [
+    "DTYPES", "ENTROPY", "ENTROPY_WRITTEN", "MAX_CODEBOOK", "POSITIONS", "VALUES", "ZSTD_LEVEL", "decode_tensor",
+    "encode_tensor", "entropy_code", "shuffle", "unshuffle",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)

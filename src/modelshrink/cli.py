@@ -121,7 +121,9 @@ def _execute(
 
     out = out or default_out()
     try:
-        data = prepare(cfg, out, onnx=onnx)  # bad data or folder: one error line, before any progress bar or file
+        data = prepare(
+            cfg, out, onnx=onnx, onnx_output=onnx_output
+        )  # bad data or folder: one error line, before any progress bar or file
         with make_executor(executor, jobs, ray_address, row_timeout) as ex, _progress() as progress:
             res = run_job(cfg, out, data, ex, onnx, progress, progress.console.print, onnx_output, mlflow)
     except KeyboardInterrupt:

@@ -17,7 +17,7 @@ from modelshrink.report.html import write_report
 from modelshrink.runner.executors import Executor
 from modelshrink.runner.folder import check_writable
 from modelshrink.runner.lock import folder_lock
-from modelshrink.runner.onnx_input import run_onnx
+from modelshrink.runner.onnx_input import check_onnx_input, run_onnx
 from modelshrink.runner.pipeline import Log
 from modelshrink.runner.run import Runner
 from modelshrink.tracking import MlflowTracker
@@ -39,12 +39,15 @@ def default_out(prefix: str = "") -> Path:
     return Path("runs") / (prefix + datetime.now().strftime("%Y%m%d-%H%M%S"))
 
 
-def prepare(cfg: RunConfig, out: Path, data: TaskData | None = None, onnx: Path | None = None) -> TaskData:
+def prepare(
+    cfg: RunConfig, out: Path, data: TaskData | None = None, onnx: Path | None = None, onnx_output: str | None = None
+) -> TaskData:
     """Load the data (unless given) and check the model and the folder; raises before anything is written."""
     data = data if data is not None else load_task(cfg.data, text_encoder(cfg.model))
     if onnx is None:
         Runner(cfg, out).check(data)
     else:
+        check_onnx_input(onnx, data, cfg.latency_threads, onnx_output)
         check_writable(out)
     return data
 

@@ -226,6 +226,12 @@ def _load(
     return model, adapt, onnx_path
 
 
+def check_onnx_input(onnx_path: Path, data: TaskData, threads: int, output: str | None = None) -> None:
+    """Refuse, with one line and before the run folder is touched, an --onnx file that cannot serve the task."""
+    with tempfile.TemporaryDirectory(prefix="modelshrink-onnx-") as scratch:
+        _load(Path(onnx_path), data, threads, output, Path(scratch))
+
+
 def run_onnx(
     onnx_path: Path, cfg: RunConfig, data: TaskData, out: Path, log: Log = print, output: str | None = None
 ) -> list[dict[str, Any]]:

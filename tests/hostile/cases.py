@@ -517,12 +517,7 @@ KNOWN_HOLES: dict[str, str] = {
     "model-build-raises": "a build function of another signature escapes as an uncaught TypeError (and importing the file writes __pycache__)",
     "model-not-module": "a build function of another signature escapes as an uncaught TypeError (and importing the file writes __pycache__)",
     "model-wrong-shape": "a build function of another signature escapes as an uncaught TypeError (and importing the file writes __pycache__)",
-    "onnx-two-inputs": "the case's model does not match the task's input shape; the corpus case needs fixing",
     "onnx-no-outputs": "a file is written before the refusal (results.sqlite-wal or ORT; to investigate)",
-    "onnx-traversal": "a file is written before the refusal (results.sqlite-wal or ORT; to investigate)",
-    "onnx-absolute": "a file is written before the refusal (results.sqlite-wal or ORT; to investigate)",
-    "onnx-huge-tensor": "a file is written before the refusal (results.sqlite-wal or ORT; to investigate)",
-    "onnx-not-onnx": "a file is written before the refusal (results.sqlite-wal or ORT; to investigate)",
 }
 # Cases not run in the default suite: they do not fail fast today.
 SLOW_HOLES: dict[str, str] = {

@@ -157,7 +157,7 @@ def parse_config(raw: dict[str, Any], where: str = "config") -> RunConfig:
 
 def read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist")
+        raise ConfigError(f"config file {str(path)!r} does not exist; pass an existing YAML file to --config")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as err:

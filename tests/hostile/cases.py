@@ -511,9 +511,6 @@ class _NotOnnx:
 # marked xfail(strict=True) and passes the day its hole is fixed, when it must leave this list.
 KNOWN_HOLES: dict[str, str] = {
     "cfg-inf": "the read-only check of the existing store leaves an empty results.sqlite-wal beside it",
-    "cfg-missing-file": "missing --config: the message does not say what to pass",
-    "msz-pickle": "the message names the magic bytes but no remedy",
-    "msz-empty": "the message names the magic bytes but no remedy",
     "model-build-raises": "a build function of another signature escapes as an uncaught TypeError (and importing the file writes __pycache__)",
     "model-not-module": "a build function of another signature escapes as an uncaught TypeError (and importing the file writes __pycache__)",
     "model-wrong-shape": "a build function of another signature escapes as an uncaught TypeError (and importing the file writes __pycache__)",

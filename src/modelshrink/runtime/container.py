@@ -42,9 +42,15 @@ def read_bytes(path: Path) -> bytes:
 
 def parse_header(data: bytes, path: Path) -> tuple[dict[str, Any], int]:
     """Validate the prelude and header; return (header, offset of the payload)."""
-    if len(data) < len(MAGIC) or data[: len(MAGIC)] != MAGIC:
+    if len(data) < len(MAGIC):
         raise ArtifactError(
-            f"{path} is not a modelshrink compact file: it starts with {data[:4]!r}, expected {MAGIC!r} (magic bytes)"
+            f"{path} is not a modelshrink compact file (truncated: {len(data)} bytes); "
+            "pass a complete weights.msz written by modelshrink"
+        )
+    if data[: len(MAGIC)] != MAGIC:
+        raise ArtifactError(
+            f"{path} is not a modelshrink compact file: it starts with {data[:4]!r}, expected {MAGIC!r} (magic bytes); "
+            "pass a weights.msz written by modelshrink"
         )
     if len(data) < PRELUDE.size:
         raise ArtifactError(f"{path} is truncated: {len(data)} bytes, shorter than the {PRELUDE.size}-byte prelude")

@@ -11,7 +11,7 @@ variant's weights.msz with each coder set, per tensor the smallest:
 and prints per file and set: bytes, encode seconds, decode seconds (load_compact, best of 3) and the peak RSS
 of a fresh process that imports modelshrink and loads the file (its own baseline subtracted).
 
-    MODELSHRINK_DATA=../shared/data/emotions.csv .venv/bin/python benchmarks/compact_coders.py [--epochs 2]
+    MODELSHRINK_DATA=path/to/emotions.csv .venv/bin/python benchmarks/compact_coders.py [--epochs 2]
     .venv/bin/python benchmarks/compact_coders.py --files RUN/models/*-seed0/weights.msz   # an existing run's files
 """
 

@@ -107,7 +107,8 @@ def _check_context(model: nn.Module, ctx: RunContext) -> tuple[nn.Module, TrainF
 
 def _build_student(cfg: DistillKDConfig, ctx: RunContext, n_teacher: int) -> tuple[Any, nn.Module]:
     """(its ModelConfig, the untrained student), seeded; refused unless smaller than the teacher."""
-    assert ctx.input_dim is not None and ctx.num_labels is not None  # _check_context ran first
+    if ctx.input_dim is None or ctx.num_labels is None:  # internal: _check_context refuses such a context first
+        raise ValueError("distill.kd needs the context's input_dim and num_labels")
     s_cfg = student_config(cfg, ctx.model_config)
     torch.manual_seed(ctx.seed)  # the student's initial weights, reproducible per seed
     student = build_model(s_cfg, ctx.input_dim, ctx.num_labels)

@@ -511,9 +511,6 @@ class _NotOnnx:
 # marked xfail(strict=True) and passes the day its hole is fixed, when it must leave this list.
 KNOWN_HOLES: dict[str, str] = {
     "cfg-inf": "the read-only check of the existing store leaves an empty results.sqlite-wal beside it",
-    "model-build-raises": "a build function of another signature escapes as an uncaught TypeError (and importing the file writes __pycache__)",
-    "model-not-module": "a build function of another signature escapes as an uncaught TypeError (and importing the file writes __pycache__)",
-    "model-wrong-shape": "a build function of another signature escapes as an uncaught TypeError (and importing the file writes __pycache__)",
     "onnx-no-outputs": "a file is written before the refusal (results.sqlite-wal or ORT; to investigate)",
 }
 # Cases not run in the default suite: they do not fail fast today.

@@ -61,10 +61,13 @@ def load_build_fn(ref: str) -> BuildFn:
         raise ConfigError(f"--model file {path_text!r} is not a Python file; pass a .py file")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses and pickling-free introspection look modules up here
+    saved, sys.dont_write_bytecode = sys.dont_write_bytecode, True  # no __pycache__ beside the user's file
     try:
         spec.loader.exec_module(module)
     except Exception as err:  # the user's code failed on import: show where
         raise ConfigError(f"--model file {path_text!r} failed to import: {type(err).__name__}: {err}") from err
+    finally:
+        sys.dont_write_bytecode = saved
     fn = getattr(module, fn_name, None)
     if fn is None or not callable(fn):
         found = sorted(n for n, v in vars(module).items() if inspect.isfunction(v) and v.__module__ == name)
@@ -74,10 +77,27 @@ def load_build_fn(ref: str) -> BuildFn:
     return fn  # type: ignore[no-any-return]
 
 
+def _takes_two(fn: Callable[..., object]) -> bool:
+    """Whether `fn` takes (input_dim, num_labels) — two required positional parameters — rather than one ModelInputs."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # a builtin or C function: call it the documented way
+        return False
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return sum(p.kind in positional and p.default is inspect.Parameter.empty for p in params) == 2
+
+
 def build_custom(ref: str, input_dim: int, num_labels: int) -> nn.Module:
     """Call the build function and check it returned an nn.Module."""
     fn = load_build_fn(ref)
-    model = fn(ModelInputs(input_dim=input_dim, num_labels=num_labels))
+    try:  # build(inputs: ModelInputs), or build(input_dim, num_labels)
+        two = _takes_two(fn)
+        model = fn(input_dim, num_labels) if two else fn(ModelInputs(input_dim=input_dim, num_labels=num_labels))  # type: ignore[call-arg]
+    except Exception as err:  # the user's function failed: say which and how it was called
+        raise ConfigError(
+            f"build function {ref!r} raised {type(err).__name__}: {err}; fix it in {ref.rsplit(':', 1)[0]!r} "
+            "(it is called as build(ModelInputs(input_dim, num_labels)) or build(input_dim, num_labels))"
+        ) from err
     if not isinstance(model, nn.Module):
         raise ConfigError(
             f"build function {ref!r} returned {type(model).__name__}, not a torch.nn.Module; "

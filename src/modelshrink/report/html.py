@@ -21,7 +21,7 @@ import jinja2
 from matplotlib.figure import Figure
 
 from modelshrink.errors import ConfigError
-from modelshrink.report import plots
+from modelshrink.report import plots, ship
 from modelshrink.report.tables import write_exports
 from modelshrink.report.view import (
     Stat,
@@ -198,6 +198,8 @@ def render_html(rows: list[dict[str, Any]], run_dir: Path, figure_dir: Path) -> 
         run_dir=str(run_dir.resolve()),
         generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         verdicts=verdict(views),
+        ship_heads=ship.HEADS,
+        ship_rows=ship.table(views),
         baseline=base.name if base else None,
         heads=heads,
         body=body,

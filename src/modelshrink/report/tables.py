@@ -12,6 +12,9 @@ from typing import Any
 
 import pandas as pd
 
+from modelshrink.report import ship
+from modelshrink.report.view import build_views
+
 # Measured numbers of a row, averaged over seeds in the summary.
 NUMERIC_COLUMNS = [
     "parameters", "nonzeros", "distinct_values_max", "dense_fp32_bytes", "file_bytes", "file_gzip_bytes",
@@ -160,7 +163,7 @@ def summary_markdown(rows: list[dict[str, Any]], title: str = "modelshrink resul
     if skipped:
         lines += ["", "## Layers a technique did not change", ""]
         lines += [f"- {v}: {name} — {reason}" for v, name, reason in sorted(skipped)]
-    lines += size_section(rows) + latency_section(rows)
+    lines += ship.markdown(build_views(rows)) + size_section(rows) + latency_section(rows)
     lines += [
         "", "## Columns", "",
         "- **ONNX file**: the deployable model file in its format (fp32, or int8 weights for `int8_dynamic`).",

@@ -30,7 +30,7 @@ class Prediction:
 class Session:
     """A compact file loaded into an ONNX Runtime session; `predict` takes raw texts or pixel arrays."""
 
-    def __init__(self, path: Path, threads: int = 1) -> None:
+    def __init__(self, path: Path, threads: int = 1, arena: bool = True) -> None:
         path = Path(path)
         header, payload = read_compact_file(path)
         model_bytes = graph_bytes(header, payload, path)  # raises for a file without a graph first
@@ -59,6 +59,10 @@ class Session:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
+        # arena=False: no CPU memory arena and no memory-pattern planning; each run allocates what it
+        # needs and frees it (lower peak RSS for a small model, at some latency on large batches).
+        opts.enable_cpu_mem_arena = arena
+        opts.enable_mem_pattern = arena
         names = list(self._arrays)
         opts.add_external_initializers(names, [ort.OrtValue.ortvalue_from_numpy(self._arrays[n]) for n in names])
         try:
@@ -93,10 +97,11 @@ class Session:
         return Prediction([self.labels[i] for i in probs.argmax(axis=1)], probs, list(self.labels))
 
 
-def load(path: str | Path, threads: int = 1) -> Session:
+def load(path: str | Path, threads: int = 1, arena: bool = True) -> Session:
     """Load a compact file (`weights.msz`, format version 3) into an ONNX Runtime session in memory.
 
     Raises ArtifactError, with one line naming the problem, for a missing, truncated, corrupt or
     version-mismatched file, or one written without its graph (version 2: load it in PyTorch).
+    `arena=False` turns off ONNX Runtime's CPU memory arena and memory patterns (lower peak memory).
     """
-    return Session(Path(path), threads)
+    return Session(Path(path), threads, arena)

@@ -265,7 +265,10 @@ def search(
 @app.command()
 def predict(
     model_dir: Annotated[
-        Path, typer.Argument(help="A model folder of a run (runs/X/models/baseline-seed0) or a compact file (.msz).")
+        Path,
+        typer.Argument(
+            help="A model folder of a run (runs/X/models/baseline-seed0), a compact file (.msz) or a .pte file."
+        ),
     ],
     texts: Annotated[list[str], typer.Argument(help="Sentences to classify.")],
 ) -> None:

@@ -53,6 +53,11 @@ class RunConfig(BaseModel):
     seeds: tuple[Annotated[int, Field(ge=0, lt=2**32)], ...] = Field((0,), min_length=1)  # numpy's seed range
     variants: tuple[VariantConfig, ...] = (VariantConfig(name="baseline"),)
     latency_threads: int = Field(1, ge=1, description="ONNX Runtime threads when running artifacts (accuracy, latency)")
+    executorch: bool = Field(
+        False,
+        description="also write and measure ExecuTorch .pte programs (fp32, int8; "
+        "needs the executorch extra; minutes per LSTM program)",
+    )
 
     @model_validator(mode="before")
     @classmethod

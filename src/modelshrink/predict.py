@@ -1,5 +1,5 @@
 """Use a saved model on raw text: a model folder (model.onnx + preprocessing.json) or a compact
-file (.msz), which runs in the torch-free runtime (modelshrink.runtime)."""
+file (.msz), which runs in the torch-free runtime (modelshrink.runtime), or an ExecuTorch program (.pte)."""
 
 from __future__ import annotations
 
@@ -32,9 +32,32 @@ def _compact_classifier(path: Path) -> Classify:
     return classify
 
 
+def _pte_classifier(path: Path) -> Classify:
+    """An ExecuTorch program with the preprocessing.json of its run folder."""
+    from modelshrink.export.executorch import PteClassifier
+
+    clf = PteClassifier(path)  # a truncated or corrupt program: one line, exit 2
+    pre_path = path.parent / "preprocessing.json"
+    try:
+        pre = json.loads(pre_path.read_text())
+        tokenizer, labels = encoder_from_preprocessing(pre), [str(x) for x in pre["labels"]]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:
+        raise ArtifactError(f"{str(pre_path)!r}: a .pte file needs its run's preprocessing.json ({err})") from err
+
+    def classify(texts: Sequence[str]) -> list[tuple[str, float]]:
+        logits = clf.predict_logits(tokenizer.encode(texts))
+        probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probs /= probs.sum(axis=1, keepdims=True)
+        return [(labels[i], float(p[i])) for i, p in zip(probs.argmax(axis=1), probs, strict=True)]
+
+    return classify
+
+
 def load_text_classifier(model_dir: Path) -> Classify:
     """A function mapping sentences to (label, probability) with the folder's model.onnx, or a compact file."""
     model_dir = Path(model_dir)
+    if model_dir.is_file() and model_dir.suffix == ".pte":
+        return _pte_classifier(model_dir)
     if model_dir.is_file():
         return _compact_classifier(model_dir)
     pre_path, onnx_path = model_dir / "preprocessing.json", model_dir / "model.onnx"

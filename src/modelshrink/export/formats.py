@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from modelshrink.errors import RegistryError, UnknownNameError
-from modelshrink.export import onnx_quant
+from modelshrink.export import executorch, onnx_quant
 from modelshrink.export.int8 import Int8Tensor, int8_weight_only
 
 ExportFormat = Literal["fp32", "fp16", "int8_dynamic", "int8_static", "int8_weights"]
@@ -60,6 +60,27 @@ FORMATS: dict[str, Format] = _formats(
 )
 if set(FORMATS) != set(get_args(ExportFormat)):  # a format added to one of the two and not the other
     raise RegistryError(f"export formats {sorted(FORMATS)} differ from ExportFormat {sorted(get_args(ExportFormat))}")
+
+
+@dataclass(frozen=True)
+class PteFormat:
+    """An ExecuTorch program format (export/executorch.py): made from the torch model, not the ONNX file."""
+
+    name: str  # "pte_fp32"
+    artifact: str  # "executorch_fp32"
+    mode: executorch.PteMode
+    needs_calibration: bool  # int8 (PT2E static): observers run on training batches
+
+
+PTE_FORMATS = (
+    PteFormat("pte_fp32", "executorch_fp32", "fp32", False),
+    PteFormat("pte_int8", "executorch_int8", "int8", True),
+)
+
+
+def pte_formats() -> list[PteFormat]:
+    """The ExecuTorch formats a variant can be written in: all of them when executorch imports, none otherwise."""
+    return list(PTE_FORMATS) if executorch.available() else []
 
 
 def get_format(name: str) -> Format:

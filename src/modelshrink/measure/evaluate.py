@@ -14,18 +14,33 @@ from modelshrink.errors import ArtifactError, DataError
 from modelshrink.measure.accuracy import Predictor, classification_metrics, predict_logits
 
 
+def _beside(path: Path) -> dict[str, Any]:
+    """The preprocessing.json of the run folder an ONNX or .pte file was written in."""
+    pre_path = path.parent / "preprocessing.json"
+    if not pre_path.is_file():
+        raise ArtifactError(
+            f"{str(pre_path)!r} is missing; an {path.suffix} file needs the preprocessing.json of its run"
+        )
+    try:
+        pre: dict[str, Any] = json.loads(pre_path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ArtifactError(f"{str(pre_path)!r} is not a valid preprocessing file ({err})") from err
+    return pre
+
+
 def _onnx_predictor(onnx_path: Path) -> tuple[Predictor, dict[str, Any]]:
     from modelshrink.export.onnx import OnnxClassifier
 
-    pre_path = onnx_path.parent / "preprocessing.json"
-    if not pre_path.is_file():
-        raise ArtifactError(f"{str(pre_path)!r} is missing; an ONNX file needs the preprocessing.json of its run")
-    try:
-        pre = json.loads(pre_path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ArtifactError(f"{str(pre_path)!r} is not a valid preprocessing file ({err})") from err
+    pre = _beside(onnx_path)
     clf = OnnxClassifier(onnx_path)
     return (lambda xb: clf.predict_logits(xb, batch_size=len(xb))), pre
+
+
+def _pte_predictor(path: Path) -> tuple[Predictor, dict[str, Any]]:
+    from modelshrink.export.executorch import PteClassifier
+
+    clf = PteClassifier(path)  # a truncated or corrupt program: one line, before the CSV is read
+    return clf.predict_logits, _beside(path)
 
 
 def _compact_predictor(path: Path) -> tuple[Predictor, dict[str, Any], str, str]:
@@ -78,6 +93,9 @@ def evaluate_file(path: Path, data: Path, text_column: str = "text", label_colum
     if path.suffix == ".onnx":
         predict, pre = _onnx_predictor(path)
         kind, weights, runtime = "onnx", "as stored in the ONNX file", "onnxruntime"
+    elif path.suffix == ".pte":
+        predict, pre = _pte_predictor(path)
+        kind, weights, runtime = "pte", "as stored in the program", "executorch"
     else:
         predict, pre, weights, runtime = _compact_predictor(path)
         kind = "compact"

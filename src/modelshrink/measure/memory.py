@@ -22,7 +22,7 @@ from typing import Any
 
 from modelshrink.errors import ArtifactError
 
-RUNTIMES = ("onnxruntime", "modelshrink.runtime", "torch")
+RUNTIMES = ("onnxruntime", "modelshrink.runtime", "torch", "executorch")
 
 # Runs in the child; argv: kind path shape dtype. On Linux the peak is VmHWM from /proc: the
 # rusage high-water mark survives exec, so it would report the (larger) parent's peak.
@@ -54,6 +54,13 @@ elif kind == "modelshrink.runtime":
     sess = _session.load(path, threads=1)
     t2 = time.perf_counter()
     run = sess.run
+elif kind == "executorch":  # a .pte program: its input shape is fixed, `shape` is it
+    import torch
+    from executorch.runtime import Runtime
+    t1, base = time.perf_counter(), rss()
+    method = Runtime.get().load_program(path).load_method("forward")
+    t2 = time.perf_counter()
+    run = lambda x: method.execute([torch.from_numpy(x)])
 else:
     import torch
     torch.set_num_threads(1)
@@ -76,7 +83,7 @@ def peak_rss_mb(runtime: str, path: Path, input_shape: tuple[int, ...], input_dt
     """Peak RSS (MiB) of a fresh process that loads `path` in `runtime` and runs one input.
 
     `runtime` is "onnxruntime" (an .onnx file), "modelshrink.runtime" (a compact file in the torch-free
-    runtime) or "torch" (a compact file, via load_model).
+    runtime), "torch" (a compact file, via load_model) or "executorch" (a .pte program).
     The input is zeros of `input_shape` and `input_dtype` (padding ids for a text model).
     Returns runtime_rss_mb, peak_rss_mb, model_rss_mb (their difference), cold_start_s and its
     parts import_s, load_s, first_run_s, and torch_imported.

@@ -24,7 +24,7 @@ from torch import nn
 from modelshrink.data.tasks import TaskData
 from modelshrink.errors import ArtifactError
 from modelshrink.export.compact import load_compact, load_model, save_model
-from modelshrink.export.formats import always_written, compact_model, get_format
+from modelshrink.export.formats import always_written, compact_model, get_format, pte_formats
 from modelshrink.export.onnx import OnnxClassifier, export_onnx, onnx_weight_stats
 from modelshrink.measure.accuracy import classification_metrics, predict_logits
 from modelshrink.measure.latency import latency_batches, timed_runs
@@ -39,6 +39,7 @@ from modelshrink.train import torch_predictor
 BATCHES = (1, 256)
 LATENCY_BUDGET_S = 0.15  # timed seconds per (artifact, batch, threads); 16 per model, ~3 s with warm-ups
 MEASURE_MEMORY = True  # one fresh subprocess per artifact (~1 s each, ~3 s for torch)
+PTE_CALIBRATION_BATCHES = 8  # training batches the int8 .pte's observers see (PT2E static quantization)
 Logits = Callable[[np.ndarray], np.ndarray]  # every row of a split → (N, labels) logits
 
 
@@ -115,6 +116,36 @@ def runtime_artifact(name: str, path: Path, weights: str, threads: int) -> Artif
     return Artifact(name, "modelshrink.runtime", path, weights, lambda x: session.logits(x), timed, None)
 
 
+def pte_artifact(name: str, path: Path, weights: str) -> Artifact:
+    """A `.pte` program in ExecuTorch's Python runtime (fixed batch: the latency batch is the program's)."""
+    from modelshrink.export.executorch import PteClassifier
+
+    clf = PteClassifier(path)
+    return Artifact(name, "executorch", path, weights, clf.predict_logits, lambda n: clf.run, None, (clf.shape[0],))
+
+
+def measure_pte(
+    stage: Stage, folder: Path, data: TaskData, stats: dict[str, Any], baseline_dense: int, s: MeasureSettings
+) -> tuple[list[ArtifactRow], dict[str, str]]:
+    """The variant's ExecuTorch programs (batch 1, the tokenizer's fixed length), each loaded back and
+    measured; a format that does not export or load is named in the second value with why."""
+    from modelshrink.errors import IncompatibleModelError
+    from modelshrink.export.executorch import export_pte
+
+    rows, why = [], {}
+    for fmt in pte_formats():
+        calibration = s.calibration[:PTE_CALIBRATION_BATCHES] if fmt.needs_calibration else None
+        try:
+            path = export_pte(stage.model, s.example_input[:1], folder / f"model.{fmt.name}.pte", fmt.mode, calibration)
+            art = pte_artifact(fmt.artifact, path, fmt.mode)
+        except (IncompatibleModelError, ArtifactError) as err:
+            why[fmt.artifact] = str(err)
+            continue
+        art.memory_input = ((1, *data.x_test.shape[1:]), str(data.x_test.dtype))
+        rows.append(measure_artifact(art, data, s.root, stats, baseline_dense, s.cache))
+    return rows, why
+
+
 def measure_artifact(
     art: Artifact, data: TaskData, root: Path, stats: dict[str, Any], baseline_dense: int | None,
     cache: ArtifactCache, test_logits: np.ndarray | None = None,
@@ -179,6 +210,7 @@ class MeasureSettings:
     calibration: list[torch.Tensor]  # training batches for static int8
     cache: ArtifactCache = field(default_factory=ArtifactCache)
     log: Log = print
+    executorch: bool = False  # also write and measure .pte programs (when executorch imports)
 
 
 def _write_onnx(stage: Stage, folder: Path, s: MeasureSettings) -> tuple[str, dict[str, Path]]:
@@ -243,6 +275,9 @@ def measure_variant(
         rows.append(measure_artifact(shipped, data, s.root, stats, baseline_dense, s.cache))
     except ArtifactError as err:
         not_exported["msz_runtime"] = str(err)
+    if s.executorch:  # opt-in (`executorch: true`): lowering the LSTM takes minutes per program
+        ptes, why = measure_pte(stage, folder, data, stats, baseline_dense, s)
+        rows, not_exported = rows + ptes, {**not_exported, **why}
     weights = onnx_weight_stats(primary_path)
     row = VariantRow(
         export_format=stage.export_format, primary=primary_name, steps=stage.steps,

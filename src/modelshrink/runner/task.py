@@ -55,7 +55,8 @@ class RowRunner:
                                                                               data.num_labels)  # fmt: skip
         ctx = make_context(data, self.cfg.train, seed)
         settings = MeasureSettings(self.folder.out, self.cfg.latency_threads, ctx.example_input,
-                                   list(ctx.calibration or []), self.cache, self.log)  # fmt: skip
+                                   list(ctx.calibration or []), self.cache, self.log,
+                                   executorch=self.cfg.executorch)  # fmt: skip
         folder = self.folder.model_dir(variant.name, seed)
         row = measure_variant(variant.name, stage, data, folder, model_stats(base_model)["dense_fp32_bytes"], settings)
         if variant.start == "baseline" and baseline is not None:

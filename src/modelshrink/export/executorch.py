@@ -1,0 +1,140 @@
+"""ExecuTorch: a model as a `.pte` program with the XNNPACK delegate, float32 or int8 (PT2E), and its runner.
+
+Optional (`pip install modelshrink[executorch]`): `available()` says whether executorch imports;
+nothing else in modelshrink imports it. The export path is PyTorch's on-device one:
+`torch.export` → (int8: `prepare_pt2e` with XNNPACK's quantizer, calibrated on training batches,
+`convert_pt2e`) → `to_edge_transform_and_lower(XnnpackPartitioner)` → `.to_executorch()`.
+
+Fixed shapes: the program takes input of the example's shape (batch and, for text, the
+tokenizer's fixed `max_len`: the LSTM is unrolled over those time steps at export). The runner
+pads a smaller batch to it and splits a larger one, so any number of rows runs; a model that
+cannot be exported raises IncompatibleModelError naming the model and why.
+
+int8 is PT2E static quantization with the XNNPACK quantizer's symmetric per-channel config:
+int8 weights and activations for the layers XNNPACK quantizes (Linear, Conv); the others stay
+float32 (an LSTM cell's matmuls are decomposed before lowering and stay float).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from modelshrink.errors import ArtifactError, ConfigError, IncompatibleModelError
+
+PteMode = Literal["fp32", "int8"]
+PTE_MAGIC = b"ET"  # flatbuffer file identifier "ETxx" at bytes 4..8 of every program
+
+
+def available() -> bool:
+    """Whether ExecuTorch is installed (the `executorch` extra)."""
+    return importlib.util.find_spec("executorch") is not None
+
+
+def _lower(program: Any, name: str) -> bytes:
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    try:
+        return bytes(to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch().buffer)
+    except Exception as err:  # exir raises many types (SpecViolationError, RuntimeError, ...)
+        raise IncompatibleModelError(
+            f"ExecuTorch cannot lower {name} to XNNPACK ({type(err).__name__}: {err})"
+        ) from err
+
+
+def _quantize(model: nn.Module, example: torch.Tensor, calibration: Iterable[torch.Tensor]) -> nn.Module:
+    """PT2E: the exported graph with XNNPACK's int8 observers, run on calibration batches, converted."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    graph = torch.export.export(model, (example,)).module()
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    prepared = prepare_pt2e(graph, quantizer)  # type: ignore[arg-type]
+    batch = len(example)
+    with torch.no_grad():
+        for xb in calibration:  # the program's fixed batch: split or pad each calibration batch to it
+            for i in range(0, len(xb) - batch + 1, batch):
+                prepared(xb[i : i + batch])
+    return convert_pt2e(prepared)  # type: ignore[no-any-return]
+
+
+def export_pte(model: nn.Module, example: torch.Tensor, dst: Path, mode: PteMode = "fp32",
+               calibration: Iterable[torch.Tensor] | None = None) -> Path:  # fmt: skip
+    """Write `model` as an ExecuTorch program at `dst` (fixed input shape: `example`'s).
+
+    mode "int8" needs `calibration` (training input batches). Raises IncompatibleModelError when ExecuTorch
+    is absent or the model does not export (the message names the model and the reason).
+    """
+    if not available():
+        raise ConfigError("ExecuTorch is not installed; pip install 'modelshrink[executorch]' to write .pte files")
+    name = type(model).__name__
+    model = model.eval()
+    try:
+        if mode == "int8":
+            if calibration is None:
+                raise IncompatibleModelError("int8 .pte export needs calibration batches (training inputs)")
+            model = _quantize(model, example, calibration)
+        program = torch.export.export(model, (example,))
+    except IncompatibleModelError:
+        raise
+    except Exception as err:  # torch.export raises Unsupported, UserError, RuntimeError, ...
+        raise IncompatibleModelError(
+            f"torch.export cannot export {name} for ExecuTorch ({type(err).__name__}: {err})"
+        ) from err
+    data = _lower(program, name)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_bytes(data)
+    return dst
+
+
+class PteClassifier:
+    """A `.pte` program in ExecuTorch's Python runtime; logits of any number of rows."""
+
+    def __init__(self, path: Path) -> None:
+        if not available():
+            raise ArtifactError(f"{path}: running a .pte file needs ExecuTorch; pip install 'modelshrink[executorch]'")
+        from executorch.runtime import Runtime, Verification
+
+        path = Path(path)
+        try:
+            head = path.read_bytes()[:8]
+        except OSError as err:
+            raise ArtifactError(f"cannot read {str(path)!r} ({err.strerror or err})") from err
+        if len(head) < 8 or head[4:6] != PTE_MAGIC:
+            raise ArtifactError(f"{str(path)!r} is not an ExecuTorch program (no 'ET' identifier); pass a .pte file")
+        try:
+            program = Runtime.get().load_program(path, verification=Verification.InternalConsistency)
+            self.method = program.load_method("forward")
+            meta = self.method.metadata
+            self.shape = tuple(meta.input_tensor_meta(0).sizes())
+        except Exception as err:  # the runtime raises RuntimeError/ValueError with its error code
+            raise ArtifactError(f"{str(path)!r} is corrupt or truncated: ExecuTorch cannot load it ({err})") from err
+        self.path = path
+        self.dtype = torch.int64 if "Long" in str(meta.input_tensor_meta(0).dtype()) else torch.float32
+
+    def run(self, xb: np.ndarray) -> np.ndarray:
+        """One call on exactly the program's batch size: the bare runtime call latency measures."""
+        return self.method.execute([torch.from_numpy(np.ascontiguousarray(xb))])[0].numpy()
+
+    def predict_logits(self, x: np.ndarray) -> np.ndarray:
+        """Logits (N, classes) float32: rows in chunks of the program's batch, the last one padded."""
+        batch = self.shape[0]
+        x = np.asarray(x)
+        out = []
+        for i in range(0, len(x), batch):
+            chunk = x[i : i + batch]
+            n = len(chunk)
+            if n < batch:
+                chunk = np.concatenate([chunk, np.zeros((batch - n, *chunk.shape[1:]), dtype=chunk.dtype)])
+            out.append(self.run(chunk)[:n])
+        return np.concatenate(out).astype(np.float32, copy=False) if out else np.zeros((0, 0), np.float32)

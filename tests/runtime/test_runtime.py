@@ -62,6 +62,8 @@ def test_runtime_logits_equal_onnx_fp32_of_the_same_weights(task, tmp_path: Path
     ours, ref = session.logits(task.x_test), OnnxClassifier(onnx_path).predict_logits(task.x_test)
     np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-6)
     assert (ours.argmax(1) == ref.argmax(1)).all()  # hence the same test accuracy
+    # Without ONNX Runtime's memory arena (the lower-RSS option): the same logits.
+    np.testing.assert_array_equal(runtime.load(msz, arena=False).logits(task.x_test), ours)
     # Raw text through the file's own tokenizer gives what the run's encoded test split gives.
     texts, _ = synthetic_texts(200, 0)
     pred = session.predict(texts[-len(task.x_test) :])

@@ -17,8 +17,12 @@ float32 (an LSTM cell's matmuls are decomposed before lowering and stay float).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
-from collections.abc import Iterable
+import os
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,6 +39,24 @@ PTE_MAGIC = b"ET"  # flatbuffer file identifier "ETxx" at bytes 4..8 of every pr
 def available() -> bool:
     """Whether ExecuTorch is installed (the `executorch` extra)."""
     return importlib.util.find_spec("executorch") is not None
+
+
+@contextlib.contextmanager
+def _native_log() -> Iterator[list[str]]:
+    """Collect what ExecuTorch's C++ runtime writes to file descriptor 2 (its log: cpuinfo probes, load
+    errors) into the yielded list instead of the terminal, so a bad file stays one line."""
+    lines: list[str] = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            lines.extend(line for line in tmp.read().decode(errors="replace").splitlines() if line.strip())
 
 
 def _lower(program: Any, name: str) -> bytes:
@@ -101,10 +123,6 @@ class PteClassifier:
     """A `.pte` program in ExecuTorch's Python runtime; logits of any number of rows."""
 
     def __init__(self, path: Path) -> None:
-        if not available():
-            raise ArtifactError(f"{path}: running a .pte file needs ExecuTorch; pip install 'modelshrink[executorch]'")
-        from executorch.runtime import Runtime, Verification
-
         path = Path(path)
         try:
             head = path.read_bytes()[:8]
@@ -112,15 +130,24 @@ class PteClassifier:
             raise ArtifactError(f"cannot read {str(path)!r} ({err.strerror or err})") from err
         if len(head) < 8 or head[4:6] != PTE_MAGIC:
             raise ArtifactError(f"{str(path)!r} is not an ExecuTorch program (no 'ET' identifier); pass a .pte file")
-        try:
-            program = Runtime.get().load_program(path, verification=Verification.InternalConsistency)
-            self.method = program.load_method("forward")
-            meta = self.method.metadata
-            self.shape = tuple(meta.input_tensor_meta(0).sizes())
-        except Exception as err:  # the runtime raises RuntimeError/ValueError with its error code
-            raise ArtifactError(f"{str(path)!r} is corrupt or truncated: ExecuTorch cannot load it ({err})") from err
+        if not available():
+            raise ArtifactError(f"{path}: running a .pte file needs ExecuTorch; pip install 'modelshrink[executorch]'")
+        from executorch.runtime import Runtime, Verification  # after the cheap checks: importing it takes seconds
+
+        err: Exception | None = None
+        with _native_log() as log:
+            try:
+                program = Runtime.get().load_program(path, verification=Verification.InternalConsistency)
+                self.method = program.load_method("forward")
+                self.shape = tuple(self.method.metadata.input_tensor_meta(0).sizes())
+            except Exception as caught:  # the runtime raises RuntimeError/ValueError with its error code
+                err = caught
+        if err is not None:
+            said = f"; {log[-1].split('] ', 1)[-1]}" if log else ""  # the runtime's own reason, without its prefix
+            raise ArtifactError(
+                f"{str(path)!r} is corrupt or truncated: ExecuTorch cannot load it ({err}{said})"
+            ) from err
         self.path = path
-        self.dtype = torch.int64 if "Long" in str(meta.input_tensor_meta(0).dtype()) else torch.float32
 
     def run(self, xb: np.ndarray) -> np.ndarray:
         """One call on exactly the program's batch size: the bare runtime call latency measures."""

@@ -33,7 +33,7 @@ HEADS_KEY = "modelshrink_heads_per_layer"  # the config key: attention heads kep
 class Block:
     """One transformer layer's prunable Linear layers and the module that holds its head count."""
 
-    attention: nn.Module  # holds the head-count attribute (`num_attention_heads` or `n_heads`)
+    attention: Any  # holds the head-count attribute (`num_attention_heads` or `n_heads`)
     heads_attr: str
     q: nn.Linear
     k: nn.Linear
@@ -52,19 +52,19 @@ class Block:
         return self.ffn_in.out_features
 
 
-def _bert_block(layer: nn.Module) -> Block:
+def _bert_block(layer: Any) -> Block:  # transformers layers: attributes typed by their classes, not nn.Module
     att = layer.attention.self  # BERT, RoBERTa, ELECTRA, MiniLM, XLM-R, CamemBERT, ...
     return Block(att, "num_attention_heads", att.query, att.key, att.value, layer.attention.output.dense,
                  layer.intermediate.dense, layer.output.dense, int(att.attention_head_size))  # fmt: skip
 
 
-def _distilbert_block(layer: nn.Module) -> Block:
+def _distilbert_block(layer: Any) -> Block:
     att = layer.attention
     return Block(att, "n_heads", att.q_lin, att.k_lin, att.v_lin, att.out_lin, layer.ffn.lin1, layer.ffn.lin2,
                  int(att.attention_head_size))  # fmt: skip
 
 
-def _layers(base: nn.Module) -> tuple[list[nn.Module], str]:
+def _layers(base: Any) -> tuple[list[Any], str]:
     encoder = getattr(base, "encoder", None)
     if encoder is not None and hasattr(encoder, "layer"):
         return list(encoder.layer), "bert"

@@ -212,7 +212,7 @@ def prune_transformer(model: nn.Module, cfg: TransformerPruneConfig, ctx: RunCon
         "parameter_ratio": after / before,  # dense parameters kept (no zeros: the tensors are smaller)
     }
     skipped = [
-        SkippedLayer("embeddings", type(inner.base_model.embeddings).__name__,
+        SkippedLayer("embeddings", type(getattr(inner.base_model, "embeddings", inner)).__name__,
                      "vocabulary rows and hidden width are kept (the residual stream is shared by every layer)"),
         SkippedLayer("classifier", "Linear", "output neurons are the labels"),
     ]  # fmt: skip

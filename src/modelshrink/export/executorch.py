@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import io
 import os
 import sys
 import tempfile
@@ -43,20 +44,22 @@ def available() -> bool:
 
 @contextlib.contextmanager
 def _native_log() -> Iterator[list[str]]:
-    """Collect what ExecuTorch's C++ runtime writes to file descriptor 2 (its log: cpuinfo probes, load
-    errors) into the yielded list instead of the terminal, so a bad file stays one line."""
+    """Collect what ExecuTorch's runtime logs (cpuinfo probes, load errors; to file descriptor 2 or through
+    sys.stderr) into the yielded list instead of the terminal, so a bad file stays one line."""
     lines: list[str] = []
     sys.stderr.flush()
-    saved = os.dup(2)
+    saved, text = os.dup(2), io.StringIO()
     with tempfile.TemporaryFile() as tmp:
         os.dup2(tmp.fileno(), 2)
         try:
-            yield lines
+            with contextlib.redirect_stderr(text):  # the Python bindings log through sys.stderr
+                yield lines
         finally:
             os.dup2(saved, 2)
             os.close(saved)
             tmp.seek(0)
-            lines.extend(line for line in tmp.read().decode(errors="replace").splitlines() if line.strip())
+            said = tmp.read().decode(errors="replace") + text.getvalue()
+            lines.extend(line for line in said.splitlines() if line.strip())
 
 
 def _lower(program: Any, name: str) -> bytes:
@@ -132,10 +135,10 @@ class PteClassifier:
             raise ArtifactError(f"{str(path)!r} is not an ExecuTorch program (no 'ET' identifier); pass a .pte file")
         if not available():
             raise ArtifactError(f"{path}: running a .pte file needs ExecuTorch; pip install 'modelshrink[executorch]'")
-        from executorch.runtime import Runtime, Verification  # after the cheap checks: importing it takes seconds
-
         err: Exception | None = None
-        with _native_log() as log:
+        with _native_log() as log:  # importing executorch logs torch/torchao warnings: kept off the terminal too
+            from executorch.runtime import Runtime, Verification  # after the cheap checks: the import takes seconds
+
             try:
                 program = Runtime.get().load_program(path, verification=Verification.InternalConsistency)
                 self.method = program.load_method("forward")

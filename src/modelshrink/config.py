@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import types
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -147,8 +148,59 @@ def _format_validation(err: ValidationError, where: str) -> str:
     return f"{where}: {loc}: {msg}{got}{more}"
 
 
+def _non_finite(raw: Any) -> tuple[tuple[str | int, ...], float] | None:
+    """The first inf or NaN anywhere in `raw` (YAML's .inf / .nan) and where it is; walked without recursion."""
+    todo: list[tuple[tuple[str | int, ...], Any]] = [((), raw)]
+    while todo:
+        loc, node = todo.pop()
+        if isinstance(node, float) and not math.isfinite(node):
+            return loc, node
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list | tuple) else ()
+        todo.extend(reversed([((*loc, k), v) for k, v in items]))
+    return None
+
+
+def _unwrap(ann: Any) -> Any:
+    while get_origin(ann) in (Annotated, Union, types.UnionType):
+        ann = next(a for a in get_args(ann) if a is not type(None))
+    return ann
+
+
+def _field_type(raw: Any, loc: tuple[str | int, ...]) -> Any:
+    """The type the RunConfig field at `loc` holds (a step's fields by its `kind`); None when unknown."""
+    ann: Any = RunConfig
+    for part in loc:
+        ann = _unwrap(ann)
+        if isinstance(part, int):  # an item of a list: the list's item type (a grid's values: the field's own)
+            args = get_args(ann)
+            ann = args[0] if _is_sequence_type(ann) and args else ann
+        else:
+            if ann is TechniqueConfig and isinstance(raw, dict) and str(raw.get("kind")) in TECHNIQUES:
+                ann = TECHNIQUES[str(raw["kind"])].config_cls
+            field = ann.model_fields.get(part) if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+            if field is None:
+                return None
+            ann = field.annotation
+        raw = raw[part] if isinstance(raw, dict | list | tuple) else None
+    return _unwrap(ann)
+
+
+def _refuse_non_finite(raw: dict[str, Any], where: str) -> None:
+    """inf and NaN are no setting's value: one line naming the field and what to write instead."""
+    found = _non_finite(raw)
+    if found is None:
+        return
+    loc, value = found
+    kind = _field_type(raw, loc)
+    kind = _unwrap(get_args(kind)[0]) if _is_sequence_type(kind) and get_args(kind) else kind
+    write = {int: "a whole number (an integer)", float: "a finite decimal number"}.get(kind, "a finite number")
+    name = ".".join(str(p) for p in loc) or "(top level)"
+    raise ConfigError(f"{where}: {name}: {value} is not a finite number; write {write} in its place")
+
+
 def parse_config(raw: dict[str, Any], where: str = "config") -> RunConfig:
     """Build a RunConfig, turning pydantic's errors into one ConfigError line naming the field."""
+    _refuse_non_finite(raw, where)
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as err:

@@ -144,6 +144,12 @@ def _onnx(model: Callable[[Path], onnx.ModelProto]) -> Callable[[Path], list[str
     return make
 
 
+def _no_outputs() -> onnx.ModelProto:
+    """A graph that computes and outputs nothing; its input takes any row shape, so only the outputs are wrong."""
+    x = helper.make_tensor_value_info("x", TensorProto.INT64, [None, None])
+    return helper.make_model(helper.make_graph([], "g", [x], []), opset_imports=[helper.make_opsetid("", 17)])
+
+
 def _external(location: Callable[[Path], str]) -> Callable[[Path], onnx.ModelProto]:
     def model(d: Path) -> onnx.ModelProto:
         (d / "secret").write_bytes(b"\1" * 128)  # what a traversal would read: must never be opened
@@ -315,8 +321,17 @@ CASES: list[Case] = [
         "integer",
     ),  # fmt: skip
     Case("cfg-negative", "config", "a negative learning rate", _yaml("train:\n  lr: -1\n"), "-1", "greater than"),
-    Case("cfg-nan", "config", "a NaN learning rate", _yaml("train:\n  lr: .nan\n"), "nan", "greater than"),
-    Case("cfg-inf", "config", "an infinite batch size", _yaml("train:\n  batch_size: .inf\n"), "inf", "integer"),
+    Case("cfg-nan", "config", "a NaN learning rate", _yaml("train:\n  lr: .nan\n"), "nan", "finite decimal"),
+    Case("cfg-inf", "config", "an infinite batch size", _yaml("train:\n  batch_size: .inf\n"), "inf", "whole number"),
+    Case("cfg-inf-float", "config", "an infinite learning rate", _yaml("train:\n  lr: .inf\n"), "inf", "decimal"),
+    Case(
+        "cfg-inf-step",
+        "config",
+        "an infinite cluster count in a step",
+        _yaml("variants:\n  - name: v\n    steps: [{kind: cluster.kmeans, clusters: .inf}]\n"),
+        "steps.0.clusters",
+        "whole number",
+    ),  # fmt: skip
     Case(
         "cfg-steps-dict",
         "config",
@@ -441,7 +456,7 @@ CASES: list[Case] = [
         "onnx-no-outputs",
         "onnx",
         "a graph with no outputs",
-        _onnx(lambda _d: _onnx_model(outputs=0)),
+        _onnx(lambda _d: _no_outputs()),
         "model.onnx",
         "classifier",
     ),  # fmt: skip
@@ -509,10 +524,7 @@ class _NotOnnx:
 
 # Holes this corpus found and that are not fixed yet (issue 18): each case fails today, so it is
 # marked xfail(strict=True) and passes the day its hole is fixed, when it must leave this list.
-KNOWN_HOLES: dict[str, str] = {
-    "cfg-inf": "the read-only check of the existing store leaves an empty results.sqlite-wal beside it",
-    "onnx-no-outputs": "a file is written before the refusal (results.sqlite-wal or ORT; to investigate)",
-}
+KNOWN_HOLES: dict[str, str] = {}
 # Cases not run in the default suite: they do not fail fast today.
 SLOW_HOLES: dict[str, str] = {
     "images-symlink-loop": "the symlink loop and self-links are not refused: training starts (minutes)",

@@ -212,6 +212,8 @@ def read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {str(path)!r} does not exist; pass an existing YAML file to --config")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except RecursionError as err:
+        raise ConfigError(f"config file {str(path)!r} nests lists or mappings too deeply; write it flatter") from err
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         where = getattr(err, "problem_mark", None)
         at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
@@ -221,7 +223,41 @@ def read_yaml(path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a mapping at the top, got {type(raw).__name__}")
+    why = _too_big(raw)
+    if why:
+        raise ConfigError(f"config file {str(path)!r} {why}; write the values out without aliases (&name / *name)")
     return raw
+
+
+MAX_CONFIG_VALUES = 100_000  # a real config holds hundreds; YAML aliases can make billions ("billion laughs")
+
+
+def _too_big(root: Any) -> str | None:
+    """Why the parsed YAML is not a config a person wrote: an alias that contains itself, or more than
+    MAX_CONFIG_VALUES values once aliases are expanded (counted per object, in linear time)."""
+    size: dict[int, int] = {}  # id → values under it, aliases expanded
+    open_: set[int] = set()
+    stack: list[Any] = [root]
+    while stack:
+        node = stack[-1]
+        kids = [k for k in (node.values() if isinstance(node, dict) else node) if isinstance(k, dict | list)]
+        todo = [k for k in kids if id(k) not in size]
+        if any(id(k) in open_ for k in todo):
+            return "holds an alias that contains itself"
+        if todo and id(node) not in open_:
+            open_.add(id(node))
+            stack.extend(todo)
+            continue
+        if todo:  # a child was pushed twice (the same alias twice in one list): finish it first
+            stack.extend(todo[:1])
+            continue
+        stack.pop()
+        open_.discard(id(node))
+        items = node.values() if isinstance(node, dict) else node
+        size[id(node)] = len(node) + sum(size[id(k)] for k in items if isinstance(k, dict | list))
+        if size[id(node)] > MAX_CONFIG_VALUES:
+            return f"expands to more than {MAX_CONFIG_VALUES:,} values"
+    return None
 
 
 def preset_names() -> list[str]:

@@ -235,6 +235,11 @@ def _foreign_store(d: Path) -> list[str]:
     return ["run", "--out", str(d / "other"), "--epochs", "1", "--task", "text-csv", "--data", str(_good_csv(d))]
 
 
+_LAUGHS = (
+    "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+    + "".join(f"{b}: &{b} [{', '.join([f'*{a}'] * 10)}]\n" for a, b in zip("abcdefg", "bcdefgh", strict=True))
+    + "train: {epochs: *h}\n"
+)  # the "billion laughs": 10^8 values from 80 aliases
 GOOD_HEAD = "text,label\n"
 CASES: list[Case] = [
     # CSVs
@@ -355,6 +360,18 @@ CASES: list[Case] = [
         _yaml("variants:\n  - {name: v}\n  - {name: v}\n"),
         "v",
         "unique",
+    ),  # fmt: skip
+    Case("cfg-yaml-bomb", "config", "YAML aliases expanding to 10^8 values", _yaml(_LAUGHS), "100,000", "aliases"),
+    Case(
+        "cfg-yaml-alias-loop", "config", "a YAML alias inside itself", _yaml("train: &t {x: *t}\n"), "itself", "aliases"
+    ),
+    Case(
+        "cfg-yaml-deep",
+        "config",
+        "lists nested 1,000 deep",
+        _yaml("seeds: " + "[" * 1000 + "]" * 1000),
+        "deeply",
+        "flatter",
     ),  # fmt: skip
     Case("cfg-no-seeds", "config", "an empty seed list", _yaml("seeds: []\n"), "seeds", "at least 1"),
     Case("cfg-yaml-syntax", "config", "YAML that does not parse", _yaml("train: [1, 2\n"), "c.yaml", "YAML"),

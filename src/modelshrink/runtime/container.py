@@ -129,6 +129,9 @@ def graph_bytes(header: dict[str, Any], payload: bytes, path: Path) -> bytes:
         out = zstandard.ZstdDecompressor().decompress(payload[offset : offset + nbytes], max_output_size=raw_nbytes)
     except (KeyError, TypeError, ValueError, zstandard.ZstdError) as err:
         raise ArtifactError(f"{path} is corrupt: its ONNX graph entry does not decode ({err})") from err
+    external = graph.get("external", [])
+    if not isinstance(external, list) or not all(isinstance(name, str) for name in external):
+        raise ArtifactError(f"{path} is corrupt: its ONNX graph entry's 'external' is not a list of tensor names")
     if len(out) != raw_nbytes:
         raise ArtifactError(f"{path} is corrupt: ONNX graph is {len(out)} bytes, the header says {raw_nbytes}")
     return out

@@ -1,8 +1,8 @@
 """The fuzzer's pieces: seed files, hypothesis strategies that damage them, and the bounds each example runs under.
 
 Every example must end in success or in the project's own error (modelshrink.errors.ModelshrinkError), within
-TIME_LIMIT_S seconds and MEMORY_LIMIT bytes of Python-visible allocation (tracemalloc peak: numpy's and
-bytes' buffers included). `make test` runs EXAMPLES examples per target with a fixed seed (derandomize);
+TIME_LIMIT_S seconds and MEMORY_LIMIT bytes of allocation: the tracemalloc peak (Python objects, numpy's and
+bytes' buffers) and the rise of the process's peak RSS (torch's allocator, which tracemalloc does not see). `make test` runs EXAMPLES examples per target with a fixed seed (derandomize);
 `make fuzz` runs MODELSHRINK_FUZZ_EXAMPLES of them with fresh randomness.
 """
 
@@ -13,6 +13,7 @@ import copy
 import functools
 import json
 import os
+import resource
 import signal
 import tracemalloc
 import zlib
@@ -54,6 +55,7 @@ def bounded(target: str) -> Iterator[None]:
     def alarm(_sig: int, _frame: object) -> None:
         raise Hang(f"example ran past {TIME_LIMIT_S} s")
 
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
     old = signal.signal(signal.SIGALRM, alarm)
     signal.setitimer(signal.ITIMER_REAL, TIME_LIMIT_S)
     tracemalloc.start()
@@ -67,6 +69,8 @@ def bounded(target: str) -> Iterator[None]:
         tracemalloc.stop()
         COUNTS[target] = COUNTS.get(target, 0) + 1
     assert peak <= MEMORY_LIMIT, f"example allocated {peak:,} bytes at its peak, over the {MEMORY_LIMIT:,} limit"
+    grew = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss_before  # torch's allocations too
+    assert grew <= MEMORY_LIMIT, f"example raised the process's peak memory by {grew:,} bytes"
 
 
 # -- compact files --------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ def test_seed_files_load() -> None:
 def test_compact_loader_fuzz(data: bytes) -> None:
     from modelshrink import runtime
     from modelshrink.export.compact import load_model, read_compact_header
+    from modelshrink.runtime import session  # noqa: F401 - imported before the bounds (ONNX Runtime's import)
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.msz"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import struct
 import zlib
 from pathlib import Path
@@ -97,7 +98,35 @@ def read_compact_file(path: Path) -> tuple[dict[str, Any], bytes]:
     payload = data[start:]
     if hashlib.sha256(payload).hexdigest() != digest:
         raise ArtifactError(f"{path} is corrupt: payload checksum (SHA-256) mismatch")
+    declared, limit = declared_bytes(header["tensors"]), max(MIN_DECODE_LIMIT, MAX_EXPANSION * len(data))
+    if declared > limit:
+        raise ArtifactError(
+            f"{path} is corrupt: its tensors declare {declared:,} bytes, more than {MAX_EXPANSION} times the "
+            f"file's {len(data):,} bytes; re-export it with modelshrink"
+        )
     return header, payload
+
+
+# A compact file's tensors decode to at most this many times its size (a 99%-pruned, clustered model is
+# ~100 times), or MIN_DECODE_LIMIT bytes: a header that declares more is refused before any allocation.
+MAX_EXPANSION = 4096
+MIN_DECODE_LIMIT = 16 << 20
+
+
+def declared_bytes(tensors: list[Any]) -> int:
+    """The bytes the tensor entries say they decode to (entries that do not parse count 0: decoding refuses them)."""
+    total = 0
+    for entry in tensors:
+        try:
+            shape = [int(s) for s in entry["shape"]]
+            n = 1 if not shape else math.prod(max(s, 0) for s in shape)
+            total += n * max(1, _ITEM.get(str(entry["dtype"]), 1))
+        except (KeyError, TypeError, ValueError, OverflowError):
+            continue
+    return total
+
+
+_ITEM = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8, "int16": 2, "int32": 4, "int64": 8}
 
 
 def tensor_error(path: Path, entry: Any, err: Exception) -> ArtifactError:

@@ -41,6 +41,13 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )  # fmt: skip
 PROFILE = "fuzz" if EXAMPLES else "ci"
+
+
+def fuzz_settings(ci_examples: int) -> settings:
+    """`make test`: `ci_examples` fixed-seed examples; `make fuzz`: MODELSHRINK_FUZZ_EXAMPLES random ones."""
+    return settings(settings.get_profile(PROFILE), max_examples=EXAMPLES or ci_examples)
+
+
 COUNTS: dict[str, int] = {}  # target → examples run in this session (for docs/reliability.md)
 
 

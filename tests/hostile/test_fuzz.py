@@ -10,9 +10,9 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from hypothesis import given, settings
+from hypothesis import given
 
-from .fuzz import PROFILE, bounded, damaged_msz, only_own_errors, seed_files, yaml_texts  # noqa: TID252
+from .fuzz import bounded, damaged_msz, fuzz_settings, only_own_errors, seed_files, yaml_texts  # noqa: TID252
 
 
 def test_seed_files_load() -> None:
@@ -28,7 +28,7 @@ def test_seed_files_load() -> None:
             assert runtime.load(path).labels == ["x", "y", "z"]
 
 
-@settings(settings.get_profile(PROFILE))
+@fuzz_settings(ci_examples=100)
 @given(damaged_msz())
 def test_compact_loader_fuzz(data: bytes) -> None:
     from modelshrink import runtime
@@ -44,7 +44,7 @@ def test_compact_loader_fuzz(data: bytes) -> None:
             only_own_errors(lambda: runtime.load(path))
 
 
-@settings(settings.get_profile(PROFILE))
+@fuzz_settings(ci_examples=40)
 @given(yaml_texts())
 def test_config_parser_fuzz(text: str) -> None:
     from modelshrink.config import Overrides, resolve

@@ -10,9 +10,13 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from hypothesis import given
+import pytest
 
-from .fuzz import bounded, damaged_msz, fuzz_settings, only_own_errors, seed_files, yaml_texts  # noqa: TID252
+pytest.importorskip("hypothesis", reason="the fuzzer needs hypothesis (the dev extra)")
+
+from hypothesis import given  # noqa: E402
+
+from .fuzz import bounded, damaged_msz, fuzz_settings, only_own_errors, seed_files, yaml_texts  # noqa: TID252, E402
 
 
 def test_seed_files_load() -> None:

@@ -220,8 +220,9 @@ def damaged_msz(draw: st.DrawFn) -> bytes:
             payload = payload[:i] + bytes([draw(st.integers(0, 255))]) + payload[i + 1 :]
         return seal(version, header, payload)
     for _ in range(draw(st.integers(1, 3))):  # header fields set to extremes, checksums made valid
-        if draw(st.booleans()) and header["tensors"]:
-            path: tuple[Any, ...] = ("tensors", draw(st.integers(0, len(header["tensors"]) - 1)),
+        tensors = header.get("tensors")  # an earlier mutation may have replaced the list itself
+        if draw(st.booleans()) and isinstance(tensors, list) and tensors:
+            path: tuple[Any, ...] = ("tensors", draw(st.integers(0, len(tensors) - 1)),
                                      draw(st.sampled_from(TENSOR_KEYS)))  # fmt: skip
         else:
             path = draw(st.sampled_from(META_PATHS))

@@ -39,6 +39,17 @@ NUMPY: dict[str, np.dtype] = {
 }  # fmt: skip
 
 
+# A compact file's tensors decode to at most this many times its size (a 99%-pruned, clustered model is
+# ~100 times), or MIN_DECODE_LIMIT bytes: a header that declares more is refused before any allocation.
+MAX_EXPANSION = 4096
+MIN_DECODE_LIMIT = 16 << 20
+
+
+def decode_limit(nbytes: int) -> int:
+    """The most bytes anything in a compact file of `nbytes` (or its payload) may decode to."""
+    return max(MIN_DECODE_LIMIT, MAX_EXPANSION * nbytes)
+
+
 def le(storage: np.dtype) -> np.dtype:
     return storage.newbyteorder("<")
 
@@ -167,6 +178,8 @@ def decode_storage(entry: dict[str, Any], payload: bytes) -> tuple[np.ndarray, n
     offset, nbytes, raw_nbytes = int(entry["offset"]), int(entry["nbytes"]), int(entry["raw_nbytes"])
     if min([offset, nbytes, *shape], default=0) < 0 or offset + nbytes > len(payload):
         raise ArtifactError(f"blob [{offset}, {offset + nbytes}) lies outside the {len(payload)}-byte payload")
+    if not 0 <= raw_nbytes <= decode_limit(len(payload)):
+        raise ArtifactError(f"raw_nbytes={raw_nbytes} is outside 0..{decode_limit(len(payload))}")
     lanes = int(entry.get("lanes", 1))
     if not 1 <= lanes <= 8:
         raise ArtifactError(f"lanes={lanes} is outside 1..8")

@@ -25,6 +25,7 @@ from typing import Any
 
 import zstandard
 
+from modelshrink.runtime.codec import MAX_EXPANSION, decode_limit
 from modelshrink.runtime.errors import ArtifactError
 
 FORMAT_VERSION = 3
@@ -98,19 +99,13 @@ def read_compact_file(path: Path) -> tuple[dict[str, Any], bytes]:
     payload = data[start:]
     if hashlib.sha256(payload).hexdigest() != digest:
         raise ArtifactError(f"{path} is corrupt: payload checksum (SHA-256) mismatch")
-    declared, limit = declared_bytes(header["tensors"]), max(MIN_DECODE_LIMIT, MAX_EXPANSION * len(data))
+    declared, limit = declared_bytes(header["tensors"]), decode_limit(len(data))
     if declared > limit:
         raise ArtifactError(
             f"{path} is corrupt: its tensors declare {declared:,} bytes, more than {MAX_EXPANSION} times the "
             f"file's {len(data):,} bytes; re-export it with modelshrink"
         )
     return header, payload
-
-
-# A compact file's tensors decode to at most this many times its size (a 99%-pruned, clustered model is
-# ~100 times), or MIN_DECODE_LIMIT bytes: a header that declares more is refused before any allocation.
-MAX_EXPANSION = 4096
-MIN_DECODE_LIMIT = 16 << 20
 
 
 def declared_bytes(tensors: list[Any]) -> int:
@@ -137,7 +132,7 @@ def tensor_error(path: Path, entry: Any, err: Exception) -> ArtifactError:
     return ArtifactError(f"{path} is corrupt: bad tensor entry {entry!r:.200} ({err!r})")
 
 
-TENSOR_ERRORS = (ArtifactError, KeyError, TypeError, ValueError, AttributeError, IndexError)
+TENSOR_ERRORS = (ArtifactError, KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError)
 
 
 def graph_bytes(header: dict[str, Any], payload: bytes, path: Path) -> bytes:
@@ -155,8 +150,10 @@ def graph_bytes(header: dict[str, Any], payload: bytes, path: Path) -> bytes:
         offset, nbytes, raw_nbytes = int(graph["offset"]), int(graph["nbytes"]), int(graph["raw_nbytes"])
         if offset < 0 or nbytes < 0 or offset + nbytes > len(payload):
             raise ValueError(f"blob [{offset}, {offset + nbytes}) lies outside the {len(payload)}-byte payload")
+        if not 0 <= raw_nbytes <= decode_limit(len(payload)):
+            raise ValueError(f"raw_nbytes={raw_nbytes} is outside 0..{decode_limit(len(payload))}")
         out = zstandard.ZstdDecompressor().decompress(payload[offset : offset + nbytes], max_output_size=raw_nbytes)
-    except (KeyError, TypeError, ValueError, zstandard.ZstdError) as err:
+    except (KeyError, TypeError, ValueError, OverflowError, zstandard.ZstdError) as err:
         raise ArtifactError(f"{path} is corrupt: its ONNX graph entry does not decode ({err})") from err
     external = graph.get("external", [])
     if not isinstance(external, list) or not all(isinstance(name, str) for name in external):

@@ -50,6 +50,15 @@ def decode_limit(nbytes: int) -> int:
     return max(MIN_DECODE_LIMIT, MAX_EXPANSION * nbytes)
 
 
+def zstd_decompress(blob: bytes, limit: int) -> bytes:
+    """One zstd frame, at most `limit` bytes. A frame whose header declares more is refused before zstandard
+    allocates what it declares (which it does, max_output_size notwithstanding). Raises zstandard.ZstdError."""
+    declared = zstandard.frame_content_size(blob)  # -1: not declared; then max_output_size bounds the output
+    if declared > limit:
+        raise zstandard.ZstdError(f"the frame declares {declared:,} bytes, more than the {limit:,} expected")
+    return zstandard.ZstdDecompressor().decompress(blob, max_output_size=limit)
+
+
 def le(storage: np.dtype) -> np.dtype:
     return storage.newbyteorder("<")
 
@@ -153,7 +162,7 @@ def entropy_decode(entropy: str, blob: bytes, raw_nbytes: int, lanes: int = 1) -
         return blob
     if entropy in ("zstd", "shuffle_zstd"):
         try:
-            raw = zstandard.ZstdDecompressor().decompress(blob, max_output_size=raw_nbytes)
+            raw = zstd_decompress(blob, raw_nbytes)
         except zstandard.ZstdError as err:
             raise ArtifactError(f"zstd blob does not decompress ({err})") from err
         return raw if entropy == "zstd" else unshuffle(raw, lanes)

@@ -25,7 +25,7 @@ from typing import Any
 
 import zstandard
 
-from modelshrink.runtime.codec import MAX_EXPANSION, decode_limit
+from modelshrink.runtime.codec import MAX_EXPANSION, decode_limit, zstd_decompress
 from modelshrink.runtime.errors import ArtifactError
 
 FORMAT_VERSION = 3
@@ -70,7 +70,7 @@ def parse_header(data: bytes, path: Path) -> tuple[dict[str, Any], int]:
     if zlib.crc32(header_bytes) != header_crc:
         raise ArtifactError(f"{path} is corrupt: header checksum (CRC-32) mismatch")
     try:
-        header_json = zstandard.ZstdDecompressor().decompress(header_bytes, max_output_size=MAX_HEADER_BYTES)
+        header_json = zstd_decompress(header_bytes, MAX_HEADER_BYTES)
         header = json.loads(header_json.decode("utf-8"))
     except (zstandard.ZstdError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ArtifactError(f"{path} is corrupt: header is not zstd-compressed JSON ({err})") from err
@@ -152,7 +152,7 @@ def graph_bytes(header: dict[str, Any], payload: bytes, path: Path) -> bytes:
             raise ValueError(f"blob [{offset}, {offset + nbytes}) lies outside the {len(payload)}-byte payload")
         if not 0 <= raw_nbytes <= decode_limit(len(payload)):
             raise ValueError(f"raw_nbytes={raw_nbytes} is outside 0..{decode_limit(len(payload))}")
-        out = zstandard.ZstdDecompressor().decompress(payload[offset : offset + nbytes], max_output_size=raw_nbytes)
+        out = zstd_decompress(payload[offset : offset + nbytes], raw_nbytes)
     except (KeyError, TypeError, ValueError, OverflowError, zstandard.ZstdError) as err:
         raise ArtifactError(f"{path} is corrupt: its ONNX graph entry does not decode ({err})") from err
     external = graph.get("external", [])

@@ -39,8 +39,8 @@ NUMPY: dict[str, np.dtype] = {
 }  # fmt: skip
 
 
-# A compact file's tensors decode to at most this many times its size (a 99%-pruned, clustered model is
-# ~100 times), or MIN_DECODE_LIMIT bytes: a header that declares more is refused before any allocation.
+# A compact file's tensors decode to at most this many times its size (estimated, not measured: a 99%-pruned,
+# clustered model is about 100 times), or MIN_DECODE_LIMIT bytes: a header that declares more is refused before any allocation.
 MAX_EXPANSION = 4096
 MIN_DECODE_LIMIT = 16 << 20
 

@@ -245,7 +245,7 @@ def is_pretrained(ref: str, labels: list[str]) -> bool:
 
 # -- a smaller transformer from a larger one (distillation's student) ---------------------------------
 def _layer_list(model: nn.Module, count: int) -> str:
-    """The qualified name of the encoder's list of `count` layers (bert.encoder.layer, distilbert.transformer.layer, ...)."""
+    """The qualified name of the encoder's `count` layers (bert.encoder.layer, distilbert.transformer.layer, ...)."""
     found = [name for name, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) == count]
     if len(found) != 1:
         raise ConfigError(f"{type(model).__name__}: cannot tell its encoder layers apart (module lists of length "

@@ -83,8 +83,12 @@ def make_context(
     fields.setdefault("num_labels", data.num_labels)
     fields.setdefault("device", str(resolve_device(train.device)))
     if data.views:  # the same rows in another encoding: a context of its own (a word-tokenizer student)
-        fields.setdefault("view_context", lambda name: make_context(
-            data.view(name), train, seed, progress=progress, label=label, tuned=tuned, max_epochs=max_epochs))  # fmt: skip
+
+        def view_context(name: str) -> RunContext:
+            return make_context(data.view(name), train, seed, progress=progress, label=label, tuned=tuned,
+                                max_epochs=max_epochs)  # fmt: skip
+
+        fields.setdefault("view_context", view_context)
     return RunContext(
         example_input=torch.from_numpy(data.x_train[:8]),
         seed=seed,
@@ -201,8 +205,9 @@ class Pipeline:
         if teacher is not None:
             teacher.to(device)  # moved back below: the baseline stays a CPU model between steps
         ctx = make_context(
-            data.view(stage.view), self.cfg.train, seed, progress=self.progress, label=f"{name}: {step.kind}", tuned=tuned,
-            teacher=teacher, model_config=stage.model_config, input_dim=stage.input_dim, teacher_logits=logits,
+            data.view(stage.view), self.cfg.train, seed, progress=self.progress, label=f"{name}: {step.kind}",
+            tuned=tuned, teacher=teacher, teacher_logits=logits, model_config=stage.model_config,
+            input_dim=stage.input_dim,
             teacher_train_seconds=self.folder.teacher_train_seconds(seed) if teacher is not None else None,
         )  # fmt: skip
         try:

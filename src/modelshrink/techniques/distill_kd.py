@@ -139,8 +139,10 @@ def _hf_student(cfg: DistillKDConfig, ctx: RunContext, teacher: nn.Module) -> _S
     if name == "hf":
         extra = sorted(set(student) - {"name", "layers"})
         if extra:
-            raise ConfigError(f"distill.kd: an hf student takes only `layers` (fewer encoder layers), got {extra}; "
-                              "for a built-in student name it, e.g. {name: bilstm, embed_dim: 64, hidden: 64}")  # fmt: skip
+            raise ConfigError(
+                f"distill.kd: an hf student takes only `layers` (fewer encoder layers), got {extra}; "
+                "for a built-in student name it, e.g. {name: bilstm, embed_dim: 64, hidden: 64}"
+            )
         from modelshrink.models.hf import HFClassifier, fewer_layers
 
         if not isinstance(teacher, HFClassifier):  # internal: an hf config always builds an HFClassifier
@@ -157,8 +159,10 @@ def _hf_student(cfg: DistillKDConfig, ctx: RunContext, teacher: nn.Module) -> _S
         raise ConfigError(f"distill.kd: student {s_cfg.name!r} reads images, an hf teacher's task is text; use "
                           f"{', '.join(n for n, k in MODEL_INPUT.items() if k == 'text' and n != 'hf')}")  # fmt: skip
     if ctx.view_context is None or ctx.teacher_logits is None:
-        raise ConfigError(f"distill.kd: a {s_cfg.name!r} student of an hf teacher reads its own word tokens, so it "
-                          "needs the data's 'words' view and the teacher's cached logits; run it through the runner")  # fmt: skip
+        raise ConfigError(
+            f"distill.kd: a {s_cfg.name!r} student of an hf teacher reads its own word tokens, so it needs "
+            "the data's 'words' view and the teacher's cached logits; run it through the runner or modelshrink.distill"
+        )
     sctx = ctx.view_context("words")
     torch.manual_seed(ctx.seed)  # the student's initial weights, reproducible per seed
     return _Student(s_cfg, build_model(s_cfg, sctx.input_dim or 0, ctx.num_labels or 0), sctx, view="words")
@@ -172,8 +176,10 @@ def _build_student(cfg: DistillKDConfig, ctx: RunContext, teacher: nn.Module, n_
         built = _hf_student(cfg, ctx, teacher)
     else:
         if (cfg.student or {}).get("name") == "hf":
-            raise ConfigError(f"distill.kd: a transformer (hf) student is made from an hf teacher's layers; this "
-                              f"teacher is {ctx.model_config.name!r}: choose a built-in student (lstm, bilstm, ...)")  # fmt: skip
+            raise ConfigError(
+                f"distill.kd: a transformer (hf) student is made from an hf teacher's layers; this teacher "
+                f"is {ctx.model_config.name!r}: choose a built-in student (lstm, bilstm, ...)"
+            )
         s_cfg = student_config(cfg, ctx.model_config)
         torch.manual_seed(ctx.seed)  # the student's initial weights, reproducible per seed
         built = _Student(s_cfg, build_model(s_cfg, ctx.input_dim, ctx.num_labels), ctx)

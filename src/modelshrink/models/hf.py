@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from modelshrink.data.hf_text import HFTextEncoder, tokenizer_pad_id
-from modelshrink.errors import ConfigError
+from modelshrink.errors import ConfigError, IncompatibleModelError
 
 log = logging.getLogger(__name__)
 
@@ -259,6 +259,9 @@ def fewer_layers(teacher: HFClassifier, layers: int) -> tuple[HFClassifier, list
     Returns the student and the teacher layers it starts from."""
     config = copy.deepcopy(teacher.model.config)
     total = int(config.num_hidden_layers)
+    if total < 2:
+        raise IncompatibleModelError(f"distill.kd: this hf model ({config.model_type}) has {total} encoder layer, so "
+                                     "no student with fewer layers; name a built-in student ({name: bilstm, ...})")  # fmt: skip
     if not 1 <= layers < total:
         raise ConfigError(f"distill.kd: student layers {layers} must be fewer than the teacher's {total} "
                           f"(1 to {total - 1})")  # fmt: skip

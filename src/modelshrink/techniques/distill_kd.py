@@ -186,15 +186,16 @@ def _build_student(cfg: DistillKDConfig, ctx: RunContext, teacher: nn.Module, n_
     n_student = param_count(built.model)
     if n_student >= n_teacher:
         raise ConfigError(
-            f"distill.kd: the student {_describe(built.config)} has {n_student:,} parameters, "
+            f"distill.kd: the student {_describe(built.config, short=True)} has {n_student:,} parameters, "
             f"not fewer than the teacher's {n_teacher:,}; choose a smaller student (e.g. lower embed_dim/hidden)"
         )
     return built
 
 
-def _describe(s_cfg: Any) -> dict[str, Any]:
-    """The student's config for messages and details (an hf student's transformers config left out)."""
-    return dict(s_cfg.model_dump(mode="json", exclude_defaults=True, exclude={"hf_config"}))
+def _describe(s_cfg: Any, short: bool = False) -> dict[str, Any]:
+    """The student's config for details (`short`: its non-default fields, for messages); an hf
+    student's transformers config is left out (its `student_layers` says what changed)."""
+    return dict(s_cfg.model_dump(mode="json", exclude_defaults=short, exclude={"hf_config"}))
 
 
 def _loss(cfg: DistillKDConfig, ctx: RunContext, teacher: nn.Module, timing: dict[str, float]) -> Any:

@@ -31,6 +31,7 @@ from torch import nn
 
 from modelshrink.data.hf_text import HFTextEncoder, tokenizer_pad_id
 from modelshrink.errors import ConfigError, IncompatibleModelError
+from modelshrink.models.hf_prune import HEADS_KEY, apply_saved_shapes
 
 log = logging.getLogger(__name__)
 
@@ -218,6 +219,7 @@ def build_hf(ref: str | None, hf_config: dict[str, Any] | None, num_labels: int)
         config = _auto_config(None, hf_config)
         config.num_labels = num_labels
         model = AutoModelForSequenceClassification.from_config(config, attn_implementation="eager")
+        apply_saved_shapes(model)  # a structurally pruned model (prune.transformer): its heads per layer
         return HFClassifier(model, int(config.pad_token_id or 0))
     if ref is None:
         raise ConfigError("model 'hf' needs `path` (--model hf:PATH)")
@@ -267,6 +269,9 @@ def fewer_layers(teacher: HFClassifier, layers: int) -> tuple[HFClassifier, list
                           f"(1 to {total - 1})")  # fmt: skip
     keep = [i * total // layers for i in range(layers)]
     config.num_hidden_layers = layers  # the standard name; a family's own (n_layers) follows its attribute_map
+    heads = getattr(config, HEADS_KEY, None)
+    if heads:  # a head-pruned teacher (prune.transformer): each kept layer keeps its head count
+        setattr(config, HEADS_KEY, [heads[i] for i in keep])
     student = build_hf(None, json.loads(config.to_json_string()), int(config.num_labels))
     prefix, s_prefix = _layer_list(teacher, total) + ".", _layer_list(student, layers) + "."
     if prefix != s_prefix:  # internal: the same architecture names its layers the same way

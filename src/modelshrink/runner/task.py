@@ -43,6 +43,9 @@ class RowRunner:
             result, status = self._measure(data, variant, seed, cache), "ok"
         except Exception as err:  # any failure is recorded, and the sweep moves on
             result, status = {"error": f"{type(err).__name__}: {err}"}, "failed"
+            if isinstance(err, MemoryError):  # often with no message of its own: say what it means
+                result["error"] = (f"out of memory (MemoryError{': ' + str(err) if str(err) else ''}) while running "
+                                   "this row; free memory or use fewer --jobs, then rerun with --out on this folder")  # fmt: skip
             if not isinstance(err, ModelshrinkError):  # a bug, not bad input: keep the trace
                 result["traceback"] = traceback.format_exc()
         result.update(self.env, wall_s=round(time.perf_counter() - t0, 2))

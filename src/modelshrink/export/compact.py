@@ -187,8 +187,12 @@ def save_model(
     return save_compact(state, path, meta, quantized, graph)
 
 
-def load_model(path: Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the PyTorch model saved by `save_model` (eval mode); return (model, meta)."""
+def load_model(path: Path, build_fn: Any = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the PyTorch model saved by `save_model` (eval mode); return (model, meta).
+
+    A model built by the user's own function (`custom`) rebuilds only with that function: passed as
+    `build_fn`, or already loaded by this process (the run that made the file); never imported from
+    the path the file names."""
     from pydantic import ValidationError
 
     from modelshrink.models.builders import ModelConfig, build_model
@@ -196,6 +200,10 @@ def load_model(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     state, meta = load_compact(path)
     try:
         cfg = ModelConfig.model_validate(meta["model"])
+        if cfg.name == "custom":
+            from modelshrink.models.byo import trusted_build_fn
+
+            trusted_build_fn(cfg.build or "", build_fn, path)
         input_dim, labels = int(meta["input_dim"]), list(meta["labels"])
         _check_shapes(cfg, input_dim, len(labels), state, path)
         model = build_model(cfg, input_dim, len(labels))

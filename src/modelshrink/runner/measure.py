@@ -252,10 +252,19 @@ def measure_variant(
         labels=data.labels, onnx_weights={k: weights[k] for k in ("int8_bytes", "float_bytes", "total_bytes", "op_types")},
         test_agreement_with_reference=float((torch_logits.argmax(1) == test_logits.argmax(1)).mean()),
         latency_threads=s.latency_threads, artifacts=rows, baseline_history=[],
-        compact_matches_model=bool(np.array_equal(compact_logits, expected)), not_exported=not_exported,
+        compact_matches_model=compact_matches(cmodel, loaded, compact_logits, expected), not_exported=not_exported,
     )  # fmt: skip
     row.checks, row.checks_failed = export_checks(name, stage, primary_path, compact_path, s.log)
     return row
+
+
+def compact_matches(written: nn.Module, loaded: nn.Module, logits: np.ndarray, expected: np.ndarray) -> bool:
+    """The loaded model holds the written weights bit for bit, and its logits equal the in-memory model's up
+    to float rounding: the same weights can differ in the last bits of a transformer's logits when tensors sit
+    at other addresses (SIMD paths), so the logits are compared with a tolerance far below any decision."""
+    mine, theirs = written.state_dict(), loaded.state_dict()
+    same = mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
+    return bool(same and np.allclose(logits, expected, rtol=1e-5, atol=1e-6))
 
 
 def export_checks(name: str, stage: Stage, onnx_path: Path, compact_path: Path, log: Log) -> tuple[list, int]:

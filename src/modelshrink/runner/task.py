@@ -53,14 +53,15 @@ class RowRunner:
 
     def _measure(self, data: TaskData, variant: VariantConfig, seed: int, cache: Cache) -> dict[str, Any]:
         stage = self.pipeline.stage(data, variant, seed, cache)
+        own = data.view(stage.view)  # a student with its own tokenizer is measured on its own encoding
         baseline = cache.get(("baseline",))
         base_model = baseline.model if baseline is not None else build_model(self.cfg.model, data.input_dim,
                                                                               data.num_labels)  # fmt: skip
-        ctx = make_context(data, self.cfg.train, seed)
+        ctx = make_context(own, self.cfg.train, seed)
         settings = MeasureSettings(self.folder.out, self.cfg.latency_threads, ctx.example_input,
                                    list(ctx.calibration or []), self.cache, self.log)  # fmt: skip
         folder = self.folder.model_dir(variant.name, seed)
-        row = measure_variant(variant.name, stage, data, folder, model_stats(base_model)["dense_fp32_bytes"], settings)
+        row = measure_variant(variant.name, stage, own, folder, model_stats(base_model)["dense_fp32_bytes"], settings)
         if variant.start == "baseline" and baseline is not None:
             row.baseline_history = baseline.history
         # How the baseline came to be (trained | measured: the user's weights as given | continued) and

@@ -198,7 +198,7 @@ class RayExecutor(Executor):
         if s not in run.driver_baselines:  # the baseline's model, loaded from the driver's run folder
             run.driver_baselines[s] = rows.baseline(data, s)
         status, result = rows.run(data, v, s, {("baseline",): run.driver_baselines[s]}, stage=stage)
-        result.update(trained_on=where, measured_on=node_info(), train_device=where.get("device"))
+        result.update(trained_on=where, measured_on={**node_info(), "driver": True}, train_device=where.get("device"))
         return status, result
 
     def close(self) -> None:

@@ -23,6 +23,7 @@ from torch import nn
 
 from modelshrink.data.tasks import TaskData
 from modelshrink.errors import ArtifactError
+from modelshrink.export._atomic import write_text_atomic
 from modelshrink.export.compact import load_compact, load_model, save_model
 from modelshrink.export.formats import always_written, compact_model, get_format
 from modelshrink.export.onnx import OnnxClassifier, export_onnx, onnx_weight_stats
@@ -212,10 +213,10 @@ def measure_variant(
         art.memory_input = sample
     # Accuracy from the deployable file, never from the torch model it came from.
     metrics, test_logits = split_metrics(next(a for a in onnx_arts if a.path == primary_path).logits, data)
-    (folder / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    write_text_atomic(folder / "metrics.json", json.dumps(metrics, indent=1))  # a full disk leaves no half file
     # Vocabulary, labels and settings beside the model: the folder alone classifies raw text.
     preprocessing = variant_preprocessing(data.preprocessing, stage.model_config)
-    (folder / "preprocessing.json").write_text(json.dumps(preprocessing))
+    write_text_atomic(folder / "preprocessing.json", json.dumps(preprocessing))
     torch_logits = predict_logits(torch_predictor(model), x_test)
 
     # The compact file: written, loaded back with no pickle, checked against the in-memory model.

@@ -83,6 +83,9 @@ class RowRunner:
 
 def _failure(err: Exception) -> dict[str, Any]:
     out = {"error": f"{type(err).__name__}: {err}"}
+    if isinstance(err, MemoryError):  # often with no message of its own: say what it means
+        out["error"] = (f"out of memory (MemoryError{': ' + str(err) if str(err) else ''}) while running "
+                        "this row; free memory or use fewer --jobs, then rerun with --out on this folder")  # fmt: skip
     if not isinstance(err, ModelshrinkError):  # a bug, not bad input: keep the trace
         out["traceback"] = traceback.format_exc()
     return out

@@ -34,9 +34,12 @@ TrainFn = Callable[[nn.Module, Callable[[nn.Module, torch.Tensor, torch.Tensor],
                    list[dict[str, float]]]  # fmt: skip
 
 # The stages of a pipeline `modelshrink search` proposes, in pipeline order: each stage adds at
-# most one step. Quantization comes last because the ONNX quantizers act at export.
-SearchStage = Literal["prune", "cluster", "quant"]
-SEARCH_STAGES: tuple[SearchStage, ...] = ("prune", "cluster", "quant")
+# most one step. Distillation comes first (it builds a new, smaller model from the teacher);
+# architecture changes (structured pruning, vocabulary pruning, low rank, N:M) next, on whatever
+# model is there; then unstructured pruning and clustering, whose zeros and shared values the
+# later steps keep; quantization last because the ONNX quantizers act at export.
+SearchStage = Literal["distill", "structured", "prune", "cluster", "quant"]
+SEARCH_STAGES: tuple[SearchStage, ...] = ("distill", "structured", "prune", "cluster", "quant")
 
 
 class SearchTrial(Protocol):

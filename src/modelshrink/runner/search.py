@@ -117,12 +117,13 @@ def search(
     while (left := budget.left(study, spent_before + time.monotonic() - t0)) > 0:
         asked = [study.ask() for _ in range(min(max(1, jobs), left))]
         proposals = [propose(t) for t in asked]
-        new = {n: s for n, s, _ in proposals if known.get(n, {}).get("status") != "ok"}  # a repeat is not rerun
-        if new:
-            known.update(run([VariantConfig.model_validate({"name": n, "steps": s}) for n, s in new.items()]))
+        before = {n: (known[n]["key"], known[n]["status"]) for n, _, _ in proposals if n in known}
+        # The runner skips a row already in the store under the same key: a repeated pipeline is not rerun.
+        known.update(run([VariantConfig.model_validate({"name": n, "steps": s}) for n, s in
+                          {n: s for n, s, _ in proposals}.items()]))  # fmt: skip
         for ot, (name, _, params) in zip(asked, proposals, strict=True):
-            t = Trial(ot.number, name, params, known[name]["status"], search_figures(known[name]) or {},
-                      known[name].get("error"), reused=name not in new)  # fmt: skip
+            row, reused = known[name], before.get(name) == (known[name]["key"], "ok")
+            t = Trial(ot.number, name, params, row["status"], search_figures(row) or {}, row.get("error"), reused)
             _tell(study, ot, t, base, max_drop)
             log(t.describe(base))
         study.set_user_attr("seconds", spent_before + time.monotonic() - t0)

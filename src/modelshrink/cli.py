@@ -261,7 +261,7 @@ def search(
     console.print(f"{len(res['trials'])} trials, {res['minutes_spent']} min; chosen on validation accuracy, "
                   f"test accuracy reported afterwards")  # fmt: skip
     for line in front_table(res):
-        console.print(escape(line))
+        console.print(escape(line), soft_wrap=True)  # one line per point, however narrow the terminal
     w = res["winner"]
     console.print(f"winner (within {res['max_drop_pp']} pp): {escape(w['variant'])}: {col} {w['cost']:,.3f}, "
                   f"val acc {w['val_accuracy']:.4f}, test acc {w['test_accuracy']:.4f}; details in {out}/search.json")  # fmt: skip

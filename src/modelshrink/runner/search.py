@@ -130,6 +130,7 @@ def search(
     result = summary(base, [Trial.from_study(ft) for ft in study.get_trials(deepcopy=False)],
                      [Trial.from_study(ft) for ft in study.best_trials], objective, max_drop)  # fmt: skip
     spent = spent_before + time.monotonic() - t0
+    study.set_user_attr("seconds", spent)  # a run that proposed nothing (budget spent on the baseline) counts too
     result.update(seed=seed, study=study.study_name, budget_trials=trials, budget_minutes=minutes,
                   minutes_spent=round(spent / 60, 2), stages={k: v for k, v in searched_kinds().items()})  # fmt: skip
     (Path(out) / "search.json").write_text(json.dumps(result, indent=1))

@@ -160,6 +160,11 @@ def test_every_searched_technique_has_a_stage_in_pipeline_order() -> None:
     assert name == "search-kd-e8h32+lowrank0.9+prune0.5+cluster16+qat" and got == params
     assert [s["kind"] for s in steps] == ["distill.kd", "lowrank", "prune.magnitude", "cluster.kmeans", "quant.qat"]
     assert steps[0]["student"] == {"embed_dim": 8, "hidden": 32}
+    # Later steps keep what earlier ones established: the zeros of pruning, the shared values of clustering.
+    assert steps[3] == {"kind": "cluster.kmeans", "clusters": 16, "preserve_sparsity": True}
+    assert steps[4] == {"kind": "quant.qat", "preserve_clusters": True, "preserve_sparsity": True}
+    no_prune = propose(optuna.trial.FixedTrial({**params, "prune": False, "structured": "none"}))[1]
+    assert no_prune[1] == {"kind": "cluster.kmeans", "clusters": 16} and "preserve_sparsity" not in no_prune[2]
     fp32 = {**OFF, "prune": False, "quant": "none"}
     assert propose(optuna.trial.FixedTrial(fp32)) == ("search-fp32", [], fp32)
 

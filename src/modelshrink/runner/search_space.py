@@ -17,6 +17,10 @@ stage with several by a choice `"none" | kind...` under the stage's name, and ea
 asks its parameters under `<kind>.<name>`. These rules keep the names the search used before
 distill and structured stages existed (`prune`, `final_sparsity`, `cluster`, `clusters`, `quant`
 with the same choices), so an Optuna study of earlier trials still accepts the new proposals.
+
+A step keeps what earlier steps established: after `prune.magnitude` or `prune.nm` (sparsity),
+`cluster.kmeans` and `quant.qat` get `preserve_sparsity`; after `cluster.kmeans`, `quant.qat` gets
+`preserve_clusters` (declared by each config's `search_establishes` and `preserve_*` fields).
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ def propose(trial: Any) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
     so the same pipeline proposed twice is the same variant, and its row is read from the store."""
     steps: list[dict[str, Any]] = []
     name: list[str] = []
+    established: set[str] = set()  # what earlier steps established ("sparsity", "clusters")
     for stage, kinds in searched_kinds().items():
         kind = _choose(trial, stage, kinds)
         if kind is None:
@@ -65,6 +70,9 @@ def propose(trial: Any) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
                 f"technique {kind!r} has search_stage {stage!r} but no search_space; "
                 f"define {config_cls.__name__}.search_space or set its search_stage to None"
             )
+        # A later step keeps what earlier ones established (e.g. cluster.kmeans after pruning keeps the zeros).
+        step.update({f"preserve_{w}": True for w in sorted(established) if f"preserve_{w}" in config_cls.model_fields})
+        established |= set(config_cls.search_establishes)
         steps.append(step)
         name.append(config_cls.model_validate(step).search_label())
     return "search-" + ("+".join(name) or "fp32"), steps, dict(trial.params)

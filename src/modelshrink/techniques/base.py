@@ -57,6 +57,9 @@ class TechniqueConfig(BaseModel):
     kind: str
     # The search stage this technique may fill (runner/search.py); None: search never proposes it.
     search_stage: ClassVar[SearchStage | None] = None
+    # What this technique establishes on the weights ("sparsity", "clusters"); in a searched pipeline a
+    # later step whose config has `preserve_<that>` gets it set to True, so it keeps the gain.
+    search_establishes: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def search_space(cls, trial: SearchTrial, prefix: str) -> dict[str, Any] | None:

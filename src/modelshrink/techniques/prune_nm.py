@@ -41,6 +41,7 @@ class NMPruneConfig(TechniqueConfig):
     m: int = Field(4, ge=2)  # group length along the input dimension
     epochs: int = Field(1, ge=0)  # fine-tuning epochs with the masks fixed; 0 = one-shot
     search_stage: ClassVar[SearchStage | None] = "structured"
+    search_establishes: ClassVar[tuple[str, ...]] = ("sparsity",)
 
     @classmethod
     def search_space(cls, trial: SearchTrial, prefix: str) -> dict[str, Any] | None:

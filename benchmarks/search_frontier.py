@@ -8,7 +8,7 @@ The search chooses on validation accuracy only (its fronts and the pick below: t
 validation accuracy is within `--max-drop` points); test accuracy is read afterwards and reported beside it.
 
     MODELSHRINK_DATA=path/to/emotions.csv python benchmarks/search_frontier.py \\
-        --out runs/frontier --budget-trials 60 --budget-minutes 240 [--seed 0] [--jobs 2] [--preset seed]
+        --out runs/frontier --budget-trials 60 --budget-minutes 240 [--seed 0] [--jobs 2] [--preset seed] [--epochs N]
 
 A rerun into the same --out resumes the study (a bigger budget adds trials; finished ones are read back).
 """
@@ -95,6 +95,9 @@ def run() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--jobs", type=int, default=None)
     ap.add_argument("--preset", default="seed")
+    ap.add_argument(
+        "--epochs", type=int, default=None, help="most training epochs (default: the preset's); a smoke run"
+    )
     ap.add_argument("--report-only", action="store_true", help="print the front of an existing --out folder")
     args = ap.parse_args()
     if not args.report_only:
@@ -102,6 +105,7 @@ def run() -> None:
                 "--budget-minutes", str(args.budget_minutes), "--preset", args.preset, "--task", "emotion",
                 "--seed", str(args.seed), "--out", str(args.out)]  # fmt: skip
         argv += ["--data", str(args.data)] if args.data else []
+        argv += ["--epochs", str(args.epochs)] if args.epochs else []
         argv += ["--jobs", str(args.jobs), "--executor", "processes"] if args.jobs else []
         if (code := main(argv)) != 0:
             raise SystemExit(code)

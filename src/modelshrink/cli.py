@@ -240,8 +240,11 @@ def export(
 @app.command()
 def search(
     max_drop: Annotated[float, typer.Option("--max-drop", help="Most validation accuracy lost, percentage points.")],
-    budget_trials: Annotated[int, typer.Option("--budget-trials", help="Pipelines to try.")] = 20,
-    objective: Annotated[str, typer.Option("--objective", help="size (file bytes) | latency (p50 ms).")] = "size",
+    budget_trials: Annotated[int, typer.Option("--budget-trials", help="Pipelines to try (the study's, all runs).")] = 20,
+    budget_minutes: Annotated[float | None, typer.Option("--budget-minutes", help="Stop proposing after this many "
+                              "minutes spent on the study (all runs that resumed it); default: no limit.")] = None,
+    objective: Annotated[str, typer.Option("--objective", help="Which front picks the winner: size (deployable "
+                         "file bytes) | latency (ms, batch 1) | latency256 (ms, batch 256).")] = "size",
     data: DataOpt = None, out: OutOpt = None, epochs: EpochsOpt = None, seed: SeedOpt = None,
     config: ConfigOpt = None, preset: PresetOpt = "seed", task: TaskOpt = None, text_column: TextColOpt = None,
     label_column: LabelColOpt = None, stratify: StratifyOpt = False, subsample: SubsampleOpt = None,
@@ -250,24 +253,26 @@ def search(
     storage: Annotated[str | None, typer.Option("--storage", help="Optuna RDB URL of the study (default: SQLite "
                        "search.db in the run folder); a rerun resumes it, other machines join it.")] = None,
 ) -> None:  # fmt: skip
-    """Search techniques and settings for the smallest (or fastest) model within an accuracy budget."""
+    """Search pipelines of every technique: Pareto fronts of size and latency against validation accuracy."""
     from modelshrink.runner.executors import make_executor
     from modelshrink.runner.job import default_out
     from modelshrink.runner.search import check_arguments
     from modelshrink.runner.search import search as run_search
+    from modelshrink.runner.search_front import front_table
 
-    check_arguments(max_drop, budget_trials, objective)  # before any data is read or executor started
+    check_arguments(max_drop, budget_trials, objective, budget_minutes)  # before any data is read or executor started
     if seed and len(seed) > 1:
         raise ConfigError(f"search uses one seed; got --seed {' --seed '.join(map(str, seed))}")
     cfg = _config(preset, config, data, task, text_column, label_column, stratify, subsample, epochs, seed)
     out = out or default_out("search-")
     with make_executor(executor, jobs, ray_address, row_timeout) as ex:
-        res = run_search(cfg, out, max_drop, budget_trials, objective, ex, jobs or 1, console.print, storage)
+        res = run_search(cfg, out, max_drop, budget_trials, objective, ex, jobs or 1, console.print, storage,
+                         budget_minutes)  # fmt: skip
     col = res["cost_column"]
-    console.print(f"frontier ({col} vs validation accuracy):")
-    for t in res["frontier"]:
-        console.print(f"  {escape(t['variant']):40} {t['cost']:>14,.3f}  val acc {t['val_accuracy']:.4f}  "
-                      f"drop {t['drop_pp']:+.2f} pp")  # fmt: skip
+    console.print(f"{len(res['trials'])} trials, {res['minutes_spent']} min; chosen on validation accuracy, "
+                  f"test accuracy reported afterwards")  # fmt: skip
+    for line in front_table(res):
+        console.print(escape(line), soft_wrap=True)  # one line per point, however narrow the terminal
     w = res["winner"]
     console.print(f"winner (within {res['max_drop_pp']} pp): {escape(w['variant'])}: {col} {w['cost']:,.3f}, "
                   f"val acc {w['val_accuracy']:.4f}, test acc {w['test_accuracy']:.4f}; details in {out}/search.json")  # fmt: skip

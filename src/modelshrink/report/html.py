@@ -142,6 +142,11 @@ def _figures(views: list[VariantView], out_dir: Path) -> tuple[list[plots.Plot],
         ("pareto_latency", "Latency vs accuracy",
          "Median latency of one prediction against test accuracy; the red staircase is the Pareto frontier.",
          lambda: plots.pareto_latency(views)),
+        ("search_front", "Search: the fronts on validation accuracy",
+         "Trials of `modelshrink search` (variants search-*) and the baseline: the deployable file's bytes (left) "
+         "and the ONNX file's latency at batch 256 (right) against validation accuracy; the red staircase is the "
+         "front the search chose on validation only (search.json reports each point's test accuracy).",
+         lambda: plots.search_front(views)),
         ("size_bars", "Size on disk",
          "Bytes of real files: the deployable ONNX file, its gzip/zstd size and the compact weights file "
          "(— where a variant has none, e.g. compact for quantized models).",

@@ -39,3 +39,34 @@ def frontier(
     points = [(a[cost][0], a[value][0]) for a in entries]
     return [{"variant": entries[i]["variant"], "seeds": entries[i]["seeds"], cost: points[i][0], value: points[i][1]}
             for i in pareto_front(points)]  # fmt: skip
+
+
+def _primary_ms(row: dict[str, Any], batch: int, threads: str) -> float | None:
+    """Median ms of the row's deployable ONNX file at `batch` on 1 or all threads (`ms_<artifact>_b<batch>_t<t>`)."""
+    files = row.get("artifacts") or {}
+    primary = next((a for a, f in files.items() if a != "onnx" and f == files.get("onnx")), None)
+    value = row.get(f"ms_{primary}_b{batch}_t{threads}") if primary else None
+    return float(value) if isinstance(value, int | float) else None
+
+
+def search_figures(row: dict[str, Any]) -> dict[str, Any] | None:
+    """What search compares of one finished row; None when the row failed or lacks a figure.
+
+    `bytes`, `val_accuracy`, `test_accuracy`: the deployable file, i.e. the smaller of the compact file
+    (weights.msz) and the ONNX file, with that file's own accuracies (a compact file measured before its
+    validation accuracy was recorded is not counted). `ms_b1`, `ms_b256` (1 thread) and `ms_b*_tall` (all
+    cores): the ONNX file, with its accuracies as `onnx_val_accuracy`, `onnx_test_accuracy`.
+    """
+    if row.get("status") != "ok":
+        return None
+    out = {"file": "onnx", "bytes": row.get("file_bytes"), "val_accuracy": row.get("val_accuracy"),
+           "test_accuracy": row.get("test_accuracy"), "onnx_val_accuracy": row.get("val_accuracy"),
+           "onnx_test_accuracy": row.get("test_accuracy"), "ms_b1": _primary_ms(row, 1, "1"),
+           "ms_b256": _primary_ms(row, 256, "1"), "ms_b1_tall": _primary_ms(row, 1, "all"),
+           "ms_b256_tall": _primary_ms(row, 256, "all")}  # fmt: skip
+    compact, compact_val = row.get("compact_bytes"), row.get("compact_val_accuracy")
+    if compact is not None and compact_val is not None and out["bytes"] is not None and compact < out["bytes"]:
+        out.update(file="compact", bytes=compact, val_accuracy=compact_val, test_accuracy=row["compact_test_accuracy"])
+    if any(out[k] is None for k in ("bytes", "val_accuracy", "ms_b1", "ms_b256")):
+        return None
+    return out

@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from modelshrink.report.pareto import pareto_front
+from modelshrink.report.pareto import pareto_front, search_figures
 from modelshrink.report.view import Stat, VariantView
 
 OK_COLOR, FRONT_COLOR = "#4477aa", "#cc3311"
@@ -89,6 +89,38 @@ def pareto_size(views: list[VariantView]) -> Figure | None:
 
 def pareto_latency(views: list[VariantView]) -> Figure | None:
     return _pareto(views, "latency_ms_p50", "latency p50 (ms, one input)", logx=False)
+
+
+SEARCH_AXES = (
+    ("bytes", "val_accuracy", "deployable file (bytes, log scale)", True),
+    ("ms_b256", "onnx_val_accuracy", "ONNX file latency, batch 256, 1 thread (ms)", False),
+)
+
+
+def search_front(views: list[VariantView]) -> Figure | None:
+    """`modelshrink search`'s trials (variants named search-*) and the baseline: size and latency at batch 256
+    against validation accuracy, the front on validation as a staircase. Search runs one seed: its first row."""
+    points = [(v.name, f) for v in views if v.ok and (v.name == "baseline" or v.name.startswith("search-"))
+              and (f := search_figures(v.ok[0])) is not None]  # fmt: skip
+    if not any(name.startswith("search-") for name, _ in points):
+        return None
+    fig = Figure(figsize=(11, 4.8), layout="constrained")
+    for ax, (cost, val, xlabel, logx) in zip(fig.subplots(1, 2), SEARCH_AXES, strict=True):
+        xs = np.array([float(f[cost]) for _, f in points])
+        ys = 100 * np.array([float(f[val]) for _, f in points])
+        ax.plot(xs, ys, "o", color=OK_COLOR, alpha=0.6, label="trial (validation accuracy)")
+        front = pareto_front(list(zip(xs, ys, strict=True)))
+        ax.step(xs[front], ys[front], where="post", color=FRONT_COLOR, lw=1.5, label="front (chosen on validation)")
+        for i in front:
+            ax.annotate(label(points[i][0].removeprefix("search-")), (xs[i], ys[i]), xytext=(4, 4),
+                        textcoords="offset points", fontsize=7)  # fmt: skip
+        if logx:
+            ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("validation accuracy (%)")
+        ax.grid(True, which="both", alpha=0.3)
+    fig.legend(*fig.axes[0].get_legend_handles_labels(), loc="outside upper center", ncols=2, fontsize=8)
+    return fig
 
 
 def _hbars(

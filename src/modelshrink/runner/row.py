@@ -74,6 +74,7 @@ class VariantRow:
     checks: list[dict[str, Any]] = field(default_factory=list)
     checks_failed: int = 0
     not_exported: dict[str, str] = field(default_factory=dict)  # artifact → why this variant has no such file
+    compact_val_accuracy: float | None = None  # the compact file's validation accuracy (search chooses by it)
 
     def artifact(self, name: str) -> ArtifactRow | None:
         return next((a for a in self.artifacts if a.artifact == name), None)
@@ -134,6 +135,7 @@ class VariantRow:
             "compact_compression_x": compact.compression_x,
             "compact_weights": compact.weights,
             "compact_test_accuracy": compact.test_accuracy,  # torch, the model loaded from the compact file
+            "compact_val_accuracy": self.compact_val_accuracy,
             "compact_test_macro_f1": compact.test_macro_f1,
             "compact_matches_model": self.compact_matches_model,
         }

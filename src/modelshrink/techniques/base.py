@@ -34,9 +34,12 @@ FineTuneFn = Callable[[nn.Module, int, "OnStep | None", "Sequence[nn.Parameter] 
 TrainFn = Callable[[nn.Module, Any], list[dict[str, float]]]
 
 # The stages of a pipeline `modelshrink search` proposes, in pipeline order: each stage adds at
-# most one step. Quantization comes last because the ONNX quantizers act at export.
-SearchStage = Literal["prune", "cluster", "quant"]
-SEARCH_STAGES: tuple[SearchStage, ...] = ("prune", "cluster", "quant")
+# most one step. Distillation comes first (it builds a new, smaller model from the teacher);
+# architecture changes (structured pruning, vocabulary pruning, low rank, N:M) next, on whatever
+# model is there; then unstructured pruning and clustering, whose zeros and shared values the
+# later steps keep; quantization last because the ONNX quantizers act at export.
+SearchStage = Literal["distill", "structured", "prune", "cluster", "quant"]
+SEARCH_STAGES: tuple[SearchStage, ...] = ("distill", "structured", "prune", "cluster", "quant")
 
 
 class SearchTrial(Protocol):
@@ -54,6 +57,9 @@ class TechniqueConfig(BaseModel):
     kind: str
     # The search stage this technique may fill (runner/search.py); None: search never proposes it.
     search_stage: ClassVar[SearchStage | None] = None
+    # What this technique establishes on the weights ("sparsity", "clusters"); in a searched pipeline a
+    # later step whose config has `preserve_<that>` gets it set to True, so it keeps the gain.
+    search_establishes: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def search_space(cls, trial: SearchTrial, prefix: str) -> dict[str, Any] | None:

@@ -62,6 +62,7 @@ class KMeansClusterConfig(TechniqueConfig):
     preserve_sparsity: bool = False  # True: zeros stay exactly zero and are not clustered
     epochs: int = Field(2, ge=0)  # fine-tuning epochs of the centroids; 0 = cluster only
     search_stage: ClassVar[SearchStage | None] = "cluster"
+    search_establishes: ClassVar[tuple[str, ...]] = ("clusters",)
 
     @classmethod
     def search_space(cls, trial: SearchTrial, prefix: str) -> dict[str, Any] | None:

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -46,11 +46,21 @@ from modelshrink.models.builders import (
     ModelConfig,
     build_model,
 )  # techniques → models: the allowed direction
-from modelshrink.techniques.base import RunContext, TechniqueConfig, TechniqueResult, TrainFn, register_technique
+from modelshrink.techniques.base import (
+    RunContext,
+    SearchStage,
+    SearchTrial,
+    TechniqueConfig,
+    TechniqueResult,
+    TrainFn,
+    register_technique,
+)
 from modelshrink.train import RowsLoss, with_regularization
 
 # Width fields halved for the default student (those a ModelConfig has; others are left alone).
 _WIDTH_FIELDS = ("embed_dim", "hidden", "channels")
+SEARCHED_EMBED_DIMS = (8, 16, 32)  # student widths search tries (the hand-found route: embedding 8, LSTM 32)
+SEARCHED_HIDDEN = (16, 32, 64)
 
 
 class DistillKDConfig(TechniqueConfig):
@@ -62,6 +72,19 @@ class DistillKDConfig(TechniqueConfig):
     student: dict[str, Any] | None = None
     temperature: float = Field(4.0, gt=0.0)  # T: softens both distributions; Hinton et al. used 1-20
     alpha: float = Field(0.9, ge=0.0, le=1.0)  # weight of the soft (teacher) term; 1 - alpha on the labels
+    search_stage: ClassVar[SearchStage | None] = "distill"
+
+    @classmethod
+    def search_space(cls, trial: SearchTrial, prefix: str) -> dict[str, Any] | None:
+        """Student widths of the reference LSTM (teacher: embedding 32, LSTM 64). The widths are the
+        LSTM's fields; a model that reads neither (TinyCNN) gets a same-width student."""
+        embed = trial.suggest_categorical(f"{prefix}student_embed_dim", list(SEARCHED_EMBED_DIMS))
+        hidden = trial.suggest_categorical(f"{prefix}student_hidden", list(SEARCHED_HIDDEN))
+        return {"kind": "distill.kd", "student": {"embed_dim": embed, "hidden": hidden}}
+
+    def search_label(self) -> str:
+        s = self.student or {}
+        return f"kd-e{s.get('embed_dim', '')}h{s.get('hidden', '')}" if s else "kd-half"
 
 
 def kd_loss(

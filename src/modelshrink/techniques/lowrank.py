@@ -17,7 +17,7 @@ cannot describe a factored layer) are refused rather than written as files that 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -26,6 +26,8 @@ from torch import nn
 from modelshrink.errors import ConfigError, IncompatibleModelError
 from modelshrink.techniques.base import (
     RunContext,
+    SearchStage,
+    SearchTrial,
     SkippedLayer,
     TechniqueConfig,
     TechniqueResult,
@@ -45,6 +47,15 @@ class LowRankConfig(TechniqueConfig):
     linear_rank: int | None = Field(None, ge=1)  # rank of every Linear; None: chosen by `energy`
     energy: float = Field(0.9, gt=0.0, le=1.0)  # share of Σ s² kept when a rank is chosen per layer
     epochs: int = Field(1, ge=0)  # fine-tuning epochs after factoring; 0 = SVD only
+    search_stage: ClassVar[SearchStage | None] = "structured"
+
+    @classmethod
+    def search_space(cls, trial: SearchTrial, prefix: str) -> dict[str, Any] | None:
+        """Ranks chosen per layer by the share of squared singular values kept."""
+        return {"kind": "lowrank", "energy": trial.suggest_categorical(f"{prefix}energy", [0.5, 0.7, 0.8, 0.9, 0.95])}
+
+    def search_label(self) -> str:
+        return f"lowrank{self.energy:g}"
 
 
 def energy_rank(singular_values: torch.Tensor, energy: float) -> int:

@@ -51,6 +51,7 @@ class MagnitudePruneConfig(TechniqueConfig):
     scope: Literal["per_tensor", "global"] = "per_tensor"  # one threshold per tensor, or one for all
     epochs: int = Field(2, ge=0)  # fine-tuning epochs; 0 = one-shot pruning at final_sparsity, no training
     search_stage: ClassVar[SearchStage | None] = "prune"
+    search_establishes: ClassVar[tuple[str, ...]] = ("sparsity",)
 
     @classmethod
     def search_space(cls, trial: SearchTrial, prefix: str) -> dict[str, Any] | None:

@@ -12,7 +12,7 @@ padding would leave a pattern no kernel runs).
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import Any, ClassVar, Literal, Self
 
 import torch
 from pydantic import Field, model_validator
@@ -22,6 +22,8 @@ from modelshrink.errors import ConfigError
 from modelshrink.techniques._targets import Target, prunable_weights
 from modelshrink.techniques.base import (
     RunContext,
+    SearchStage,
+    SearchTrial,
     SkippedLayer,
     TechniqueConfig,
     TechniqueResult,
@@ -38,6 +40,17 @@ class NMPruneConfig(TechniqueConfig):
     n: int = Field(2, ge=1)  # weights kept in each group
     m: int = Field(4, ge=2)  # group length along the input dimension
     epochs: int = Field(1, ge=0)  # fine-tuning epochs with the masks fixed; 0 = one-shot
+    search_stage: ClassVar[SearchStage | None] = "structured"
+    search_establishes: ClassVar[tuple[str, ...]] = ("sparsity",)
+
+    @classmethod
+    def search_space(cls, trial: SearchTrial, prefix: str) -> dict[str, Any] | None:
+        """2:4 (what sparse tensor cores run), 1:4 and 4:8; asked as one "n:m" choice."""
+        n, m = str(trial.suggest_categorical(f"{prefix}pattern", ["2:4", "1:4", "4:8"])).split(":")
+        return {"kind": "prune.nm", "n": int(n), "m": int(m)}
+
+    def search_label(self) -> str:
+        return f"nm{self.n}of{self.m}"
 
     @model_validator(mode="before")
     @classmethod

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -34,6 +34,8 @@ from modelshrink.models.cnn import TinyCNN
 from modelshrink.models.lstm import LSTMClassifier
 from modelshrink.techniques.base import (
     RunContext,
+    SearchStage,
+    SearchTrial,
     SkippedLayer,
     TechniqueConfig,
     TechniqueResult,
@@ -55,6 +57,26 @@ class StructuredPruneConfig(TechniqueConfig):
     # (Molchanov et al. 2019, first-order Taylor), accumulated without updating the model.
     importance: Importance = "l1"
     epochs: int = Field(2, ge=0)  # fine-tuning epochs after the cut; 0 = no fine-tuning
+    search_stage: ClassVar[SearchStage | None] = "structured"
+
+    @classmethod
+    def search_space(cls, trial: SearchTrial, prefix: str) -> dict[str, Any] | None:
+        """Units and embedding dimensions removed in quarters, and vocabulary pruning (None keeps every word;
+        a `vocab_keep` at or above the vocabulary size keeps every word too)."""
+        return {
+            "kind": "prune.structured",
+            "unit_sparsity": trial.suggest_categorical(f"{prefix}unit_sparsity", [0.0, 0.25, 0.5, 0.75]),
+            "embed_dim_sparsity": trial.suggest_categorical(f"{prefix}embed_dim_sparsity", [0.0, 0.25, 0.5]),
+            "vocab_keep": trial.suggest_categorical(f"{prefix}vocab_keep", list(SEARCHED_VOCAB_KEEP)),
+        }
+
+    def search_label(self) -> str:
+        parts = [f"u{self.unit_sparsity:g}", f"e{self.embed_dim_sparsity:g}" if self.embed_dim_sparsity else "",
+                 f"v{self.vocab_keep}" if self.vocab_keep else ""]  # fmt: skip
+        return "struct-" + "-".join(p for p in parts if p)
+
+
+SEARCHED_VOCAB_KEEP = (None, 1000, 2000, 3000, 4000, 6000)  # words kept (the hand-found route kept 3000-4000)
 
 
 # -- importance ------------------------------------------------------------------------------

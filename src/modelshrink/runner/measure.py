@@ -271,16 +271,8 @@ def measure_variant(
     rows = [measure_artifact(a, data, s.root, stats, baseline_dense, s.cache,
                              test_logits if a.path == primary_path else None) for a in onnx_arts]  # fmt: skip
     rows.append(measure_artifact(compact, data, s.root, stats, baseline_dense, s.cache, compact_logits))
-    not_exported: dict[str, str] = {}
-    try:  # the same file in the torch-free runtime; a model whose graph did not export says why
-        shipped = runtime_artifact("msz_runtime", compact_path, weights_label, s.latency_threads)
-        shipped.memory_input = sample
-        rows.append(measure_artifact(shipped, data, s.root, stats, baseline_dense, s.cache))
-    except ArtifactError as err:
-        not_exported["msz_runtime"] = str(err)
-    if s.executorch:  # opt-in (`executorch: true`): lowering the LSTM takes minutes per program
-        ptes, why = measure_pte(stage, folder, data, stats, baseline_dense, s)
-        rows, not_exported = rows + ptes, {**not_exported, **why}
+    shipped, not_exported = _device_files(stage, folder, compact_path, weights_label, data, stats, baseline_dense, s)
+    rows += shipped
     weights = onnx_weight_stats(primary_path)
     row = VariantRow(
         export_format=stage.export_format, primary=primary_name, steps=stage.steps,
@@ -289,15 +281,37 @@ def measure_variant(
         labels=data.labels, onnx_weights={k: weights[k] for k in ("int8_bytes", "float_bytes", "total_bytes", "op_types")},
         test_agreement_with_reference=float((torch_logits.argmax(1) == test_logits.argmax(1)).mean()),
         latency_threads=s.latency_threads, artifacts=rows, baseline_history=[],
-<<<<<<< HEAD
         compact_matches_model=compact_matches(cmodel, loaded, compact_logits, expected), not_exported=not_exported,
-=======
-        compact_matches_model=bool(np.array_equal(compact_logits, expected)), not_exported=not_exported,
         compact_val_accuracy=float(compact_val),
->>>>>>> i19b
     )  # fmt: skip
     row.checks, row.checks_failed = export_checks(name, stage, primary_path, compact_path, s.log)
     return row
+
+
+def _device_files(
+    stage: Stage,
+    folder: Path,
+    compact_path: Path,
+    weights_label: str,
+    data: TaskData,
+    stats: dict[str, Any],
+    baseline_dense: int,
+    s: MeasureSettings,
+) -> tuple[list[ArtifactRow], dict[str, str]]:
+    """The compact file in the torch-free runtime, and the ExecuTorch programs when asked for; each file that
+    could not be made says why."""
+    rows: list[ArtifactRow] = []
+    not_exported: dict[str, str] = {}
+    try:  # a model whose graph did not export says why
+        shipped = runtime_artifact("msz_runtime", compact_path, weights_label, s.latency_threads)
+        shipped.memory_input = ((256, *data.x_test.shape[1:]), str(data.x_test.dtype))
+        rows.append(measure_artifact(shipped, data, s.root, stats, baseline_dense, s.cache))
+    except ArtifactError as err:
+        not_exported["msz_runtime"] = str(err)
+    if s.executorch:  # opt-in (`executorch: true`): lowering the LSTM takes minutes per program
+        ptes, why = measure_pte(stage, folder, data, stats, baseline_dense, s)
+        rows, not_exported = rows + ptes, {**not_exported, **why}
+    return rows, not_exported
 
 
 def compact_matches(written: nn.Module, loaded: nn.Module, logits: np.ndarray, expected: np.ndarray) -> bool:

@@ -107,3 +107,17 @@ def test_weight_decay_shrinks_the_weights() -> None:
     plain, _ = _fit(0, TrainConfig(epochs=3, batch_size=16, lr=0.01, threads=1))
     decayed, _ = _fit(0, TrainConfig(epochs=3, batch_size=16, lr=0.01, threads=1, weight_decay=5.0))
     assert decayed.fc.weight.norm() < 0.8 * plain.fc.weight.norm()
+
+
+def test_on_epoch_sees_each_epoch_and_may_add_figures() -> None:
+    seen: list[int] = []
+
+    def record(model: torch.nn.Module, entry: dict[str, float]) -> None:
+        seen.append(int(entry["epoch"]))
+        entry["extra"] = 1.0
+
+    data = synthetic_text_task(200)
+    set_seed(0)
+    model = LSTMClassifier(data.input_dim, data.num_labels, embed_dim=8, hidden=8)
+    history = fit(model, data, TrainConfig(epochs=2, batch_size=16, threads=1), 0, on_epoch=record)
+    assert seen == [1, 2] and all(h["extra"] == 1.0 for h in history)

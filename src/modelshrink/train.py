@@ -24,6 +24,7 @@ from modelshrink.device import DeviceName, autocast, resolve_device
 from modelshrink.measure.accuracy import classification_metrics, predict_logits, sequence_lengths, trimmed
 
 OnStep = Callable[[int], None]  # called after each optimizer step with the step count
+OnEpoch = Callable[[nn.Module, dict[str, float]], None]  # after each epoch of `fit`: the model, its history entry
 # A training loss in place of the default (cross-entropy + the model's regularization):
 # (model, inputs, labels) -> scalar. Distillation passes one that also reads a teacher.
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -224,12 +225,14 @@ def fit(
     progress: Progress | None = None,
     label: str = "baseline",
     loss_fn: LossFn | None = None,
+    on_epoch: OnEpoch | None = None,
 ) -> list[dict[str, float]]:
     """Train with early stopping on `cfg.monitor` (validation loss or accuracy), restore the best
     weights by it, return the history. With `cfg.lr_decay`, the learning rate decays when it stalls.
 
     `loss_fn` replaces the training loss (e.g. distillation); early stopping still watches
-    the plain cross-entropy (or accuracy) on the validation split.
+    the plain cross-entropy (or accuracy) on the validation split. `on_epoch(model, entry)` runs
+    after each epoch's validation and may add figures to its history entry (benchmarks/baseline.py).
     """
     set_seed(seed)
     home = model_device(model)  # the model goes back there (the CPU, for export) when training ends
@@ -252,6 +255,8 @@ def fit(
             {"epoch": epoch, "train_loss": train_loss, "val_loss": val["loss"],
              "val_accuracy": val["accuracy"], "seconds": seconds, "lr": loop.optimizer.param_groups[0]["lr"]}
         )  # fmt: skip
+        if on_epoch is not None:
+            on_epoch(model, history[-1])
         if progress is not None and task is not None:
             line = (f"{label}: epoch {epoch}/{cfg.epochs} loss {train_loss:.3f} val_loss {val['loss']:.3f} "
                     f"val_acc {val['accuracy']:.3f}")  # fmt: skip

@@ -43,8 +43,8 @@ MODELS = {
 # The ModelConfig that rebuilds each of MODELS (techniques that change the architecture need it).
 MODEL_CONFIGS = {"lstm": ModelConfig(name="lstm", embed_dim=8, hidden=8), "cnn": ModelConfig(name="cnn", channels=4)}
 # (technique, model) pairs that must refuse with IncompatibleModelError: lowrank cannot describe a
-# factored TinyCNN in its ModelConfig, so its files would not load back.
-REFUSED = {("lowrank", "cnn")}
+# factored TinyCNN in its ModelConfig, so its files would not load back; prune.transformer takes hf models only.
+REFUSED = {("lowrank", "cnn"), ("prune.transformer", "lstm"), ("prune.transformer", "cnn")}
 
 
 def test_registry_holds_the_thesis_techniques() -> None:

@@ -39,6 +39,7 @@ TINY = {
 REFUSED = {
     *(("lowrank", m) for m in ("bilstm", "cnn", "cnn-small", "cnn1d-text", "gru", "mlp", "transformer-tiny")),
     *(("prune.structured", m) for m in ("bilstm", "cnn-small", "cnn1d-text", "gru", "mlp", "transformer-tiny")),
+    *(("prune.transformer", m) for m in MODEL_INPUT if m != "hf"),  # heads and FFN neurons of hf models only
     ("lowrank", "hf"),
     ("prune.structured", "hf"),
     ("distill.kd", "hf"),

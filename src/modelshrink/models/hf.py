@@ -30,6 +30,7 @@ from torch import nn
 
 from modelshrink.data.hf_text import HFTextEncoder, tokenizer_pad_id
 from modelshrink.errors import ConfigError
+from modelshrink.models.hf_prune import apply_saved_shapes
 
 log = logging.getLogger(__name__)
 
@@ -217,6 +218,7 @@ def build_hf(ref: str | None, hf_config: dict[str, Any] | None, num_labels: int)
         config = _auto_config(None, hf_config)
         config.num_labels = num_labels
         model = AutoModelForSequenceClassification.from_config(config, attn_implementation="eager")
+        apply_saved_shapes(model)  # a structurally pruned model (prune.transformer): its heads per layer
         return HFClassifier(model, int(config.pad_token_id or 0))
     if ref is None:
         raise ConfigError("model 'hf' needs `path` (--model hf:PATH)")

@@ -52,6 +52,10 @@ def _kb(ms: tuple[float, float] | None) -> str:
     return "—" if ms is None else f"{ms[0] / 1024:,.1f}"
 
 
+def _num(ms: tuple[float, float] | None, fmt: str = "{:,.0f}") -> str:
+    return "—" if ms is None else fmt.format(ms[0])
+
+
 def readme_table(agg: list[dict[str, Any]], seeds: int) -> list[str]:
     """The README's table: the columns a reader compares, one line per variant (means ± sd over seeds)."""
     lines = [f"| Variant | Format | ONNX file (KB) | gzip (KB) | Compact (KB) | Nonzeros | Distinct/tensor | Val acc "
@@ -64,8 +68,8 @@ def readme_table(agg: list[dict[str, Any]], seeds: int) -> list[str]:
         change = "—" if a["variant"] == "baseline" else _pp(a.get("test_accuracy_change"))
         lines.append(
             f"| {a['variant']} | {a['export_format']} | {_kb(a['file_bytes'])} | {_kb(a['file_gzip_bytes'])} "
-            f"| {_kb(a['compact_bytes'])} | {a['nonzeros'][0]:,.0f} | {a['distinct_values_max'][0]:,.0f} "
-            f"| {_pct(a['val_accuracy'])} | {_pct(a['test_accuracy'])} | {change} | {a['latency_ms_p50'][0]:.3f} |"
+            f"| {_kb(a['compact_bytes'])} | {_num(a['nonzeros'])} | {_num(a['distinct_values_max'])} "
+            f"| {_pct(a['val_accuracy'])} | {_pct(a['test_accuracy'])} | {change} | {_num(a['latency_ms_p50'], '{:.3f}')} |"
         )
     return lines
 

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from modelshrink.config import config_hash, parse_config, read_preset
+from modelshrink.config import RunConfig, config_hash, parse_config, read_preset
 from modelshrink.report.tables import aggregate, summary_markdown, write_exports
 from modelshrink.runner.folder import environment
 from modelshrink.runner.run import Runner
@@ -85,6 +85,35 @@ def write_readme(readme: Path, results: Path, record: dict[str, Any]) -> None:
     readme.write_text(text[: found.start()] + block + text[found.end() :], encoding="utf-8")
 
 
+def save(
+    path: Path,
+    readme: Path | None,
+    preset: str,
+    cfg: RunConfig,
+    rows: list[dict[str, Any]],
+    summary: dict[str, Any],
+    wall: float,
+) -> None:
+    """Write the results file (and the README's block from it)."""
+    env, date, commit = environment(), datetime.date.today().isoformat(), _commit()
+    agg = aggregate(rows)
+    command = f"benchmarks/seed_comparison.py --preset {preset} --save {path.as_posix()}"
+    record = {
+        **summary, "out": None, "commit": commit, "date": date, "command": command,
+        "machine": {k: env.get(k) for k in ("cpu", "cpu_count", "machine", "torch", "onnxruntime")},
+        "load_average_1min_at_end": round(os.getloadavg()[0], 2),
+        "config": cfg.model_dump(mode="json", exclude={"data": {"path"}}),
+        "variants": [{"variant": a["variant"], "seeds": a["seeds"], **{c: a.get(c) for c in COLUMNS}} for a in agg],
+        "provenance": f"Measured {date}, commit {commit}, `{command}` (config {summary['config_hash']}), "
+        f"{wall / 60:.1f} min ({summary['s_per_seed']:.0f} s per seed) on {env.get('cpu_count')} CPU cores.",
+        "readme_table": readme_table(agg, len(cfg.seeds)),
+    }  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    if readme is not None:
+        write_readme(readme, path, record)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=None, help="run folder (default: a temporary one)")
@@ -110,23 +139,7 @@ def main() -> None:
     print(json.dumps(summary))
     if args.save is None:
         return
-    env, date, commit = environment(), datetime.date.today().isoformat(), _commit()
-    agg = aggregate(rows)
-    command = f"benchmarks/seed_comparison.py --preset {args.preset} --save {args.save.as_posix()}"
-    record = {
-        **summary, "out": None, "commit": commit, "date": date, "command": command,
-        "machine": {k: env.get(k) for k in ("cpu", "cpu_count", "machine", "torch", "onnxruntime")},
-        "load_average_1min_at_end": round(os.getloadavg()[0], 2),
-        "config": cfg.model_dump(mode="json", exclude={"data": {"path"}}),
-        "variants": [{"variant": a["variant"], "seeds": a["seeds"], **{c: a.get(c) for c in COLUMNS}} for a in agg],
-        "provenance": f"Measured {date}, commit {commit}, `{command}` (config {summary['config_hash']}), "
-        f"{wall / 60:.1f} min ({summary['s_per_seed']:.0f} s per seed) on {env.get('cpu_count')} CPU cores.",
-        "readme_table": readme_table(agg, len(cfg.seeds)),
-    }  # fmt: skip
-    args.save.parent.mkdir(parents=True, exist_ok=True)
-    args.save.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    if args.readme is not None:
-        write_readme(args.readme, args.save, record)
+    save(args.save, args.readme, args.preset, cfg, rows, summary, wall)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ LOWEST_TESTS ?= tests/test_lowest.py tests/test_config.py tests/runner/test_sear
 DATA ?=
 ARGS ?=
 
-.PHONY: run test test-lowest quick setup browser lint clean
+.PHONY: run test test-lowest quick setup browser lint clean fuzz
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -43,6 +43,11 @@ browser:
 
 test: $(DEV_STAMP) browser
 	$(PY) -m pytest -q $(ARGS)
+
+# The fuzzer for humans: fresh random examples (`make test` runs a fixed, small set). FUZZ_EXAMPLES per target.
+FUZZ_EXAMPLES ?= 5000
+fuzz: $(DEV_STAMP)
+	MODELSHRINK_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q tests/hostile/test_fuzz.py $(ARGS)
 
 # uv resolves the direct dependencies to their floors (`--resolution lowest-direct`). torch is the one
 # exception: it stays the 2.13.0 pinned by constraints.txt (pip installs it first; a torch 2.5 CPU build

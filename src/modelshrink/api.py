@@ -163,7 +163,8 @@ def distill(
     The student is built from `teacher_config` (the ModelConfig the teacher was built with) with the
     fields of `student` changed, e.g. {"embed_dim": 8, "hidden": 32}; None: the teacher at half width.
     `config`: other distill.kd settings, e.g. {"temperature": 4.0}. Returns the trained student in
-    `.model` and its config in `.model_config`.
+    `.model` and its config in `.model_config`; `.view` is "words" when the student reads the word
+    tokenizer (`data.view("words")`, an hf teacher's built-in student) rather than the teacher's tokens.
     """
     if "distill.kd" not in TECHNIQUES:
         raise UnknownNameError(
@@ -178,5 +179,14 @@ def distill(
     cfg = tech.config_cls.model_validate(
         {**dict(config or {}), "kind": "distill.kd", "student": dict(student) if student is not None else None}
     )
-    ctx = _context(data, train, (), teacher=teacher.eval(), model_config=teacher_config)
+    from modelshrink.runner.pipeline import training_logits
+
+    cached: list[torch.Tensor] = []
+
+    def teacher_logits() -> torch.Tensor:  # computed once, reused by every epoch
+        if not cached:
+            cached.append(torch.from_numpy(training_logits(teacher, data)))
+        return cached[0]
+
+    ctx = _context(data, train, (), teacher=teacher.eval(), model_config=teacher_config, teacher_logits=teacher_logits)
     return tech.apply(teacher, cfg, ctx)

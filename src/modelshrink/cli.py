@@ -76,6 +76,14 @@ MlflowOpt = Annotated[
 RayAddressOpt = Annotated[
     str | None, typer.Option("--ray-address", help="Ray head HOST:PORT, 'auto', or 'local' (start one for the run).")
 ]
+RowRetriesOpt = Annotated[
+    int | None, typer.Option("--row-retries", help="Ray: rerun a row whose worker or node died at most N times (3).")
+]
+ArtifactsOpt = Annotated[
+    str | None,
+    typer.Option("--artifacts", help="Ray: pass files back through this fsspec URI (file:///shared/x, s3://b/p, "
+                 "gs://b/p) instead of Ray's object store; the run folder still gets every file."),
+]  # fmt: skip
 
 
 @app.callback()
@@ -114,7 +122,7 @@ def _progress() -> Progress:
 def _execute(
     cfg: Any, out: Path | None, jobs: int | None = None, executor: str = "inprocess", ray_address: str | None = None,
     onnx: Path | None = None, onnx_output: str | None = None, row_timeout: float | None = None,
-    mlflow: str | None = None,
+    mlflow: str | None = None, row_retries: int | None = None, artifacts: str | None = None,
 ) -> None:  # fmt: skip
     from modelshrink.runner.executors import make_executor
     from modelshrink.runner.job import default_out, prepare, run_job
@@ -124,7 +132,10 @@ def _execute(
         data = prepare(
             cfg, out, onnx=onnx, onnx_output=onnx_output
         )  # bad data or folder: one error line, before any progress bar or file
-        with make_executor(executor, jobs, ray_address, row_timeout) as ex, _progress() as progress:
+        with (
+            make_executor(executor, jobs, ray_address, row_timeout, row_retries, artifacts) as ex,
+            _progress() as progress,
+        ):
             res = run_job(cfg, out, data, ex, onnx, progress, progress.console.print, onnx_output, mlflow)
     except KeyboardInterrupt:
         console.print(
@@ -163,7 +174,7 @@ def run(
     seeds: SeedsOpt = None, resume: ResumeOpt = False, jobs: JobsOpt = None, executor: ExecutorOpt = "inprocess",
     ray_address: RayAddressOpt = None, model: ModelOpt = None, onnx: OnnxOpt = None, weights: WeightsOpt = None,
     device: DeviceOpt = None, onnx_output: OnnxOutputOpt = None, row_timeout: RowTimeoutOpt = None,
-    mlflow: MlflowOpt = None,
+    mlflow: MlflowOpt = None, row_retries: RowRetriesOpt = None, artifacts: ArtifactsOpt = None,
 ) -> None:  # fmt: skip
     """The main job: train the baseline (or take yours: --weights, --onnx), apply every variant, measure, report."""
     _check_resume(resume, out)
@@ -176,7 +187,7 @@ def run(
     seed = _seed_flags(seed, seeds)
     cfg = _config(preset, config, data, task, text_column, label_column, stratify, subsample, epochs, seed, model,
                   weights=weights, device=device)  # fmt: skip
-    _execute(cfg, out, jobs, executor, ray_address, onnx, onnx_output, row_timeout, mlflow)
+    _execute(cfg, out, jobs, executor, ray_address, onnx, onnx_output, row_timeout, mlflow, row_retries, artifacts)
 
 
 @app.command()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import types
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -148,8 +149,59 @@ def _format_validation(err: ValidationError, where: str) -> str:
     return f"{where}: {loc}: {msg}{got}{more}"
 
 
+def _non_finite(raw: Any) -> tuple[tuple[str | int, ...], float] | None:
+    """The first inf or NaN anywhere in `raw` (YAML's .inf / .nan) and where it is; walked without recursion."""
+    todo: list[tuple[tuple[str | int, ...], Any]] = [((), raw)]
+    while todo:
+        loc, node = todo.pop()
+        if isinstance(node, float) and not math.isfinite(node):
+            return loc, node
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list | tuple) else ()
+        todo.extend(reversed([((*loc, k), v) for k, v in items]))
+    return None
+
+
+def _unwrap(ann: Any) -> Any:
+    while get_origin(ann) in (Annotated, Union, types.UnionType):
+        ann = next(a for a in get_args(ann) if a is not type(None))
+    return ann
+
+
+def _field_type(raw: Any, loc: tuple[str | int, ...]) -> Any:
+    """The type the RunConfig field at `loc` holds (a step's fields by its `kind`); None when unknown."""
+    ann: Any = RunConfig
+    for part in loc:
+        ann = _unwrap(ann)
+        if isinstance(part, int):  # an item of a list: the list's item type (a grid's values: the field's own)
+            args = get_args(ann)
+            ann = args[0] if _is_sequence_type(ann) and args else ann
+        else:
+            if ann is TechniqueConfig and isinstance(raw, dict) and str(raw.get("kind")) in TECHNIQUES:
+                ann = TECHNIQUES[str(raw["kind"])].config_cls
+            field = ann.model_fields.get(part) if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+            if field is None:
+                return None
+            ann = field.annotation
+        raw = raw[part] if isinstance(raw, dict | list | tuple) else None
+    return _unwrap(ann)
+
+
+def _refuse_non_finite(raw: dict[str, Any], where: str) -> None:
+    """inf and NaN are no setting's value: one line naming the field and what to write instead."""
+    found = _non_finite(raw)
+    if found is None:
+        return
+    loc, value = found
+    kind = _field_type(raw, loc)
+    kind = _unwrap(get_args(kind)[0]) if _is_sequence_type(kind) and get_args(kind) else kind
+    write = {int: "a whole number (an integer)", float: "a finite decimal number"}.get(kind, "a finite number")
+    name = ".".join(str(p) for p in loc) or "(top level)"
+    raise ConfigError(f"{where}: {name}: {value} is not a finite number; write {write} in its place")
+
+
 def parse_config(raw: dict[str, Any], where: str = "config") -> RunConfig:
     """Build a RunConfig, turning pydantic's errors into one ConfigError line naming the field."""
+    _refuse_non_finite(raw, where)
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as err:
@@ -161,6 +213,8 @@ def read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {str(path)!r} does not exist; pass an existing YAML file to --config")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except RecursionError as err:
+        raise ConfigError(f"config file {str(path)!r} nests lists or mappings too deeply; write it flatter") from err
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         where = getattr(err, "problem_mark", None)
         at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
@@ -170,6 +224,9 @@ def read_yaml(path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a mapping at the top, got {type(raw).__name__}")
+    why = _too_big(raw)
+    if why:
+        raise ConfigError(f"config file {str(path)!r} {why}; write the values out without aliases (&name / *name)")
     return raw
 
 
@@ -178,6 +235,37 @@ def config_hash(cfg: RunConfig) -> str:
     data lies is not what it is). A checked-in results file records it, so a test can tell that the
     file was made by the preset it describes (tests/test_results_files.py)."""
     return config_key(cfg.model_dump(mode="json", exclude={"data": {"path"}}))
+
+
+MAX_CONFIG_VALUES = 100_000  # a real config holds hundreds; YAML aliases can make billions ("billion laughs")
+
+
+def _too_big(root: Any) -> str | None:
+    """Why the parsed YAML is not a config a person wrote: an alias that contains itself, or more than
+    MAX_CONFIG_VALUES values once aliases are expanded (counted per object, in linear time)."""
+    size: dict[int, int] = {}  # id → values under it, aliases expanded
+    open_: set[int] = set()
+    stack: list[Any] = [root]
+    while stack:
+        node = stack[-1]
+        kids = [k for k in (node.values() if isinstance(node, dict) else node) if isinstance(k, dict | list)]
+        todo = [k for k in kids if id(k) not in size]
+        if any(id(k) in open_ for k in todo):
+            return "holds an alias that contains itself"
+        if todo and id(node) not in open_:
+            open_.add(id(node))
+            stack.extend(todo)
+            continue
+        if todo:  # a child was pushed twice (the same alias twice in one list): finish it first
+            stack.extend(todo[:1])
+            continue
+        stack.pop()
+        open_.discard(id(node))
+        items = node.values() if isinstance(node, dict) else node
+        size[id(node)] = len(node) + sum(size[id(k)] for k in items if isinstance(k, dict | list))
+        if size[id(node)] > MAX_CONFIG_VALUES:
+            return f"expands to more than {MAX_CONFIG_VALUES:,} values"
+    return None
 
 
 def preset_names() -> list[str]:

@@ -46,7 +46,7 @@ class Registry(Generic[T]):
 
 def load_plugins(group: str) -> list[str]:
     """Import the modules other packages declare in entry-point `group` (`modelshrink.techniques`,
-    `modelshrink.tasks`); importing one registers what it holds. Returns the entry points' names.
+    `modelshrink.tasks`, `modelshrink.models`); importing one registers what it holds. Returns the entry points' names.
 
     A package declares, in its pyproject.toml: `[project.entry-points."modelshrink.techniques"]`
     `mine = "my_package.my_technique"`. Only installed packages (their dist-info) are read."""

@@ -26,8 +26,19 @@ from modelshrink.measure.accuracy import classification_metrics, predict_logits,
 OnStep = Callable[[int], None]  # called after each optimizer step with the step count
 OnEpoch = Callable[[nn.Module, dict[str, float]], None]  # after each epoch of `fit`: the model, its history entry
 # A training loss in place of the default (cross-entropy + the model's regularization):
-# (model, inputs, labels) -> scalar. Distillation passes one that also reads a teacher.
-LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+# (model, inputs, labels) -> scalar, or a `RowsLoss` that also reads which training rows the batch holds.
+PlainLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class RowsLoss:
+    """A training loss that is also told the batch's row indices into the training split:
+    `fn(model, inputs, labels, rows)`. Distillation looks the teacher's cached logits up by row."""
+
+    fn: Callable[[nn.Module, torch.Tensor, torch.Tensor, np.ndarray], torch.Tensor]
+
+
+LossFn = PlainLoss | RowsLoss
 
 
 class TrainConfig(BaseModel):
@@ -204,7 +215,10 @@ class _Loop:
             yb = torch.from_numpy(y[rows]).to(self.device)
             self.optimizer.zero_grad(set_to_none=True)
             with autocast(self.device):  # bf16 on a CUDA GPU, nothing on the CPU
-                loss = (self.loss_fn or _loss)(self.model, xb, yb)
+                if isinstance(self.loss_fn, RowsLoss):
+                    loss = self.loss_fn.fn(self.model, xb, yb, rows)
+                else:
+                    loss = (self.loss_fn or _loss)(self.model, xb, yb)
             loss.backward()
             self.optimizer.step()
             self.step += 1

@@ -21,7 +21,7 @@ from modelshrink.export.compact import (
     read_compact_header,
     save_compact,
 )
-from modelshrink.export.huffman import huffman_decode, huffman_encode
+from modelshrink.runtime.huffman import huffman_decode
 
 N = 100_000
 
@@ -152,9 +152,9 @@ def test_entropy_coding_keeps_the_smallest_and_each_decodes(tmp_path: Path, monk
     assert entries["skewed"]["entropy"] in ("zstd", "shuffle_zstd") and entries["skewed"]["nbytes"] < N / 8 / 2
     for e in entries.values():
         assert e["nbytes"] <= e["raw_nbytes"]
-    # Force each coder on every tensor: all of them decode bit-exactly (huffman as a version-2 writer did).
+    # Force each coder on every tensor: all of them decode bit-exactly.
     real = compact_codec.entropy_code
-    for coder in ("zstd", "shuffle_zstd", "huffman"):
+    for coder in ("zstd", "shuffle_zstd"):
 
         def forced(raw: bytes, lanes: int = 1, coder: str = coder) -> tuple[str, bytes]:
             name, out = real(raw, max(lanes, 2), coders=(coder,))
@@ -169,8 +169,6 @@ def test_entropy_coding_keeps_the_smallest_and_each_decodes(tmp_path: Path, monk
 
 def forced_fallback(coder: str, raw: bytes, lanes: int) -> tuple[str, bytes]:
     """The coder's output even where it is larger than the raw bytes (entropy_code would keep `none`)."""
-    if coder == "huffman":
-        return coder, compact_codec.huffman_encode(raw) or b""
     data = compact_codec.shuffle(raw, max(lanes, 2)) if coder == "shuffle_zstd" else raw
     return coder, compact_codec.zstandard.ZstdCompressor().compress(data)
 
@@ -190,34 +188,45 @@ def test_shuffle_zstd_wins_on_float_weights_and_round_trips(tmp_path: Path) -> N
     assert _bits_equal(load_compact(path)[0]["w"], weights)
 
 
-def test_version_2_files_still_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # A version-2 writer: no shuffle_zstd, Huffman among its coders.
-    from modelshrink.export import compact
-
-    monkeypatch.setattr(compact, "FORMAT_VERSION", 2)
-    real = compact_codec.entropy_code
-    monkeypatch.setattr(compact_codec, "entropy_code", lambda raw, lanes=1: real(raw, coders=("zstd", "huffman")))
-    skewed = torch.where(torch.rand(N, generator=_gen(7)) < 0.9, 0.5, -0.5)
-    state = {"skewed": skewed, "dense": _dense(5000)}
-    path = tmp_path / "v2.mshk"
-    save_compact(state, path, {})
-    monkeypatch.undo()
-    assert read_compact_header(path)["version"] == 2
-    back, _ = load_compact(path)
-    assert _bits_equal(back["skewed"], skewed) and _bits_equal(back["dense"], state["dense"])
+# Written by the version 2 writer (Huffman among its coders: `entropy_code(raw, coders=("huffman",))`, before this
+# version removed the encoder) from the tensors of `_v2_tensors`; 5,375 bytes.
+V2_FILE = Path(__file__).parent / "data" / "v2-huffman.msz"
 
 
-def test_huffman_round_trip_and_rejects_bad_tables() -> None:
-    rng = np.random.default_rng(0)
-    for data in [b"a", b"abab", rng.integers(0, 7, 5000).astype(np.uint8).tobytes(), bytes(range(256)) * 3]:
-        coded = huffman_encode(data)
-        assert coded is not None
-        assert huffman_decode(coded, len(data)) == data
-    assert huffman_encode(b"") is None
+def _v2_tensors() -> dict[str, torch.Tensor]:
+    skewed = torch.where(torch.rand(4000, generator=_gen(7)) < 0.9, 0.5, -0.5)
+    dense = torch.randn(64, 16, generator=_gen(3)) * 0.05
+    pick = torch.multinomial(torch.tensor([0.1, 0.6, 0.2, 0.1]), 3000, True, generator=_gen(5))
+    return {"skewed": skewed, "dense": dense, "clustered": torch.tensor([-0.1, 0.0, 0.02, 0.3])[pick]}
+
+
+def test_version_2_files_with_huffman_blobs_still_load() -> None:
+    header = read_compact_header(V2_FILE)
+    assert header["version"] == 2
+    assert [e["entropy"] for e in header["tensors"]] == ["huffman", "huffman", "none"]
+    back, meta = load_compact(V2_FILE)
+    assert meta == {"note": "a version 2 file with Huffman blobs"}
+    for name, want in _v2_tensors().items():
+        assert _bits_equal(back[name], want), name
+    # The torch-free runtime decodes its tensors too, and says what the file lacks to run: an ONNX graph (version 3).
+    from modelshrink import runtime
+    from modelshrink.runtime import codec, container
+
+    data = V2_FILE.read_bytes()
+    payload = data[container.parse_header(data, V2_FILE)[1] :]
+    for entry in header["tensors"]:
+        assert np.array_equal(codec.as_numpy(entry, payload), back[entry["name"]].numpy()), entry["name"]
+    with pytest.raises(ArtifactError, match="version 2 and carries no ONNX graph, so the torch-free runtime cannot"):
+        runtime.load(V2_FILE)
+
+
+def test_huffman_decoder_rejects_bad_tables() -> None:
     with pytest.raises(ValueError, match="code table"):
         huffman_decode(b"\x01", 3)
     with pytest.raises(ValueError, match="prefix code"):
         huffman_decode(bytes([0x11] * 128) + b"\x00", 3)  # 256 codes of 1 bit: not a prefix code
+    with pytest.raises(ValueError, match="ends after"):
+        huffman_decode(bytes([0x11]) + bytes(127) + b"\x80", 20)  # 1-bit codes for 0 and 1: 8 symbols, not 20
 
 
 def test_int8_per_channel_round_trip(tmp_path: Path) -> None:

@@ -54,7 +54,7 @@ def test_every_seed_variant_round_trips_exactly(run: tuple[Path, dict[str, dict]
     data = load_task(data_cfg)
     for name, row in rows.items():
         assert row["status"] == "ok", row.get("error")
-        assert row["compact_matches_model"] is True, name  # checked by the runner, bit for bit
+        assert row["compact_matches_model"] is True, name  # checked by the runner: weights bit for bit
         model, meta = load_model(out / row["artifacts"]["compact"])
         with torch.no_grad():
             pred = model(torch.from_numpy(data.x_test)).argmax(1).numpy()
@@ -127,3 +127,20 @@ def test_eval_reads_a_model_folder_and_its_compact_file(run: tuple[Path, dict[st
     assert onnx["kind"] == "onnx" and compact["kind"] == "compact" and onnx["rows"] == compact["rows"] == 150
     # float32 ONNX in ONNX Runtime and the same weights in PyTorch: the same predictions up to float noise.
     assert abs(onnx["accuracy"] - compact["accuracy"]) <= 1 / 150
+
+
+def test_compact_matches_needs_the_same_weights_and_tolerates_only_rounding() -> None:
+    import numpy as np
+    import torch
+
+    from modelshrink.runner.measure import compact_matches
+
+    a = torch.nn.Linear(4, 3)
+    b = torch.nn.Linear(4, 3)
+    b.load_state_dict(a.state_dict())
+    logits = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
+    assert compact_matches(a, b, logits + np.float32(2e-9), logits)  # last-bit noise: still the same model
+    assert not compact_matches(a, b, logits + np.float32(1e-3), logits)  # different outputs
+    with torch.no_grad():
+        b.weight[0, 0] += 1e-6
+    assert not compact_matches(a, b, logits, logits)  # a weight changed on the way: not the same file

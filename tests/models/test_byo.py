@@ -165,3 +165,37 @@ def test_build_fn_gets_the_task_info() -> None:
     ref = register_build_fn(build)
     build_model(ModelConfig(name="custom", build=ref), 7, 3)
     assert seen == [ModelInputs(input_dim=7, num_labels=3)]
+
+
+def test_a_custom_compact_file_never_imports_the_file_it_names(tmp_path: Path) -> None:
+    """Loading a .msz whose metadata names `evil.py:build` refuses in a fresh process (the file is not
+    imported: it would leave a marker), and rebuilds when the caller passes the function."""
+    import subprocess
+    import sys
+
+    from modelshrink.export.compact import load_model, save_model
+
+    marker = tmp_path / "imported"
+    src = tmp_path / "evil.py"
+    src.write_text(
+        f"from pathlib import Path\nPath({str(marker)!r}).write_text('ran')\nfrom torch import nn\n"
+        "def build(inputs):\n    return nn.Linear(inputs.input_dim, inputs.num_labels)\n"
+    )
+    cfg = ModelConfig(name="custom", build=f"{src}:build")
+    model = build_model(cfg, 4, 2)
+    marker.unlink()  # building it here ran it, as --model does; the file alone must not
+    path = tmp_path / "w.msz"
+    save_model(model, path, cfg.model_dump(mode="json"), 4, ["a", "b"], {"kind": "image", "labels": ["a", "b"]})
+    code = (
+        "import sys\nfrom modelshrink.export.compact import load_model\nfrom modelshrink.errors import ArtifactError\n"
+        f"try:\n    load_model({str(path)!r})\nexcept ArtifactError as e:\n    print(e); sys.exit(2)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "never runs code" in done.stdout, done.stdout + done.stderr
+    assert not marker.exists()
+
+    def build(inputs: ModelInputs) -> nn.Module:
+        return nn.Linear(inputs.input_dim, inputs.num_labels)
+
+    loaded, _ = load_model(path, build_fn=build)
+    torch.testing.assert_close(loaded.weight, model.weight)

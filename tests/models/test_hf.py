@@ -13,6 +13,7 @@ import torch
 pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 
+from modelshrink import runtime  # noqa: E402
 from modelshrink.cli import main  # noqa: E402
 from modelshrink.config import Overrides, resolve  # noqa: E402
 from modelshrink.data.hf_text import HFTextEncoder  # noqa: E402
@@ -115,10 +116,20 @@ def test_compact_file_rebuilds_without_the_folder(hf_folders: dict[str, Path], c
     model = build_model(cfg, data.input_dim, data.num_labels).eval()
     meta_cfg = saved_config(cfg.model_dump(mode="json"), model)
     assert "path" not in meta_cfg and meta_cfg["hf_config"]["model_type"] == "bert"
-    save_model(model, tmp_path / "w.msz", meta_cfg, data.input_dim, data.labels, data.preprocessing)
-    shutil.rmtree(folder)  # nothing may be read from the folder now
-    loaded, meta = load_model(tmp_path / "w.msz")
     x = torch.from_numpy(data.x_test)
+    save_model(
+        model, tmp_path / "w.msz", meta_cfg, data.input_dim, data.labels, data.preprocessing, example_input=x[:2]
+    )
+    texts = ["i feel so mad", "what a lovely day", ""]
+    ids = text_encoder(cfg).encode(texts)
+    shutil.rmtree(folder)  # nothing may be read from the folder now
+    # The torch-free runtime tokenizes with the file's own tokenizer and runs the file's graph.
+    got = runtime.load(tmp_path / "w.msz").predict(texts)
+    with torch.no_grad():
+        want = torch.softmax(model(torch.from_numpy(ids)), dim=-1).numpy()
+    np.testing.assert_allclose(got.probabilities, want, atol=1e-5)
+    assert got.labels == [data.labels[i] for i in want.argmax(axis=1)]
+    loaded, meta = load_model(tmp_path / "w.msz")
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x))
     saved = HFTextEncoder.from_dict(meta["preprocessing"]["hf_tokenizer"])  # the file's own tokenizer

@@ -6,6 +6,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from modelshrink.cli import main
 from modelshrink.config import parse_config
@@ -50,3 +51,23 @@ def test_unreachable_ray_address_fails_fast(
     # Refused by the TCP probe before ray.init, which on its own would retry for minutes.
     assert f"cannot reach a Ray cluster at '{address}'" in err and "ray start --head" in err
     assert not (tmp_path / "o" / "results.sqlite").exists()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_ray_gpu_rows_train_on_a_gpu_share_and_are_measured_on_the_driver(
+    sweep: SimpleNamespace, tmp_path: Path
+) -> None:
+    cfg_dict = sweep.config(tmp_path, variants=sweep.VARIANTS[:2], seeds=(0,))
+    cfg = parse_config({**cfg_dict, "train": {**cfg_dict["train"], "device": "cuda"}})
+    with RayExecutor("local", jobs=2) as ex:
+        import ray
+
+        assert ray.cluster_resources().get("GPU", 0) >= 1
+        rows = Runner(cfg, tmp_path / "g", log=lambda _m: None).run(executor=ex)
+    assert [r["status"] for r in rows] == ["ok", "ok"], [r.get("error") for r in rows]
+    for r in rows:
+        assert r["train_device"].startswith("cuda") and r["trained_on"]["gpu"]  # the GPU's name
+        assert r["measured_on"]["driver"] is True  # measured by the driver, not in a task
+        for size in r["sizes"]:
+            assert (tmp_path / "g" / size["file"]).stat().st_size == size["file_bytes"]

@@ -35,6 +35,9 @@ class KillConfig(TechniqueConfig):
 class SleepConfig(TechniqueConfig):
     kind: Literal["test.sleep"] = "test.sleep"
 
+class OomConfig(TechniqueConfig):
+    kind: Literal["test.oom"] = "test.oom"
+
 if "test.kill" not in TECHNIQUES:
     @register_technique(KillConfig)
     def kill(model, cfg, ctx):
@@ -46,6 +49,20 @@ if "test.kill" not in TECHNIQUES:
     def sleep(model, cfg, ctx):
         if os.path.exists(os.environ.get("FAULT_ON", "/nonexistent")):
             time.sleep(600)
+        return TechniqueResult(model)
+
+    @register_technique(OomConfig)
+    def oom(model, cfg, ctx):
+        if os.path.exists(os.environ.get("FAULT_ON", "/nonexistent")):
+            import resource
+            import numpy as np
+            soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+            used = int(open("/proc/self/statm").read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+            resource.setrlimit(resource.RLIMIT_AS, (used + (512 << 20), hard))  # this worker's memory is full
+            try:
+                np.ones(8 << 30, dtype=np.uint8)  # 8 GiB: a real MemoryError from the allocator
+            finally:
+                resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
         return TechniqueResult(model)
 
 @dataclass
@@ -62,7 +79,7 @@ def faults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
 
     yield SimpleNamespace(data=lambda d: fault_helper.FaultData(**{f.name: getattr(d, f.name)
                                                                    for f in dataclasses.fields(d)}))  # fmt: skip
-    for kind in ("test.kill", "test.sleep"):
+    for kind in ("test.kill", "test.sleep", "test.oom"):
         TECHNIQUES.pop(kind, None)  # other tests see the registry as it was
     sys.modules.pop("fault_helper", None)
 
@@ -75,20 +92,22 @@ def _run(cfg: dict, out: Path, data_of: Any, ex: ProcessExecutor, log: Any = Non
 def test_worker_killed_mid_row_then_resume(
     sweep: SimpleNamespace, faults: SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    variants = [{"name": "killed", "steps": [{"kind": "test.kill"}]}, {"name": "baseline", "steps": []}]
+    variants = [{"name": "killed", "steps": [{"kind": "test.kill"}]}, {"name": "baseline", "steps": []},
+                {"name": "oom", "steps": [{"kind": "test.oom"}]}]  # fmt: skip
     cfg = sweep.config(tmp_path, variants=variants, seeds=(0,))
     (tmp_path / "fault").touch()
     monkeypatch.setenv("FAULT_ON", str(tmp_path / "fault"))
     with ProcessExecutor(2) as ex:  # the pool outlives its dead worker: a second batch runs on it
         rows = _run(cfg, tmp_path / "out", faults.data, ex)
-        assert {v: r["status"] for v, r in rows.items()} == {"baseline": "ok", "killed": "failed"}
+        assert {v: r["status"] for v, r in rows.items()} == {"baseline": "ok", "killed": "failed", "oom": "failed"}
         assert "worker lost" in rows["killed"]["error"] and "SIGKILL" in rows["killed"]["error"]
+        assert rows["oom"]["error"].startswith("out of memory (MemoryError"), rows["oom"]["error"]
         (tmp_path / "fault").unlink()  # the same workers (and the killed one's replacement) now run it
         logged: list[str] = []
         again = _run(cfg, tmp_path / "out", faults.data, ex, logged.append)
-    assert {v: r["status"] for v, r in again.items()} == {"baseline": "ok", "killed": "ok"}, again
+    assert {v: r["status"] for v, r in again.items()} == {"baseline": "ok", "killed": "ok", "oom": "ok"}, again
     assert again["baseline"]["wall_s"] == rows["baseline"]["wall_s"]  # the finished row was not redone
-    assert [m.split(":")[0] for m in logged if "test acc" in m] == ["killed seed 0"]
+    assert sorted(m.split(":")[0] for m in logged if "test acc" in m) == ["killed seed 0", "oom seed 0"]
 
 
 def test_row_timeout_stops_a_hung_row(sweep: SimpleNamespace, faults: SimpleNamespace, tmp_path: Path,

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from modelshrink.errors import ArtifactError, ConfigError
+from modelshrink.runtime.preprocess import encode_hf, hf_tokenizer
 
 
 @dataclass
@@ -30,27 +31,14 @@ class HFTextEncoder:
     _tok: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        from tokenizers import Tokenizer  # optional extra: modelshrink[hf]
-
         try:
-            self._tok = Tokenizer.from_str(self.tokenizer_json)
-        except Exception as err:  # the Rust parser's error types are not exported
-            raise ConfigError(f"tokenizer.json is not a fast tokenizer file ({err}); re-save it with "
-                              "tokenizer.save_pretrained(...) from a fast tokenizer") from err  # fmt: skip
-        self._tok.no_padding()
-        # Keep the first tokens, as transformers does; the special tokens ([CLS] ... [SEP]) stay.
-        self._tok.enable_truncation(self.max_len)
+            self._tok = hf_tokenizer(self.tokenizer_json, self.max_len)
+        except ArtifactError as err:
+            raise ConfigError(f"{err}; re-save it with tokenizer.save_pretrained(...) from a fast tokenizer") from err
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """(N, max_len) int64 ids, pre-padded with 0 (the padding id swapped with 0 where it is not 0)."""
-        out = np.zeros((len(texts), self.max_len), dtype=np.int64)
-        for row, enc in enumerate(self._tok.encode_batch(list(texts))):
-            ids = np.asarray(enc.ids[: self.max_len], dtype=np.int64)
-            if self.pad_id:  # swap pad_id and 0, an involution the model wrapper undoes
-                ids = np.where(ids == 0, self.pad_id, np.where(ids == self.pad_id, 0, ids))
-            if len(ids):
-                out[row, self.max_len - len(ids) :] = ids
-        return out
+        return encode_hf(self._tok, texts, self.max_len, self.pad_id)
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": "hf-tokenizers", "max_len": self.max_len, "pad_id": self.pad_id, "padding": "pre",

@@ -85,10 +85,25 @@ class TaskData:
     source: str  # where the data came from, for the record
     preprocessing: dict[str, Any] = field(default_factory=dict)  # saved next to the model
     fingerprint: str = ""  # sha256 of the source file (or a name for built-in data): results keys use it
+    # Other encodings of the same examples (same rows, same order, same labels), by name: text read
+    # through a model's own tokenizer (hf) also offers "words", the word tokenizer fitted on train, for a
+    # distilled student with its own tokenizer (Tang et al. 2019). "" is this encoding itself.
+    views: dict[str, TaskData] = field(default_factory=dict)
 
     @property
     def num_labels(self) -> int:
         return len(self.labels)
+
+    def view(self, name: str) -> TaskData:
+        """This data ("") or one of its other encodings (`views`)."""
+        if not name:
+            return self
+        if name not in self.views:
+            known = ", ".join(sorted(self.views)) or "none"
+            raise ConfigError(f"the data ({self.source}) has no {name!r} encoding (it has: {known}); "
+                              "a word-tokenizer student of an hf model needs the text task loaded with the "
+                              "model's tokenizer (load_task(cfg.data, text_encoder(cfg.model)))")  # fmt: skip
+        return self.views[name]
 
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """(inputs, labels) of one split: "train", "val" or "test"."""
@@ -148,9 +163,19 @@ def _text_task(texts: list[str], labels: list[str], cfg: DataConfig, source: str
             x[train], y[train], x[val], y[val], x[test], y[test], labels=names, input_dim=encoder.vocab_size,
             kind="text", source=source, fingerprint=fingerprint,
             preprocessing={"kind": "text", "labels": names, "hf_tokenizer": encoder.to_dict()},
+            views={"words": _word_task(texts, y, names, (train, val, test), cfg, source, fingerprint)},
         )  # fmt: skip
     label_id = {name: i for i, name in enumerate(names)}
     y = np.array([label_id[lab] for lab in labels], dtype=np.int64)
+    return _word_task(texts, y, names, (train, val, test), cfg, source, fingerprint)
+
+
+def _word_task(
+    texts: list[str], y: np.ndarray, names: list[str], splits: tuple[np.ndarray, np.ndarray, np.ndarray],
+    cfg: DataConfig, source: str, fingerprint: str,
+) -> TaskData:  # fmt: skip
+    """Texts through the built-in word tokenizer (cfg.vocab_size, cfg.max_len) fitted on the training split."""
+    train, val, test = splits
     # Fit on the training split only: the thesis fit on all text, test included (a leak).
     tok = Tokenizer(cfg.vocab_size, cfg.max_len).fit([texts[i] for i in train])
 

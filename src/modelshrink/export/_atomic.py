@@ -28,3 +28,9 @@ def atomic_output(path: Path) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """`path.write_text(text)`, but a full disk or a crash leaves the old file or none, never half of it."""
+    with atomic_output(path) as tmp:
+        tmp.write_text(text)

@@ -187,8 +187,12 @@ def save_model(
     return save_compact(state, path, meta, quantized, graph)
 
 
-def load_model(path: Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the PyTorch model saved by `save_model` (eval mode); return (model, meta)."""
+def load_model(path: Path, build_fn: Any = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the PyTorch model saved by `save_model` (eval mode); return (model, meta).
+
+    A model built by the user's own function (`custom`) rebuilds only with that function: passed as
+    `build_fn`, or already loaded by this process (the run that made the file); never imported from
+    the path the file names."""
     from pydantic import ValidationError
 
     from modelshrink.models.builders import ModelConfig, build_model
@@ -196,7 +200,12 @@ def load_model(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     state, meta = load_compact(path)
     try:
         cfg = ModelConfig.model_validate(meta["model"])
+        if cfg.name == "custom":
+            from modelshrink.models.byo import trusted_build_fn
+
+            trusted_build_fn(cfg.build or "", build_fn, path)
         input_dim, labels = int(meta["input_dim"]), list(meta["labels"])
+        _check_shapes(cfg, input_dim, len(labels), state, path)
         model = build_model(cfg, input_dim, len(labels))
         model.load_state_dict(state)
     except (KeyError, TypeError, ValueError, RuntimeError, ValidationError) as err:
@@ -205,3 +214,22 @@ def load_model(path: Path) -> tuple[nn.Module, dict[str, Any]]:
             "write it with modelshrink.export.compact.save_model"
         ) from err
     return model.eval(), meta
+
+
+def _check_shapes(cfg: Any, input_dim: int, num_labels: int, state: dict[str, torch.Tensor], path: Path) -> None:
+    """The model the metadata describes, built on the meta device (no memory), must hold the file's tensor
+    shapes; so a header that says `input_dim: 10**9` is refused before building allocates it."""
+    from modelshrink.models.builders import build_model
+
+    try:
+        with torch.device("meta"):
+            wanted = {k: tuple(v.shape) for k, v in build_model(cfg, input_dim, num_labels).state_dict().items()}
+    except Exception:  # noqa: BLE001 - a model that cannot be built on meta: the real build reports it
+        return
+    held = {k: tuple(v.shape) for k, v in state.items()}
+    if wanted != held:
+        diff = sorted(k for k in wanted.keys() | held.keys() if wanted.get(k) != held.get(k))[:3]
+        raise ArtifactError(
+            f"{path} is corrupt: its metadata describes a model whose tensors {diff} differ from the file's; "
+            "re-export it with modelshrink"
+        )

@@ -6,8 +6,8 @@ Each tensor is coded in three layers, each choice per tensor, smallest wins:
   values     ``raw`` (little-endian elements) | ``codebook`` (k <= 256 distinct values,
              then ceil(log2 k)-bit indices)
   entropy    ``none`` | ``zstd`` | ``shuffle_zstd`` (the bytes split into lanes, byte i of every element
-             together, before zstd) | ``huffman`` (canonical Huffman over bytes; read in files of
-             format version 2, no longer written: see ENTROPY_WRITTEN)
+             together, before zstd); ``huffman`` is read in files of format version 2 (runtime/huffman.py),
+             no longer written: see ENTROPY_WRITTEN
 and an int8 tensor (`quantized`) also carries one float32 scale per channel: its float32
 value is exactly `int8 * scale` (see `export.int8.dequantize_int8`), recomputed the same way on load.
 Round trips are bit-exact: values are handled as bit patterns, never re-computed.
@@ -37,7 +37,6 @@ from modelshrink.runtime.codec import (
     unshuffle,
     width,
 )
-from modelshrink.runtime.huffman import huffman_encode
 
 # Level 19 is zstandard's strongest "normal" level; on the reference LSTM (1.4 MB dense)
 # it takes well under a second, and levels 20-22 ("ultra") cost much more memory for <1%.
@@ -166,7 +165,8 @@ def _encode(arr: np.ndarray) -> tuple[dict[str, Any], bytes]:
 
 
 # What the writer tries, smallest kept. Huffman is read (version 2 files), no longer written: on the seed
-# preset's compact files it never beat both zstd codings (benchmarks/compact_coders.py; docs/compact-format.md).
+# preset's compact files it never beat both zstd codings (docs/compact-format.md). An ANS coder (constriction)
+# for codebook indices saved 0.5-1.3 % of a file, not enough for a compiled dependency in the runtime (same doc).
 ENTROPY_WRITTEN = ("none", "zstd", "shuffle_zstd")
 
 
@@ -183,10 +183,6 @@ def entropy_code(raw: bytes, lanes: int = 1, coders: tuple[str, ...] = ENTROPY_W
         options.append(("zstd", _zstd(raw)))
     if raw and "shuffle_zstd" in coders and lanes > 1:
         options.append(("shuffle_zstd", _zstd(shuffle(raw, lanes))))
-    if raw and "huffman" in coders:
-        huff = huffman_encode(raw)
-        if huff is not None:
-            options.append(("huffman", huff))
     return min(options, key=lambda o: len(o[1]))  # ties: the simpler coding, listed first
 
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
 
-from modelshrink.errors import ConfigError
+from modelshrink.errors import ConfigError, RegistryError
 from modelshrink.models.cnn import TinyCNN
 from modelshrink.models.image import MLP, SmallCNN
 from modelshrink.models.lstm import LSTMClassifier
@@ -23,12 +23,9 @@ from modelshrink.registry import Registry
 if TYPE_CHECKING:
     from modelshrink.data.tasks import TaskData, TextEncoder
 
-ModelName = Literal[
-    "lstm", "gru", "bilstm", "cnn1d-text", "transformer-tiny", "cnn", "cnn-small", "mlp", "custom", "hf"
-]
-
+InputKind = Literal["text", "image"]
 # What each built-in model reads; a task's data must match (checked before training).
-MODEL_INPUT: dict[str, Literal["text", "image"]] = {
+MODEL_INPUT: dict[str, InputKind] = {
     "lstm": "text", "gru": "text", "bilstm": "text", "cnn1d-text": "text", "transformer-tiny": "text",
     "cnn": "image", "cnn-small": "image", "mlp": "image", "hf": "text",
 }  # fmt: skip
@@ -53,6 +50,11 @@ def _unset(value: object) -> bool:
     return value is None
 
 
+def _registered_names(schema: dict[str, Any]) -> None:
+    # The JSON Schema lists the models registered when it is made (plugins' included), so editors complete them.
+    schema["enum"] = MODELS.names()
+
+
 def _equals(default: object) -> Callable[[object], bool]:
     # Settings added after run folders existed are left out of dumps at their defaults, for the
     # same reason as `_unset`: configs that do not use them keep their hashes.
@@ -64,7 +66,12 @@ class ModelConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    name: ModelName = Field("lstm", description="built-in model, or 'custom' with `build`")
+    # A str checked against the registry (not a Literal), so other packages' models (entry-point group
+    # `modelshrink.models`) are accepted; a str dumps as the Literal did, so config hashes are unchanged.
+    name: str = Field(
+        "lstm", description="a registered model (`modelshrink list`), or 'custom' with `build`",
+        json_schema_extra=_registered_names,
+    )  # fmt: skip
     embed_dim: int = Field(32, ge=1, description="lstm, gru, bilstm, cnn1d-text, transformer-tiny: embedding width")
     hidden: int = Field(64, ge=1, description="lstm, gru, bilstm: units; transformer-tiny: FFN width; mlp: layer width")
     dropout: float = Field(0.5, ge=0.0, lt=1.0, description="dropout before the classifier (all but cnn)")
@@ -111,6 +118,13 @@ class ModelConfig(BaseModel):
         None, exclude_if=_unset, description="all models: a .safetensors / .pt / .pth state dict to start from"
     )
 
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        if name not in MODELS:
+            raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS.names())}")
+        return name
+
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
         if self.name == "custom" and not self.build:
@@ -123,11 +137,11 @@ class ModelConfig(BaseModel):
             )
         defaults = ModelConfig.model_fields
         unused = [f for f in self.model_fields_set - {"name", "weights"}
-                  if f not in MODEL_SETTINGS[self.name] and getattr(self, f) != defaults[f].default]  # fmt: skip
+                  if f not in MODEL_SETTINGS.get(self.name, ()) and getattr(self, f) != defaults[f].default]  # fmt: skip
         if unused:
             raise ValueError(
                 f"model {self.name!r} does not read {', '.join(sorted(unused))}; "
-                f"its settings are: {', '.join(MODEL_SETTINGS[self.name])}"
+                f"its settings are: {', '.join(MODEL_SETTINGS.get(self.name, ())) or 'none'}"
             )
         if self.name == "transformer-tiny" and self.embed_dim % self.heads:
             raise ValueError(f"transformer-tiny: heads ({self.heads}) must divide embed_dim ({self.embed_dim})")
@@ -137,6 +151,29 @@ class ModelConfig(BaseModel):
 # A builder takes (config, vocab_size or input channels, number of labels).
 Builder = Callable[[ModelConfig, int, int], nn.Module]
 MODELS: Registry[Builder] = Registry("model")
+
+
+def register_model(name: str, reads: InputKind, settings: tuple[str, ...] = ()) -> Callable[[Builder], Builder]:
+    """Register a model builder, e.g. from another package (entry-point group `modelshrink.models`), so
+    `model: {name: NAME}` and `--model NAME` build it.
+
+    `reads`: "text" (token ids; the builder's input_dim is the vocabulary size) or "image" (input_dim is the
+    number of channels). `settings`: the ModelConfig fields the builder reads; setting another one is refused."""
+    if reads not in ("text", "image"):
+        raise RegistryError(f"model {name!r}: reads must be 'text' or 'image', got {reads!r}")
+    unknown = [s for s in settings if s not in ModelConfig.model_fields or s == "name"]
+    if unknown:
+        raise RegistryError(
+            f"model {name!r}: unknown settings {', '.join(unknown)}; ModelConfig has: "
+            f"{', '.join(f for f in ModelConfig.model_fields if f != 'name')}"
+        )
+
+    def wrap(builder: Builder) -> Builder:
+        MODELS.add(name, builder)  # an existing name: RegistryError
+        MODEL_INPUT[name], MODEL_SETTINGS[name] = reads, tuple(settings)
+        return builder
+
+    return wrap
 
 
 @MODELS.register("lstm")

@@ -74,7 +74,23 @@ def load_build_fn(ref: str) -> BuildFn:
         raise ConfigError(
             f"--model file {path_text!r} has no function {fn_name!r}; functions in it: {', '.join(found) or 'none'}"
         )
+    _IN_PROCESS[ref] = fn  # named by this process's user: a compact file built by it may now rebuild here
     return fn  # type: ignore[no-any-return]
+
+
+def trusted_build_fn(ref: str, fn: BuildFn | None, path: object) -> None:
+    """A compact file of a `custom` model names the user's build function. Loading it may call that function
+    only when this process already holds it (the run that built the model, or `fn` passed by the caller):
+    a file alone never makes modelshrink import a Python file it names."""
+    from modelshrink.errors import ArtifactError
+
+    if fn is not None:
+        _IN_PROCESS[ref] = fn
+    elif ref not in _IN_PROCESS:
+        raise ArtifactError(
+            f"{path} holds a model built by your code ({ref!r}); loading a file never runs code it names: pass "
+            "the function (load_model(path, build_fn=build)), or run the file's graph with modelshrink.runtime"
+        )
 
 
 def _takes_two(fn: Callable[..., object]) -> bool:

@@ -18,6 +18,7 @@ transformers is imported inside the functions: `import modelshrink` stays light.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -29,8 +30,8 @@ import torch
 from torch import nn
 
 from modelshrink.data.hf_text import HFTextEncoder, tokenizer_pad_id
-from modelshrink.errors import ConfigError
-from modelshrink.models.hf_prune import apply_saved_shapes
+from modelshrink.errors import ConfigError, IncompatibleModelError
+from modelshrink.models.hf_prune import HEADS_KEY, apply_saved_shapes
 
 log = logging.getLogger(__name__)
 
@@ -242,3 +243,43 @@ def is_pretrained(ref: str, labels: list[str]) -> bool:
     """True when the folder's trained head is for exactly these labels, in this order."""
     folder = resolve_folder(ref)
     return head_labels(_auto_config(folder, read_folder_config(folder))) == list(labels)
+
+
+# -- a smaller transformer from a larger one (distillation's student) ---------------------------------
+def _layer_list(model: nn.Module, count: int) -> str:
+    """The qualified name of the encoder's `count` layers (bert.encoder.layer, distilbert.transformer.layer, ...)."""
+    found = [name for name, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) == count]
+    if len(found) != 1:
+        raise ConfigError(f"{type(model).__name__}: cannot tell its encoder layers apart (module lists of length "
+                          f"{count}: {found or 'none'}); distill it into a built-in student instead")  # fmt: skip
+    return found[0]
+
+
+def fewer_layers(teacher: HFClassifier, layers: int) -> tuple[HFClassifier, list[int]]:
+    """A copy of `teacher` with `layers` encoder layers, as DistilBERT was made (Sanh et al. 2019): one
+    teacher layer out of every L/layers (0, 2, 4, ... for half), embeddings, pooler and head copied.
+    Returns the student and the teacher layers it starts from."""
+    config = copy.deepcopy(teacher.model.config)
+    total = int(config.num_hidden_layers)
+    if total < 2:
+        raise IncompatibleModelError(f"distill.kd: this hf model ({config.model_type}) has {total} encoder layer, so "
+                                     "no student with fewer layers; name a built-in student ({name: bilstm, ...})")  # fmt: skip
+    if not 1 <= layers < total:
+        raise ConfigError(f"distill.kd: student layers {layers} must be fewer than the teacher's {total} "
+                          f"(1 to {total - 1})")  # fmt: skip
+    keep = [i * total // layers for i in range(layers)]
+    config.num_hidden_layers = layers  # the standard name; a family's own (n_layers) follows its attribute_map
+    heads = getattr(config, HEADS_KEY, None)
+    if heads:  # a head-pruned teacher (prune.transformer): each kept layer keeps its head count
+        setattr(config, HEADS_KEY, [heads[i] for i in keep])
+    student = build_hf(None, json.loads(config.to_json_string()), int(config.num_labels))
+    prefix, s_prefix = _layer_list(teacher, total) + ".", _layer_list(student, layers) + "."
+    if prefix != s_prefix:  # internal: the same architecture names its layers the same way
+        raise ValueError(f"student layers at {s_prefix}, the teacher's at {prefix}")
+    source = teacher.state_dict()
+    state = {}
+    for key in student.state_dict():
+        index, _, rest = key[len(prefix) :].partition(".")
+        state[key] = source[f"{prefix}{keep[int(index)]}.{rest}" if key.startswith(prefix) else key].clone()
+    student.load_state_dict(state)
+    return student, keep

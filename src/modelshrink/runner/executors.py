@@ -3,21 +3,18 @@
 Every executor has the same two verbs: `map_baselines` (train or load each seed's baseline)
 and `map_rows` (run (variant, seed) rows, yielding each result as it finishes); the driver
 (runner/run.py) alone writes rows into the store. In-process, the variants of a seed share
-pipeline prefixes in memory. Elsewhere each row is one task: it loads the seed's baseline from
-the run folder (trained first, once, by a baseline task), recomputes the variant's whole
-pipeline, writes its artifacts and returns its measurements. Tasks are deterministic for a
-given seed (every technique seeds itself), so the numbers are the same either way.
-
-Ray is imported only when asked for: `import modelshrink` and the CLI stay light.
+pipeline prefixes in memory. Elsewhere each row is one task: it loads the seed's baseline
+(trained first, once, by a baseline task), recomputes the variant's whole pipeline, writes its
+artifacts and returns its measurements. Local processes share the run folder with the driver;
+Ray tasks share no disk with it (runner/ray_executor.py, runner/ray_rows.py). Tasks are
+deterministic for a given seed (every technique seeds itself), so the numbers are the same either way.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
 import multiprocessing
-import os
 import signal
-import socket
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,15 +24,11 @@ from typing import Any
 from modelshrink.config import RunConfig, VariantConfig
 from modelshrink.data.tasks import TaskData
 from modelshrink.errors import ConfigError
+from modelshrink.runner.executor_base import Executor, RowTask, threads_per_worker
+from modelshrink.runner.ray_executor import RayExecutor
 from modelshrink.runner.task import RowResult, RowRunner
 
-RowTask = tuple[VariantConfig, int]
-RAY_CONNECT_TIMEOUT_S = 5.0  # a TCP probe of the head before ray.init, which can wait minutes on its own
-
-
-def threads_per_worker(jobs: int) -> int:
-    """Split the machine's cores between the workers, at least one thread each."""
-    return max(1, (os.cpu_count() or 1) // jobs)
+__all__ = ["Executor", "ProcessExecutor", "RayExecutor", "RowTask", "make_executor", "threads_per_worker"]
 
 
 @dataclass(frozen=True)
@@ -108,37 +101,6 @@ def _setup(rows: RowRunner, data: TaskData, jobs: int) -> WorkerSetup:
                        uuid.uuid4().hex)  # fmt: skip
 
 
-class Executor:
-    """In-process (the default): rows run in this process, seed by seed; the variants of a seed
-    share pipeline prefixes through an in-memory cache."""
-
-    name = "inprocess"
-
-    def map_baselines(self, rows: RowRunner, data: TaskData, seeds: list[int]) -> Iterator[int]:
-        """Train (or load) each seed's baseline ahead of its rows; yields each seed when it is ready.
-
-        In-process this yields nothing: a seed's baseline trains when its rows start (in `map_rows`),
-        so the first rows are in the store before the next seed's baseline trains.
-        """
-        return iter(())
-
-    def map_rows(self, rows: RowRunner, data: TaskData, tasks: list[RowTask]) -> Iterator[tuple[RowTask, RowResult]]:
-        """Run the rows; yields each (task, result) as it finishes, in any order."""
-        for seed in dict.fromkeys(s for _, s in tasks):
-            cache = {("baseline",): rows.baseline(data, seed)}  # this seed's pipeline prefixes, dropped after its rows
-            for variant, _ in (t for t in tasks if t[1] == seed):
-                yield (variant, seed), rows.run(data, variant, seed, cache)
-
-    def close(self) -> None:
-        """Release workers or the cluster connection."""
-
-    def __enter__(self) -> Executor:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
 class ProcessExecutor(Executor):
     """`--jobs N`: N local worker processes (spawned, never forked: forking a process that has
     started torch's thread pools can deadlock).
@@ -193,106 +155,10 @@ def _check_timeout(row_timeout_s: float | None) -> None:
         raise ConfigError(f"--row-timeout must be a positive number of seconds, got {row_timeout_s}; e.g. 3600")
 
 
-def _probe(address: str) -> None:
-    """Fail fast on an unreachable head: ray.init(address=...) itself retries for minutes."""
-    hostport = address.removeprefix("ray://")
-    host, _, port = hostport.rpartition(":")
-    if not host or not port.isdigit():
-        raise ConfigError(f"--ray-address must be HOST:PORT (e.g. head-node:6379), 'auto' or 'local', got {address!r}")
-    try:
-        socket.create_connection((host, int(port)), timeout=RAY_CONNECT_TIMEOUT_S).close()
-    except OSError as err:
-        raise ConfigError(
-            f"cannot reach a Ray cluster at {address!r} ({err or 'timed out'} after {RAY_CONNECT_TIMEOUT_S:.0f} s); "
-            "start one with `ray start --head`, or pass --ray-address local for a local instance"
-        ) from err
-
-
-class RayExecutor(Executor):
-    """`--executor ray`: each row one Ray task; results come back to the driver, which stores them.
-
-    `address` None or "local" starts a local Ray instance for the run (loopback only, no
-    dashboard); "auto" or HOST:PORT joins a running cluster. On a cluster of several machines
-    the run folder must be on a file system every node sees (baselines and artifacts go there),
-    and modelshrink must be installed on every node.
-    """
-
-    name = "ray"
-
-    def __init__(self, address: str | None = None, jobs: int | None = None) -> None:
-        if jobs is not None and jobs < 1:
-            raise ConfigError(f"--jobs must be at least 1, got {jobs}")
-        try:
-            import ray
-        except ImportError as err:
-            raise ConfigError(
-                "--executor ray needs Ray, which is not installed: pip install 'modelshrink[ray]'"
-            ) from err
-        self._ray = ray
-        self.jobs = jobs or (os.cpu_count() or 1)
-        local = address in (None, "", "local")
-        if not local and address != "auto":
-            _probe(address)  # type: ignore[arg-type]
-        try:
-            if local:
-                ray.init(num_cpus=self.jobs, include_dashboard=False, _node_ip_address="127.0.0.1",
-                         log_to_driver=False, configure_logging=False)  # fmt: skip
-            else:
-                ray.init(address=address, log_to_driver=False, configure_logging=False)
-        except (ConnectionError, RuntimeError, ValueError) as err:
-            if local:
-                raise ConfigError(f"could not start a local Ray instance: {err}") from err
-            raise ConfigError(
-                f"cannot reach a Ray cluster at {address!r} ({err}); start one with `ray start --head`, "
-                "or pass --ray-address local for a local instance"
-            ) from err
-        if not local:
-            self.jobs = jobs or max(1, int(ray.cluster_resources().get("CPU", 1)))
-        self._setup_ref: Any = None
-
-    def _tasks(self, rows: RowRunner, data: TaskData) -> tuple[Any, Any, Any]:
-        ray = self._ray
-        if self._setup_ref is None:
-            self._setup_ref = ray.put(_setup(rows, data, self.jobs))
-        return self._setup_ref, ray.remote(num_cpus=1)(_ray_baseline), ray.remote(num_cpus=1)(_ray_row)
-
-    def _as_completed(self, refs: dict[Any, Any], rows: bool = False) -> Iterator[tuple[Any, Any]]:
-        pending = list(refs)
-        while pending:
-            done, pending = self._ray.wait(pending, num_returns=1)
-            try:
-                yield refs[done[0]], self._ray.get(done[0])
-            except self._ray.exceptions.RayError as err:  # a worker or node died: a failed row
-                if not rows:
-                    raise
-                yield refs[done[0]], _lost(err)
-
-    def map_baselines(self, rows: RowRunner, data: TaskData, seeds: list[int]) -> Iterator[int]:
-        setup, baseline, _ = self._tasks(rows, data)
-        for _, seed in self._as_completed({baseline.remote(setup, s): s for s in seeds}):
-            yield seed
-
-    def map_rows(self, rows: RowRunner, data: TaskData, tasks: list[RowTask]) -> Iterator[tuple[RowTask, RowResult]]:
-        setup, _, row = self._tasks(rows, data)
-        yield from self._as_completed({row.remote(setup, v.model_dump_json(), s): (v, s) for v, s in tasks}, rows=True)
-
-    def close(self) -> None:
-        self._ray.shutdown()
-
-
-def _ray_baseline(setup: WorkerSetup, seed: int) -> int:
-    _init_worker(setup)
-    return _baseline_task(seed)
-
-
-def _ray_row(setup: WorkerSetup, variant_json: str, seed: int) -> RowResult:
-    _init_worker(setup)
-    return _row_task(variant_json, seed)
-
-
 def make_executor(
-    executor: str, jobs: int | None, ray_address: str | None, row_timeout_s: float | None = None
-) -> Executor:
+    executor: str, jobs: int | None, ray_address: str | None, row_timeout_s: float | None = None,
+    row_retries: int | None = None, artifacts: str | None = None,
+) -> Executor:  # fmt: skip
     """The executor the CLI flags ask for; checks the flags before anything starts.
 
     A --row-timeout needs rows in worker processes that can be stopped: without --jobs it runs
@@ -304,9 +170,10 @@ def make_executor(
     if executor == "ray":
         if row_timeout_s is not None:
             raise ConfigError("--row-timeout works with local processes only; drop it, or use --executor processes")
-        return RayExecutor(ray_address, jobs)
-    if ray_address is not None:
-        raise ConfigError("--ray-address needs --executor ray")
+        return RayExecutor(ray_address, jobs, row_retries, artifacts)
+    for flag, value in (("--ray-address", ray_address), ("--row-retries", row_retries), ("--artifacts", artifacts)):
+        if value is not None:
+            raise ConfigError(f"{flag} needs --executor ray")
     if executor not in ("inprocess", "processes"):
         raise ConfigError(f"unknown --executor {executor!r}; known: inprocess, processes, ray")
     if row_timeout_s is not None:

@@ -214,6 +214,11 @@ def _load(
         model = onnx.load(str(onnx_path))
     except Exception as err:  # protobuf DecodeError, OSError
         raise ArtifactError(f"--onnx file {str(onnx_path)!r} is not a readable ONNX model: {err}") from err
+    if not model.graph.output:
+        raise DataError(
+            f"--onnx file {str(onnx_path)!r} has no graph outputs; modelshrink needs a classifier whose graph "
+            "outputs its [batch, labels] scores: export the model with its output"
+        )
     adapt = _Input(model, data)
     chosen = pick_output(model, data.num_labels, output)
     if len(model.graph.output) > 1:

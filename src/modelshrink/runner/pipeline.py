@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from rich.markup import escape
 from rich.progress import Progress
@@ -24,13 +25,14 @@ from torch import nn
 from modelshrink.config import RunConfig, VariantConfig
 from modelshrink.data.tasks import TaskData
 from modelshrink.device import resolve_device
+from modelshrink.measure.accuracy import predict_logits
 from modelshrink.models.builders import ModelConfig, build_model, fresh_head, pretrained
 from modelshrink.models.checkpoint import load_weights
 from modelshrink.runner.checks import check_state, failed
 from modelshrink.runner.folder import RunFolder
 from modelshrink.techniques._fold import fold_batchnorm
 from modelshrink.techniques.base import RunContext, TechniqueConfig, get_technique
-from modelshrink.train import OnStep, TrainConfig, fine_tune, fit, set_seed
+from modelshrink.train import OnStep, TrainConfig, fine_tune, fit, set_seed, torch_predictor
 
 Log = Callable[[str], None]
 CALIBRATION_BATCHES = 64  # training batches offered for static quantization (the technique says how many it uses)
@@ -50,6 +52,9 @@ class Stage:
     # How the baseline came to be: "trained" here, "measured" (the user's weights as given) or
     # "continued" (the user's weights, trained further); stored in the row as `baseline_source`.
     source: str = "trained"
+    # Which encoding of the data the model reads (TaskData.view): "" the run's own, "words" the word
+    # tokenizer (a distilled student with its own tokenizer); its files carry that preprocessing.
+    view: str = ""
 
 
 def make_context(
@@ -77,6 +82,13 @@ def make_context(
     fields.setdefault("input_dim", data.input_dim)
     fields.setdefault("num_labels", data.num_labels)
     fields.setdefault("device", str(resolve_device(train.device)))
+    if data.views:  # the same rows in another encoding: a context of its own (a word-tokenizer student)
+
+        def view_context(name: str) -> RunContext:
+            return make_context(data.view(name), train, seed, progress=progress, label=label, tuned=tuned,
+                                max_epochs=max_epochs)  # fmt: skip
+
+        fields.setdefault("view_context", view_context)
     return RunContext(
         example_input=torch.from_numpy(data.x_train[:8]),
         seed=seed,
@@ -91,6 +103,12 @@ def make_context(
     )
 
 
+def training_logits(teacher: nn.Module, data: TaskData) -> np.ndarray:
+    """The teacher on every training row, (N, labels) in row order: eval mode (no dropout), each row
+    classified alone and unpadded (`predict_logits`), as accuracy is measured."""
+    return predict_logits(torch_predictor(teacher.eval()), data.x_train)
+
+
 def log_failed_checks(log: Log, label: str, checks: list[dict[str, Any]]) -> None:
     for c in failed(checks):
         log(escape(f"[warning] {label}: {c['property']} (from {c['established_by']}) not kept after "
@@ -102,6 +120,7 @@ class Pipeline:
 
     def __init__(self, cfg: RunConfig, folder: RunFolder, progress: Progress | None = None, log: Log = print) -> None:
         self.cfg, self.folder, self.progress, self.log = cfg, folder, progress, log
+        self._teacher_logits: dict[tuple[int, str], torch.Tensor] = {}  # (seed, baseline folder) → (N, labels)
 
     def baseline(self, data: TaskData, seed: int) -> Stage:
         """The seed's baseline, the first stage of every pipeline that starts from it: the user's weights
@@ -180,13 +199,15 @@ class Pipeline:
         t0 = time.perf_counter()
         tuned: list[dict[str, float]] = []
         teacher = baseline.model if baseline is not None else None
+        logits = self.teacher_logits(data, seed, teacher) if teacher is not None else None
         device = resolve_device(self.cfg.train.device)
         model = copy.deepcopy(stage.model).to(device)  # the technique's own tensors (masks, centroids) follow it
         if teacher is not None:
             teacher.to(device)  # moved back below: the baseline stays a CPU model between steps
         ctx = make_context(
-            data, self.cfg.train, seed, progress=self.progress, label=f"{name}: {step.kind}", tuned=tuned,
-            teacher=teacher, model_config=stage.model_config, input_dim=stage.input_dim,
+            data.view(stage.view), self.cfg.train, seed, progress=self.progress, label=f"{name}: {step.kind}",
+            tuned=tuned, teacher=teacher, teacher_logits=logits, model_config=stage.model_config,
+            input_dim=stage.input_dim,
             teacher_train_seconds=self.folder.teacher_train_seconds(seed) if teacher is not None else None,
         )  # fmt: skip
         try:
@@ -204,4 +225,27 @@ class Pipeline:
             record["checks"] = checks
             log_failed_checks(self.log, name, checks)
         return Stage(res.model.eval(), res.model_config or stage.model_config, res.input_dim or stage.input_dim,
-                     res.export_format or stage.export_format, stage.steps + [record])  # fmt: skip
+                     res.export_format or stage.export_format, stage.steps + [record],
+                     view=stage.view if res.view is None else res.view)  # fmt: skip
+
+    def teacher_logits(self, data: TaskData, seed: int, teacher: nn.Module) -> Callable[[], torch.Tensor]:
+        """The seed's teacher (baseline) on every training row, (N, labels) in row order, computed on first
+        use and then reused by every student and epoch: kept in memory for the run, and saved in the
+        baseline's folder (teacher_logits.npy, when the baseline was trained there) for other workers and
+        resumed runs. Each row is classified alone and unpadded, as its accuracy is measured."""
+        folder = self.folder.baseline_dir(data, seed)
+        key = (seed, str(folder))
+
+        def get() -> torch.Tensor:
+            if key not in self._teacher_logits:
+                path = folder / "teacher_logits.npy"
+                saved = np.load(path, allow_pickle=False) if path.is_file() else None
+                if saved is None or saved.shape != (len(data.x_train), data.num_labels):
+                    saved = training_logits(teacher, data)
+                    if (folder / "model.safetensors").is_file():  # a baseline trained here: its folder holds it
+                        np.save(folder / "teacher_logits.tmp.npy", saved)
+                        (folder / "teacher_logits.tmp.npy").replace(path)
+                self._teacher_logits[key] = torch.from_numpy(saved)
+            return self._teacher_logits[key]
+
+        return get

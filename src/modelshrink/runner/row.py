@@ -70,7 +70,7 @@ class VariantRow:
     latency_threads: int
     artifacts: list[ArtifactRow]
     baseline_history: list[dict[str, float]] = field(default_factory=list)  # per epoch, for the report
-    compact_matches_model: bool | None = None  # loaded logits == in-memory logits, bit for bit
+    compact_matches_model: bool | None = None  # loaded weights == written, bit for bit; logits equal to float rounding
     checks: list[dict[str, Any]] = field(default_factory=list)
     checks_failed: int = 0
     not_exported: dict[str, str] = field(default_factory=dict)  # artifact → why this variant has no such file

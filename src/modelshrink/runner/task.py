@@ -36,31 +36,57 @@ class RowRunner:
     def baseline(self, data: TaskData, seed: int) -> Stage:
         return self.pipeline.baseline(data, seed)
 
-    def run(self, data: TaskData, variant: VariantConfig, seed: int, cache: Cache) -> RowResult:
-        """One (variant, seed): its measurements, or the error (with the traceback of a bug)."""
+    def run(
+        self, data: TaskData, variant: VariantConfig, seed: int, cache: Cache, stage: Stage | None = None
+    ) -> RowResult:
+        """One (variant, seed): its measurements, or the error (with the traceback of a bug).
+
+        `stage`: the variant's model, built elsewhere (a GPU task on Ray); then only measured here."""
         t0 = time.perf_counter()
         try:
-            result, status = self._measure(data, variant, seed, cache), "ok"
+            result, status = self._measure(data, variant, seed, cache, stage), "ok"
         except Exception as err:  # any failure is recorded, and the sweep moves on
-            result, status = {"error": f"{type(err).__name__}: {err}"}, "failed"
-            if not isinstance(err, ModelshrinkError):  # a bug, not bad input: keep the trace
-                result["traceback"] = traceback.format_exc()
+            result, status = _failure(err), "failed"
         result.update(self.env, wall_s=round(time.perf_counter() - t0, 2))
         return status, result
 
-    def _measure(self, data: TaskData, variant: VariantConfig, seed: int, cache: Cache) -> dict[str, Any]:
-        stage = self.pipeline.stage(data, variant, seed, cache)
+    def stage(self, data: TaskData, variant: VariantConfig, seed: int, cache: Cache) -> tuple[str, Any]:
+        """Only the variant's model: ("ok", its Stage) or ("failed", the error row)."""
+        t0 = time.perf_counter()
+        try:
+            return "ok", self.pipeline.stage(data, variant, seed, cache)
+        except Exception as err:  # recorded as the row's failure, as in `run`
+            return "failed", {**_failure(err), **self.env, "wall_s": round(time.perf_counter() - t0, 2)}
+
+    def _measure(
+        self, data: TaskData, variant: VariantConfig, seed: int, cache: Cache, built: Stage | None = None
+    ) -> dict[str, Any]:
+        stage = built if built is not None else self.pipeline.stage(data, variant, seed, cache)
+        own = data.view(stage.view)  # a student with its own tokenizer is measured on its own encoding
         baseline = cache.get(("baseline",))
         base_model = baseline.model if baseline is not None else build_model(self.cfg.model, data.input_dim,
                                                                               data.num_labels)  # fmt: skip
-        ctx = make_context(data, self.cfg.train, seed)
+        # A stage built elsewhere trained there: here (the driver) only the CPU measures, whatever --device says.
+        train = self.cfg.train if built is None else self.cfg.train.model_copy(update={"device": "cpu"})
+        ctx = make_context(own, train, seed)
         settings = MeasureSettings(self.folder.out, self.cfg.latency_threads, ctx.example_input,
                                    list(ctx.calibration or []), self.cache, self.log)  # fmt: skip
         folder = self.folder.model_dir(variant.name, seed)
-        row = measure_variant(variant.name, stage, data, folder, model_stats(base_model)["dense_fp32_bytes"], settings)
+        row = measure_variant(variant.name, stage, own, folder, model_stats(base_model)["dense_fp32_bytes"], settings)
         if variant.start == "baseline" and baseline is not None:
             row.baseline_history = baseline.history
         # How the baseline came to be (trained | measured: the user's weights as given | continued) and
         # where training ran (the resolved --device); accuracy is measured from the files on the CPU either way.
         source = baseline.source if variant.start == "baseline" and baseline is not None else "trained"
-        return {**row.to_dict(), "baseline_source": source, "train_device": ctx.device}
+        device = ctx.device if built is None else self.cfg.train.device
+        return {**row.to_dict(), "baseline_source": source, "train_device": device}
+
+
+def _failure(err: Exception) -> dict[str, Any]:
+    out = {"error": f"{type(err).__name__}: {err}"}
+    if isinstance(err, MemoryError):  # often with no message of its own: say what it means
+        out["error"] = (f"out of memory (MemoryError{': ' + str(err) if str(err) else ''}) while running "
+                        "this row; free memory or use fewer --jobs, then rerun with --out on this folder")  # fmt: skip
+    if not isinstance(err, ModelshrinkError):  # a bug, not bad input: keep the trace
+        out["traceback"] = traceback.format_exc()
+    return out

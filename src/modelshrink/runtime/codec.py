@@ -39,6 +39,26 @@ NUMPY: dict[str, np.dtype] = {
 }  # fmt: skip
 
 
+# A compact file's tensors decode to at most this many times its size (estimated, not measured: a 99%-pruned,
+# clustered model is about 100 times), or MIN_DECODE_LIMIT bytes: a header that declares more is refused before any allocation.
+MAX_EXPANSION = 4096
+MIN_DECODE_LIMIT = 16 << 20
+
+
+def decode_limit(nbytes: int) -> int:
+    """The most bytes anything in a compact file of `nbytes` (or its payload) may decode to."""
+    return max(MIN_DECODE_LIMIT, MAX_EXPANSION * nbytes)
+
+
+def zstd_decompress(blob: bytes, limit: int) -> bytes:
+    """One zstd frame, at most `limit` bytes. A frame whose header declares more is refused before zstandard
+    allocates what it declares (which it does, max_output_size notwithstanding). Raises zstandard.ZstdError."""
+    declared = zstandard.frame_content_size(blob)  # -1: not declared; then max_output_size bounds the output
+    if declared > limit:
+        raise zstandard.ZstdError(f"the frame declares {declared:,} bytes, more than the {limit:,} expected")
+    return zstandard.ZstdDecompressor().decompress(blob, max_output_size=limit)
+
+
 def le(storage: np.dtype) -> np.dtype:
     return storage.newbyteorder("<")
 
@@ -142,7 +162,7 @@ def entropy_decode(entropy: str, blob: bytes, raw_nbytes: int, lanes: int = 1) -
         return blob
     if entropy in ("zstd", "shuffle_zstd"):
         try:
-            raw = zstandard.ZstdDecompressor().decompress(blob, max_output_size=raw_nbytes)
+            raw = zstd_decompress(blob, raw_nbytes)
         except zstandard.ZstdError as err:
             raise ArtifactError(f"zstd blob does not decompress ({err})") from err
         return raw if entropy == "zstd" else unshuffle(raw, lanes)
@@ -167,6 +187,8 @@ def decode_storage(entry: dict[str, Any], payload: bytes) -> tuple[np.ndarray, n
     offset, nbytes, raw_nbytes = int(entry["offset"]), int(entry["nbytes"]), int(entry["raw_nbytes"])
     if min([offset, nbytes, *shape], default=0) < 0 or offset + nbytes > len(payload):
         raise ArtifactError(f"blob [{offset}, {offset + nbytes}) lies outside the {len(payload)}-byte payload")
+    if not 0 <= raw_nbytes <= decode_limit(len(payload)):
+        raise ArtifactError(f"raw_nbytes={raw_nbytes} is outside 0..{decode_limit(len(payload))}")
     lanes = int(entry.get("lanes", 1))
     if not 1 <= lanes <= 8:
         raise ArtifactError(f"lanes={lanes} is outside 1..8")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import struct
 import zlib
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import Any
 
 import zstandard
 
+from modelshrink.runtime.codec import MAX_EXPANSION, decode_limit, zstd_decompress
 from modelshrink.runtime.errors import ArtifactError
 
 FORMAT_VERSION = 3
@@ -68,7 +70,7 @@ def parse_header(data: bytes, path: Path) -> tuple[dict[str, Any], int]:
     if zlib.crc32(header_bytes) != header_crc:
         raise ArtifactError(f"{path} is corrupt: header checksum (CRC-32) mismatch")
     try:
-        header_json = zstandard.ZstdDecompressor().decompress(header_bytes, max_output_size=MAX_HEADER_BYTES)
+        header_json = zstd_decompress(header_bytes, MAX_HEADER_BYTES)
         header = json.loads(header_json.decode("utf-8"))
     except (zstandard.ZstdError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ArtifactError(f"{path} is corrupt: header is not zstd-compressed JSON ({err})") from err
@@ -97,7 +99,29 @@ def read_compact_file(path: Path) -> tuple[dict[str, Any], bytes]:
     payload = data[start:]
     if hashlib.sha256(payload).hexdigest() != digest:
         raise ArtifactError(f"{path} is corrupt: payload checksum (SHA-256) mismatch")
+    declared, limit = declared_bytes(header["tensors"]), decode_limit(len(data))
+    if declared > limit:
+        raise ArtifactError(
+            f"{path} is corrupt: its tensors declare {declared:,} bytes, more than {MAX_EXPANSION} times the "
+            f"file's {len(data):,} bytes; re-export it with modelshrink"
+        )
     return header, payload
+
+
+def declared_bytes(tensors: list[Any]) -> int:
+    """The bytes the tensor entries say they decode to (entries that do not parse count 0: decoding refuses them)."""
+    total = 0
+    for entry in tensors:
+        try:
+            shape = [int(s) for s in entry["shape"]]
+            n = 1 if not shape else math.prod(max(s, 0) for s in shape)
+            total += n * max(1, _ITEM.get(str(entry["dtype"]), 1))
+        except (KeyError, TypeError, ValueError, OverflowError):
+            continue
+    return total
+
+
+_ITEM = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8, "int16": 2, "int32": 4, "int64": 8}
 
 
 def tensor_error(path: Path, entry: Any, err: Exception) -> ArtifactError:
@@ -108,7 +132,7 @@ def tensor_error(path: Path, entry: Any, err: Exception) -> ArtifactError:
     return ArtifactError(f"{path} is corrupt: bad tensor entry {entry!r:.200} ({err!r})")
 
 
-TENSOR_ERRORS = (ArtifactError, KeyError, TypeError, ValueError, AttributeError, IndexError)
+TENSOR_ERRORS = (ArtifactError, KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError)
 
 
 def graph_bytes(header: dict[str, Any], payload: bytes, path: Path) -> bytes:
@@ -126,9 +150,14 @@ def graph_bytes(header: dict[str, Any], payload: bytes, path: Path) -> bytes:
         offset, nbytes, raw_nbytes = int(graph["offset"]), int(graph["nbytes"]), int(graph["raw_nbytes"])
         if offset < 0 or nbytes < 0 or offset + nbytes > len(payload):
             raise ValueError(f"blob [{offset}, {offset + nbytes}) lies outside the {len(payload)}-byte payload")
-        out = zstandard.ZstdDecompressor().decompress(payload[offset : offset + nbytes], max_output_size=raw_nbytes)
-    except (KeyError, TypeError, ValueError, zstandard.ZstdError) as err:
+        if not 0 <= raw_nbytes <= decode_limit(len(payload)):
+            raise ValueError(f"raw_nbytes={raw_nbytes} is outside 0..{decode_limit(len(payload))}")
+        out = zstd_decompress(payload[offset : offset + nbytes], raw_nbytes)
+    except (KeyError, TypeError, ValueError, OverflowError, zstandard.ZstdError) as err:
         raise ArtifactError(f"{path} is corrupt: its ONNX graph entry does not decode ({err})") from err
+    external = graph.get("external", [])
+    if not isinstance(external, list) or not all(isinstance(name, str) for name in external):
+        raise ArtifactError(f"{path} is corrupt: its ONNX graph entry's 'external' is not a list of tensor names")
     if len(out) != raw_nbytes:
         raise ArtifactError(f"{path} is corrupt: ONNX graph is {len(out)} bytes, the header says {raw_nbytes}")
     return out

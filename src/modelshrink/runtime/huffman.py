@@ -1,8 +1,7 @@
-"""Canonical Huffman coding of bytes, as Deep Compression's last stage (Han et al., 2016).
+"""Reading the canonical Huffman blobs of version 2 compact files (Deep Compression's last stage, Han et al., 2016).
 
-Our own, not a library: the one maintained pure-Python package (`dahuffman`) codes one
-symbol per Python call and stores its code tables with pickle, which a model file must
-never contain. Here the code table is 128 bytes of code lengths, and coding runs in numpy.
+Version 3's writer no longer codes with Huffman (byte-shuffle + zstd came out smaller on every tensor of the seed
+preset's files, docs/compact-format.md), and its encoder is gone; this decoder stays so version 2 files still load.
 
 Blob layout: 128 bytes holding the code length of each byte value 0..255 (4 bits each;
 value 2i in the low nibble of byte i, 2i+1 in the high nibble; 0 = value absent), then
@@ -14,33 +13,9 @@ by (length, value), each the previous plus one, shifted left when the length gro
 
 from __future__ import annotations
 
-import heapq
-
 import numpy as np
 
-MAX_CODE_BITS = 15  # lengths fit 4 bits; a longer code only arises for skewed data zstd codes better
 TABLE_BYTES = 128
-
-
-def _code_lengths(freq: np.ndarray) -> np.ndarray:
-    """Huffman code length per symbol (0 for absent symbols)."""
-    lengths = np.zeros(256, dtype=np.int64)
-    present = np.flatnonzero(freq)
-    if present.size == 1:
-        lengths[present[0]] = 1
-        return lengths
-    # Heap of (weight, tie-break id, symbols under this node); merging adds one bit to each.
-    heap = [(int(freq[s]), int(s), [int(s)]) for s in present]
-    heapq.heapify(heap)
-    next_id = 256
-    while len(heap) > 1:
-        w1, _, s1 = heapq.heappop(heap)
-        w2, _, s2 = heapq.heappop(heap)
-        for s in s1 + s2:
-            lengths[s] += 1
-        heapq.heappush(heap, (w1 + w2, next_id, s1 + s2))
-        next_id += 1
-    return lengths
 
 
 def _canonical_codes(lengths: np.ndarray) -> np.ndarray:
@@ -53,28 +28,8 @@ def _canonical_codes(lengths: np.ndarray) -> np.ndarray:
     return codes
 
 
-def huffman_encode(data: bytes) -> bytes | None:
-    """Huffman-code `data`; None when a code would exceed MAX_CODE_BITS or data is empty."""
-    if not data:
-        return None
-    sym = np.frombuffer(data, dtype=np.uint8)
-    lengths = _code_lengths(np.bincount(sym, minlength=256))
-    if lengths.max() > MAX_CODE_BITS:
-        return None
-    codes = _canonical_codes(lengths)
-    table = (lengths[0::2] | (lengths[1::2] << 4)).astype(np.uint8).tobytes()
-    lens = lengths[sym].astype(np.int32)  # (n,)
-    total = int(lens.sum())
-    starts = np.cumsum(lens) - lens  # first bit of each symbol's code
-    # Bit j of the stream belongs to symbol owner[j], at position within[j] of its code.
-    owner = np.repeat(np.arange(sym.size, dtype=np.int32), lens)
-    within = np.arange(total, dtype=np.int64) - starts[owner]
-    bits = (codes[sym][owner] >> (lens[owner] - 1 - within)) & 1
-    return table + np.packbits(bits.astype(np.uint8)).tobytes()
-
-
 def huffman_decode(blob: bytes, n: int) -> bytes:
-    """Inverse of `huffman_encode` for `n` symbols; raises ValueError on a malformed blob."""
+    """The `n` bytes a version 2 writer Huffman-coded into `blob`; raises ValueError on a malformed blob."""
     if len(blob) < TABLE_BYTES:
         raise ValueError(f"Huffman blob of {len(blob)} bytes has no code table")
     table = np.frombuffer(blob[:TABLE_BYTES], dtype=np.uint8)

@@ -34,6 +34,38 @@ def encode_ids(texts: Sequence[str], index: dict[str, int], max_len: int) -> np.
     return out
 
 
+def encode_hf(tok: Any, texts: Sequence[str], max_len: int, pad_id: int) -> np.ndarray:
+    """(N, max_len) int64 ids of a Hugging Face fast tokenizer (`tokenizers.Tokenizer`, truncating at
+    max_len, no padding), pre-padded with 0; where the padding id is not 0, it and 0 swap places (an
+    involution the exported model's wrapper undoes). Training and the runtime both encode here."""
+    out = np.zeros((len(texts), max_len), dtype=np.int64)
+    for row, enc in enumerate(tok.encode_batch(list(texts))):
+        ids = np.asarray(enc.ids[:max_len], dtype=np.int64)
+        if pad_id:
+            ids = np.where(ids == 0, pad_id, np.where(ids == pad_id, 0, ids))
+        if len(ids):
+            out[row, max_len - len(ids) :] = ids
+    return out
+
+
+def hf_tokenizer(tokenizer_json: str, max_len: int) -> Any:
+    """A `tokenizers.Tokenizer` from its JSON text, truncating at max_len (first tokens kept), unpadded."""
+    try:
+        from tokenizers import Tokenizer
+    except ImportError as err:
+        raise ArtifactError(
+            "this file's model reads text through a Hugging Face tokenizer: pip install tokenizers "
+            "(or modelshrink-runtime[hf])"
+        ) from err
+    try:
+        tok = Tokenizer.from_str(tokenizer_json)
+    except Exception as err:  # the Rust parser's error types are not exported
+        raise ArtifactError(f"the file's tokenizer.json does not load ({err})") from err
+    tok.no_padding()
+    tok.enable_truncation(max_len)
+    return tok
+
+
 class Preprocess:
     """Raw inputs → the model's input array, from the file's `preprocessing` metadata."""
 
@@ -44,7 +76,12 @@ class Preprocess:
         self.kind: str = pre["kind"]
         try:
             self.labels = [str(x) for x in pre["labels"]]
-            if self.kind == "text":
+            self.hf: Any = None
+            if self.kind == "text" and "hf_tokenizer" in pre:
+                hf = pre["hf_tokenizer"]
+                self.max_len, self.pad_id = int(hf["max_len"]), int(hf["pad_id"])
+                self.hf = hf_tokenizer(str(hf["tokenizer_json"]), self.max_len)
+            elif self.kind == "text":
                 tok = pre["tokenizer"]
                 self.max_len = int(tok["max_len"])
                 self.index = {str(w): i + 2 for i, w in enumerate(tok["vocab"])}
@@ -59,6 +96,8 @@ class Preprocess:
         if self.kind == "text":
             if isinstance(inputs, str) or not all(isinstance(t, str) for t in inputs):
                 raise ArtifactError("a text model classifies a list of strings; pass ['a sentence', ...]")
+            if self.hf is not None:
+                return encode_hf(self.hf, list(inputs), self.max_len, self.pad_id)
             return encode_ids(list(inputs), self.index, self.max_len)
         # Raw pixels (N, C, H, W) as the task read them: scaled, then standardized per channel.
         x = np.asarray(inputs, dtype=np.float32) * np.float32(self.scale)

@@ -46,7 +46,7 @@ class Session:
         external = set(header["graph"].get("external", []))
         self._arrays: dict[str, np.ndarray] = {}  # ONNX Runtime reads these in place: keep them alive
         for entry in header["tensors"]:
-            if isinstance(entry, dict) and entry.get("name") in external:
+            if isinstance(entry, dict) and isinstance(entry.get("name"), str) and entry["name"] in external:
                 try:
                     self._arrays[str(entry["name"])] = as_numpy(entry, payload)
                 except TENSOR_ERRORS as err:

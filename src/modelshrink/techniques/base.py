@@ -30,8 +30,8 @@ FineTuneFn = Callable[[nn.Module, int, "OnStep | None", "Sequence[nn.Parameter] 
 # ctx.train(model, loss_fn): trains `model` from its current weights with the baseline's
 # whole recipe (epochs, early stopping on validation loss, best weights restored), with
 # `loss_fn(model, inputs, labels)` as the training loss; returns the per-epoch history.
-TrainFn = Callable[[nn.Module, Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]],
-                   list[dict[str, float]]]  # fmt: skip
+# `loss_fn` may also be a train.RowsLoss, told each batch's row indices into the training split.
+TrainFn = Callable[[nn.Module, Any], list[dict[str, float]]]
 
 # The stages of a pipeline `modelshrink search` proposes, in pipeline order: each stage adds at
 # most one step. Quantization comes last because the ONNX quantizers act at export.
@@ -83,6 +83,12 @@ class RunContext:
     # The trained baseline of this seed (eval mode; do not modify) — the teacher for distillation.
     teacher: nn.Module | None = None
     teacher_train_seconds: float | None = None  # what training the teacher cost (None: unknown)
+    # The teacher's logits (N_train, labels) on every training row in row order, computed once per
+    # teacher and seed and shared by every student and epoch (runner/pipeline.py); None: not offered.
+    teacher_logits: Callable[[], torch.Tensor] | None = None
+    # A context on another encoding of the same examples (same rows, same order), by name: "words" is
+    # the built-in word tokenizer when the run's text goes through a model's own tokenizer (hf). None: none.
+    view_context: Callable[[str], RunContext] | None = None
     # The config that rebuilds the model a technique receives (models.builders.ModelConfig) and
     # its input_dim (vocabulary size / input channels); None in library use on a foreign model.
     model_config: Any = None
@@ -121,6 +127,9 @@ class TechniqueResult:
     # None: the architecture is unchanged.
     model_config: Any = None
     input_dim: int | None = None
+    # Set by a technique whose model reads another encoding of the data (a distilled student with its
+    # own tokenizer: "words"); the runner measures it on that view (TaskData.views). None: unchanged.
+    view: str | None = None
 
 
 ApplyFn = Callable[[nn.Module, Any, RunContext], TechniqueResult]

@@ -1,0 +1,84 @@
+"""The parts of a self-contained Ray row that need no cluster: files in and out, the artifact URI,
+the flags, and the --device cuda split (model built in a task, measured by the driver)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from modelshrink.cli import main
+from modelshrink.config import parse_config
+from modelshrink.errors import ConfigError
+from modelshrink.runner import measure
+from modelshrink.runner.executors import make_executor
+from modelshrink.runner.ray_rows import RaySetup, check_artifact_uri, fetch_files, stage_files, write_files
+from modelshrink.runner.run import Runner
+from modelshrink.runner.task import RowRunner
+
+
+def test_files_round_trip_through_a_file_uri(tmp_path: Path) -> None:
+    setup = RaySetup("{}", 1, "run1", artifacts=f"file://{tmp_path / 'stage'}")
+    files = {"models/a-seed0/model.onnx": b"\x00onnx", "models/a-seed0/metrics.json": b"{}"}
+    sent = stage_files(setup, files)
+    assert sent == sorted(files)  # names only: the bytes went to the URI
+    assert (tmp_path / "stage" / "run1" / "models" / "a-seed0" / "model.onnx").read_bytes() == b"\x00onnx"
+    assert fetch_files(setup, sent) == files
+    assert not [p for p in (tmp_path / "stage").rglob("*") if p.is_file()]  # fetched, then removed
+    write_files(tmp_path / "run", files)
+    assert (tmp_path / "run" / "models" / "a-seed0" / "model.onnx").read_bytes() == b"\x00onnx"
+    assert stage_files(RaySetup("{}", 1, "run1"), files) == files  # no URI: the bytes ride in the result
+
+
+def test_write_files_stays_inside_the_run_folder(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="outside the run folder"):
+        write_files(tmp_path / "run", {"../escape.txt": b"x"})
+    assert not (tmp_path / "escape.txt").exists()
+
+
+@pytest.mark.parametrize(
+    ("uri", "match"),
+    [("/no/scheme", "must be a URI"), ("file://relative/x", "absolute path"), ("nosuchfs://b/p", "fsspec cannot")],
+)
+def test_bad_artifact_uri_is_one_line(uri: str, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        check_artifact_uri(uri)
+
+
+def test_ray_flags_need_ray(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(ConfigError, match="--row-retries needs --executor ray"):
+        make_executor("inprocess", None, None, row_retries=2)
+    with pytest.raises(ConfigError, match="--artifacts needs --executor ray"):
+        make_executor("processes", 2, None, artifacts=f"file://{tmp_path}")
+    pytest.importorskip("ray")
+    with pytest.raises(ConfigError, match="--row-retries must be 0 or more"):
+        make_executor("ray", 1, "local", row_retries=-1)  # refused before Ray starts
+
+
+def test_cli_refuses_row_retries_without_ray(sweep: SimpleNamespace, tmp_path: Path) -> None:
+    csv = sweep.config(tmp_path)["data"]["path"]
+    code = main(["run", "--task", "csv", "--data", csv, "--epochs", "1", "--out", str(tmp_path / "o"),
+                 "--row-retries", "2"])  # fmt: skip
+    assert code == 2 and not (tmp_path / "o" / "results.sqlite").exists()
+
+
+def test_stage_then_measure_equals_the_whole_row(
+    sweep: SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What --device cuda on Ray does (the model from a task, measured by the driver), on the CPU."""
+    monkeypatch.setattr(measure, "LATENCY_BUDGET_S", 0.002)  # latency and memory are not compared here
+    monkeypatch.setattr(measure, "MEASURE_MEMORY", False)
+    cfg = parse_config(sweep.config(tmp_path, variants=sweep.VARIANTS[1:2], seeds=(0,)))
+    data = Runner(cfg, tmp_path / "a").prepare()
+    quiet = lambda _m: None  # noqa: E731
+    whole = RowRunner(cfg, tmp_path / "a", log=quiet)
+    variant = cfg.variants[0]
+    _, expected = whole.run(data, variant, 0, {("baseline",): whole.baseline(data, 0)})
+    split = RowRunner(cfg, tmp_path / "a", log=quiet)  # the baseline from the folder's cache, as on the driver
+    status, stage = split.stage(data, variant, 0, {("baseline",): split.baseline(data, 0)})
+    assert status == "ok"
+    status, got = split.run(data, variant, 0, {("baseline",): split.baseline(data, 0)}, stage=stage)
+    assert status == "ok"
+    for key in ("test_accuracy", "val_accuracy", "file_bytes", "compact_bytes", "nonzeros", "train_device"):
+        assert got[key] == expected[key], key

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationErr
 from modelshrink.data.tasks import DEFAULT_MODEL, TASK_INPUT, DataConfig
 from modelshrink.errors import ConfigError, ModelshrinkError, UnknownNameError
 from modelshrink.models.builders import MODEL_INPUT, MODELS, ModelConfig
+from modelshrink.store import config_key
 from modelshrink.techniques.base import TECHNIQUES, TechniqueConfig, parse_technique_config
 from modelshrink.train import TrainConfig
 
@@ -232,6 +233,13 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if why:
         raise ConfigError(f"config file {str(path)!r} {why}; write the values out without aliases (&name / *name)")
     return raw
+
+
+def config_hash(cfg: RunConfig) -> str:
+    """The resolved config's identity: `config_key` of its JSON, the data file's path left out (where the
+    data lies is not what it is). A checked-in results file records it, so a test can tell that the
+    file was made by the preset it describes (tests/test_results_files.py)."""
+    return config_key(cfg.model_dump(mode="json", exclude={"data": {"path"}}))
 
 
 MAX_CONFIG_VALUES = 100_000  # a real config holds hundreds; YAML aliases can make billions ("billion laughs")

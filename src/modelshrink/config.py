@@ -55,8 +55,9 @@ class RunConfig(BaseModel):
     seeds: tuple[Annotated[int, Field(ge=0, lt=2**32)], ...] = Field((0,), min_length=1)  # numpy's seed range
     variants: tuple[VariantConfig, ...] = (VariantConfig(name="baseline"),)
     latency_threads: int = Field(1, ge=1, description="ONNX Runtime threads when running artifacts (accuracy, latency)")
-    executorch: bool = Field(
+    executorch: bool = Field(  # left out of dumps when off, so older configs keep their hashes
         False,
+        exclude_if=lambda v: not v,
         description="also write and measure ExecuTorch .pte programs (fp32, int8; "
         "needs the executorch extra; minutes per LSTM program)",
     )

@@ -116,3 +116,26 @@ def test_text_csv_and_its_csv_alias(tmp_path: Path) -> None:
     assert {"text-csv", "csv", "emotion", "digits", "image-folder", "mnist", "cifar10"} <= set(TASKS)
     with pytest.raises(ConfigError, match="task 'text-csv' needs a file"):
         load_task(DataConfig(task="text-csv"))
+
+
+def test_links_to_images_and_folders_count_once_and_loops_are_refused(tmp_path: Path) -> None:
+    import os
+
+    from modelshrink.data.images import image_files
+
+    root = _folder(tmp_path / "imgs", per_class=3)
+    classes = sorted(p for p in root.iterdir() if p.is_dir())
+    first, second = classes[0], classes[1]
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    Image.new("RGB", (10, 10)).save(extra / "more.png")
+    os.symlink(extra, first / "linked")  # a link to another folder: followed
+    os.symlink(next(second.glob("*.png")), first / "alias.png")  # a link to an image: read
+    assert len(image_files(first)) == 3 + 2
+    os.symlink(first, first / "linked" / "back")  # leads back into the class folder: a loop
+    with pytest.raises(DataError, match="loop"):
+        image_files(first)
+    os.unlink(first / "linked" / "back")
+    os.symlink(second / "gone.png", second / "dangling.png")
+    with pytest.raises(DataError, match="dangling.png.*remove or replace the link"):
+        image_files(second)

@@ -6,6 +6,7 @@ mean and standard deviation only (fit on train, applied to all three splits), li
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,7 @@ def read_image_folder(root: Path, size: int, grayscale: bool) -> tuple[np.ndarra
     files: list[Path] = []
     labels: list[str] = []
     for name in classes:
-        found = sorted(p for p in (root / name).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        found = image_files(root / name)
         if not found:
             raise DataError(f"class folder {str(root / name)!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
         files += found
@@ -64,6 +65,29 @@ def read_image_folder(root: Path, size: int, grayscale: bool) -> tuple[np.ndarra
         except (UnidentifiedImageError, OSError) as err:
             raise DataError(f"cannot read image {str(path)!r}: {err}; remove or replace the file") from err
     return pil_to_array(images, size, grayscale), labels, classes
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The image files under `folder`, sorted. Links to folders are followed unless they lead back into a folder
+    already read (a loop: refused, as is a link to an image that does not resolve), never silently skipped."""
+    found: list[Path] = []
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            raise DataError(f"{dirpath!r} is a symbolic link back into a folder already read (a loop); "
+                            "remove or replace the link")  # fmt: skip
+        seen.add(real)
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            if not path.is_file():  # a link to nothing, or to itself
+                raise DataError(f"image {str(path)!r} is a symbolic link that does not lead to a file; "
+                                "remove or replace the link")  # fmt: skip
+            found.append(path)
+    return sorted(found)
 
 
 def normalize(x_train: np.ndarray, *others: np.ndarray) -> tuple[list[np.ndarray], dict[str, Any]]:

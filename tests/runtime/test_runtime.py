@@ -69,6 +69,13 @@ def test_runtime_logits_equal_onnx_fp32_of_the_same_weights(task, tmp_path: Path
     pred = session.predict(texts[-len(task.x_test) :])
     assert pred.labels == [task.labels[i] for i in ref.argmax(1)]
     np.testing.assert_allclose(pred.probabilities.sum(1), 1.0, rtol=1e-5)
+    # A sentence is classified without its padding columns, as every accuracy is measured, alone or in a batch.
+    ids = session.preprocess([texts[0]])
+    unpadded = session.logits(ids[:, ids.shape[1] - int((ids != 0).sum()) :])[0]
+    want = np.exp(unpadded - unpadded.max()) / np.exp(unpadded - unpadded.max()).sum()
+    alone = session.predict([texts[0]]).probabilities[0]
+    np.testing.assert_allclose(alone, want, rtol=1e-6)
+    np.testing.assert_array_equal(session.predict([texts[0], "i feel so " * 10 + "happy"]).probabilities[0], alone)
 
 
 def test_runtime_decodes_the_weights_torch_loads_bit_for_bit(task, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -114,7 +114,10 @@ def runtime_artifact(name: str, path: Path, weights: str, threads: int) -> Artif
     def timed(n: int) -> Callable[[np.ndarray], Any]:
         return runtime.load(path, threads=n).run  # the bare runtime call is what is timed
 
-    return Artifact(name, "modelshrink.runtime", path, weights, lambda x: session.logits(x), timed, None)
+    def logits(x: np.ndarray) -> np.ndarray:  # batched and trimmed as every ONNX file is evaluated
+        return predict_logits(session.logits, x)
+
+    return Artifact(name, "modelshrink.runtime", path, weights, logits, timed, None)
 
 
 def pte_artifact(name: str, path: Path, weights: str) -> Artifact:

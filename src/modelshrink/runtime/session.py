@@ -85,13 +85,26 @@ class Session:
         """One call of the graph on one batch: the bare runtime call latency measures."""
         return self.session.run(None, {self.input_name: xb})[0]
 
+    def _by_length(self, x: np.ndarray) -> np.ndarray:
+        """Logits of token rows as every accuracy is measured: rows of one length together, without the padding
+        columns (pre-padded ids, 0 = padding), so a sentence scores the same alone or in a batch."""
+        if x.ndim != 2 or not np.issubdtype(x.dtype, np.integer) or len(x) == 0:
+            return self.logits(x)
+        nonzero = x != 0
+        lengths = np.where(nonzero.any(axis=1), x.shape[1] - nonzero.argmax(axis=1), 1)
+        out = np.empty((len(x), len(self.labels)), dtype=np.float32)
+        for n in np.unique(lengths):
+            rows = np.flatnonzero(lengths == n)
+            out[rows] = self.logits(x[rows][:, x.shape[1] - int(n) :])
+        return out
+
     def predict(self, inputs: Sequence[str] | np.ndarray) -> Prediction:
         """Classify raw inputs (a list of texts, or raw pixel arrays (N, C, H, W)) with the file's preprocessing."""
         if self.preprocess is None:
             raise ArtifactError(
                 f"{self.path} carries no preprocessing settings; pass prepared arrays to Session.logits instead"
             )
-        logits = self.logits(self.preprocess(inputs))
+        logits = self._by_length(self.preprocess(inputs))
         probs = np.exp(logits - logits.max(axis=1, keepdims=True))
         probs /= probs.sum(axis=1, keepdims=True)
         return Prediction([self.labels[i] for i in probs.argmax(axis=1)], probs, list(self.labels))

@@ -13,7 +13,7 @@ LOWEST_TESTS ?= tests/test_lowest.py tests/test_config.py tests/runner/test_sear
 DATA ?=
 ARGS ?=
 
-.PHONY: run test test-lowest quick setup browser lint clean fuzz
+.PHONY: run test test-long test-lowest quick setup browser lint clean fuzz
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -43,6 +43,10 @@ browser:
 
 test: $(DEV_STAMP) browser
 	$(PY) -m pytest -q $(ARGS)
+
+# Tests that take minutes each (a real multi-node Ray cluster with a node killed mid-row), left out of `make test`.
+test-long: $(DEV_STAMP)
+	$(PY) -m pytest -q -m long $(ARGS)
 
 # The fuzzer for humans: fresh random examples (`make test` runs a fixed, small set). FUZZ_EXAMPLES per target.
 FUZZ_EXAMPLES ?= 5000

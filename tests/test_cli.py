@@ -223,8 +223,8 @@ def test_a_folder_refuses_a_different_experiment(tmp_path: Path, capsys: pytest.
 @pytest.mark.parametrize(
     ("yaml_text", "expected"),
     [
-        ("train: 5\n", "train: Input should be a valid dictionary"),
-        ("train:\n", "(got None)"),
+        ("train: 5\n", "train: must be a mapping of settings, got 5"),
+        ("train:\n", "got None"),
         ("seeds: [-1]\n", "greater than or equal to 0"),
         ("variants: [\n  - x: [\n", "not valid YAML at line"),
     ],

@@ -13,6 +13,7 @@ import torch
 from modelshrink.cli import main
 from modelshrink.data.synthetic import write_synthetic_csv
 from modelshrink.data.tasks import DataConfig, TaskData, load_task
+from modelshrink.errors import ArtifactError
 from modelshrink.export.compact import MAGIC, int8_weight_only, load_model, save_model
 from modelshrink.measure.accuracy import classification_metrics, predict_logits
 from modelshrink.models.builders import ModelConfig, build_model
@@ -68,7 +69,7 @@ def test_weights_that_do_not_fit_the_config_are_a_clear_error(tmp_path: Path, ta
     _, data = task
     path = tmp_path / "m.msz"
     save_model(_model(data), path, ModelConfig(hidden=9).model_dump(mode="json"), data.input_dim, data.labels, {})
-    with pytest.raises(Exception, match="not a model modelshrink can rebuild"):
+    with pytest.raises(ArtifactError, match="describes a model whose tensors .* differ from the file.s"):
         load_model(path)
 
 

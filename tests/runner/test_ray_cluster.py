@@ -99,6 +99,7 @@ def _no_task_folders(dirs: list[Path]) -> None:
     assert not [p for d in dirs for p in d.glob("modelshrink-task-*")], "a task left its folder on its node"
 
 
+@pytest.mark.long  # minutes: starts a 3-node cluster; tests/runner/test_ray_rows.py covers the route in `make test`
 def test_two_nodes_one_killed_mid_row_give_the_in_process_rows(cluster: tuple, sweep: tuple, tmp_path: Path) -> None:
     """One sweep for every check (a cluster's rows are slow on 2 cores): files through a file:// artifact
     URI, a worker node killed while both nodes run a row, and still the in-process rows, each once.

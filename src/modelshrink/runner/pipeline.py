@@ -153,8 +153,9 @@ class Pipeline:
         history = fit(model, data, c.train, seed, self.progress, label=f"baseline seed {seed}")
         self._save(folder, model, history, data)
         secs = sum(h["seconds"] for h in history) / len(history)
+        best = (max if c.train.monitor == "val_accuracy" else min)(h[c.train.monitor] for h in history)
         self.log(f"seed {seed}: baseline {source}, {len(history)} epochs, {secs:.2f} s/epoch, "
-                 f"best val_loss {min(h['val_loss'] for h in history):.4f}")  # fmt: skip
+                 f"best {c.train.monitor} {best:.4f}")  # fmt: skip
         return self._folded(Stage(model, rebuild, data.input_dim, history=history, source=source), seed)
 
     def _save(self, folder: Path, model: nn.Module, history: list[dict[str, float]], data: TaskData) -> None:

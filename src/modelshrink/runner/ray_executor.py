@@ -185,7 +185,8 @@ class RayExecutor(Executor):
         """The driver's part of a row: its files into the run folder (or, with --device cuda, its files
         written and measured here)."""
         run = self._run
-        assert run is not None  # internal: map_rows prepared it
+        if run is None:  # map_rows prepares it before any result arrives
+            raise RuntimeError("RayExecutor._row_result called before map_rows prepared the run")
         if isinstance(out, BaseException):
             return "failed", {"error": _ray_lost("its task", out, self.row_retries)}
         if not run.gpu:

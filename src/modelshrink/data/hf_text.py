@@ -71,3 +71,25 @@ def encoder_from_preprocessing(pre: dict[str, Any]) -> Any:
     if "hf_tokenizer" in pre:
         return HFTextEncoder.from_dict(pre["hf_tokenizer"])
     return Tokenizer.from_dict(pre["tokenizer"])
+
+
+def tokenizer_special_ids(tokenizer_json: str) -> list[int]:
+    """The ids of the tokens a tokenizer.json marks special ([PAD], [UNK], [CLS], <s>, ...), sorted."""
+    doc = json.loads(tokenizer_json)
+    return sorted({int(t["id"]) for t in doc.get("added_tokens") or [] if t.get("special") and "id" in t})
+
+
+def tokenizer_unk_id(tokenizer_json: str) -> int | None:
+    """The id a tokenizer gives an unknown piece (WordPiece/BPE/WordLevel `unk_token`, Unigram `unk_id`), or None."""
+    doc = json.loads(tokenizer_json)
+    model = doc.get("model") or {}
+    if isinstance(model.get("unk_id"), int):  # Unigram
+        return int(model["unk_id"])
+    token = model.get("unk_token")
+    vocab = model.get("vocab")
+    if isinstance(token, str) and isinstance(vocab, dict) and isinstance(vocab.get(token), int):
+        return int(vocab[token])
+    for added in doc.get("added_tokens") or []:
+        if added.get("content") in ("[UNK]", "<unk>", token):
+            return int(added["id"])
+    return None

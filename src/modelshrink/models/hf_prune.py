@@ -1,4 +1,4 @@
-"""The shapes of a structurally pruned transformer: its blocks' attention heads and FFN neurons.
+"""The shapes of a structurally pruned transformer: its blocks' attention heads, FFN neurons and vocabulary.
 
 transformers 5.x has no `prune_heads` and no `config.pruned_heads` any more, so heads are cut here by
 slicing the query/key/value rows and the attention output projection's columns of a head. The
@@ -10,6 +10,11 @@ The rebuilt model's shapes come from its config: `intermediate_size` (or DistilB
 holds the FFN width, the same in every layer; `HEADS_KEY` holds the head count of each layer, which
 no transformers config field can say. `apply_saved_shapes` resizes a model built from such a config,
 so a compact file (export/compact.py → build_hf) loads the pruned weights into the right shapes.
+
+A vocabulary-pruned model keeps the tokenizer and its ids: its word embedding becomes a
+`RemappedEmbedding`, an int32 `remap` buffer (old id → kept row; a dropped id → the [UNK] token's row)
+in front of a smaller table, both in the state dict, so tokenizer.json, the ONNX inputs and the
+torch-free runtime stay as they were. `VOCAB_KEY` holds the kept row count in the config.
 
 Torch-Pruning is not used: its BERT support traces a forward pass and needs the head counts patched by
 hand afterwards; the cut is four Linear slices per block, and loading a file must rebuild the shapes
@@ -27,6 +32,7 @@ from torch import nn
 from modelshrink.errors import IncompatibleModelError
 
 HEADS_KEY = "modelshrink_heads_per_layer"  # the config key: attention heads kept in each layer, in order
+VOCAB_KEY = "modelshrink_vocab_rows"  # the config key: word-embedding rows kept (config.vocab_size ids map onto them)
 
 
 @dataclass
@@ -136,10 +142,18 @@ def record_shapes(model: nn.Module) -> None:
     config = model.config  # type: ignore[union-attr]
     setattr(config, ffn_config_key(config), widths.pop())
     setattr(config, HEADS_KEY, [b.heads for b in found])
+    embedding = model.get_input_embeddings()  # type: ignore[operator]
+    if isinstance(embedding, RemappedEmbedding):
+        setattr(config, VOCAB_KEY, embedding.num_embeddings)
 
 
 def apply_saved_shapes(model: nn.Module) -> None:
-    """Shrink a model freshly built from a pruned config to its saved head counts (the weights come after)."""
+    """Shrink a model freshly built from a pruned config to its saved shapes (the weights come after)."""
+    rows = getattr(model.config, VOCAB_KEY, None)  # type: ignore[union-attr]
+    if rows:
+        old = model.get_input_embeddings()  # type: ignore[operator]
+        smaller = RemappedEmbedding(old.num_embeddings, int(rows), old.embedding_dim)
+        model.set_input_embeddings(smaller)  # type: ignore[operator]
     counts = getattr(model.config, HEADS_KEY, None)  # type: ignore[union-attr]
     if not counts:
         return
@@ -149,3 +163,49 @@ def apply_saved_shapes(model: nn.Module) -> None:
     for block, n in zip(found, counts, strict=True):
         if n < block.heads:
             keep_heads(block, torch.arange(int(n)))
+
+
+# -- vocabulary ------------------------------------------------------------------------------------
+class RemappedEmbedding(nn.Embedding):
+    """(B, T) token ids of the full vocabulary → (B, T, dim): each id's kept row (`remap`), then the table.
+
+    An nn.Embedding (`weight` is the kept rows), so the techniques that handle embeddings handle it;
+    `remap` is a buffer, saved with the weights and exported as one more Gather in the ONNX graph."""
+
+    remap: torch.Tensor
+
+    def __init__(self, vocab_size: int, rows: int, dim: int, padding_idx: int | None = None) -> None:
+        super().__init__(rows, dim, padding_idx=padding_idx)
+        # int32 halves the file bytes of int64; (vocab_size,) row of every token id
+        self.register_buffer("remap", torch.zeros(vocab_size, dtype=torch.int32))
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return super().forward(self.remap[ids])  # (B, T) ids → (B, T) rows → (B, T, dim)
+
+    def extra_repr(self) -> str:
+        return f"vocab_size={self.remap.numel()}, {super().extra_repr()}"
+
+
+def keep_vocab(model: nn.Module, ids: torch.Tensor, unk_id: int) -> None:
+    """Keep the word-embedding rows of token `ids` (sorted, unk_id among them); any other id reads [UNK]'s row.
+
+    `model` is the transformers model; an already remapped embedding is pruned again through its remap."""
+    old = model.get_input_embeddings()  # type: ignore[operator]
+    if not isinstance(old, nn.Embedding):
+        raise IncompatibleModelError(f"vocab_keep needs an nn.Embedding word embedding; this model has "
+                                     f"{type(old).__name__}")  # fmt: skip
+    vocab = old.remap.numel() if isinstance(old, RemappedEmbedding) else old.num_embeddings
+    source = old.remap.long() if isinstance(old, RemappedEmbedding) else torch.arange(vocab)  # id → current row
+    ids = ids.long().cpu()
+    position = torch.searchsorted(ids, torch.tensor(unk_id))
+    if int(position) >= len(ids) or int(ids[position]) != unk_id:  # internal: the caller keeps [UNK]
+        raise ValueError(f"unk id {unk_id} is not among the kept ids")
+    remap = torch.full((vocab,), int(position), dtype=torch.int32)
+    remap[ids] = torch.arange(len(ids), dtype=torch.int32)
+    pad = old.padding_idx
+    new_pad = int(remap[int((source == pad).nonzero()[0])]) if pad is not None and (source == pad).any() else None
+    new = RemappedEmbedding(vocab, len(ids), old.embedding_dim, padding_idx=new_pad)
+    with torch.no_grad():
+        new.weight.copy_(old.weight.detach()[source[ids].to(old.weight.device)])  # (kept, dim)
+        new.remap.copy_(remap)
+    model.set_input_embeddings(new.to(old.weight.device))  # type: ignore[operator]

@@ -82,6 +82,8 @@ def make_context(
     fields.setdefault("input_dim", data.input_dim)
     fields.setdefault("num_labels", data.num_labels)
     fields.setdefault("device", str(resolve_device(train.device)))
+    fields.setdefault("train_inputs", lambda: data.x_train)
+    fields.setdefault("preprocessing", data.preprocessing)
     if data.views:  # the same rows in another encoding: a context of its own (a word-tokenizer student)
 
         def view_context(name: str) -> RunContext:

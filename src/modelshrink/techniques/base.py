@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol
 
+import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
@@ -104,6 +105,10 @@ class RunContext:
     # Where fine_tune/train run (--device): the model a technique receives is already there, and
     # fine_tune leaves it there; tensors a technique makes should follow the weights' device.
     device: str = "cpu"
+    # The training rows (N, T) as the model reads them (vocabulary pruning counts the ids it sees) and the
+    # data's preprocessing (an hf model's tokenizer.json: its special and [UNK] ids); None: not offered.
+    train_inputs: Callable[[], np.ndarray] | None = None
+    preprocessing: dict[str, Any] | None = None
 
 
 @dataclass

@@ -14,22 +14,32 @@ the head scores are normalised per layer (L2), as in Michel et al.'s code, befor
 `importance="l2"` ranks by the squared weights a head or neuron owns instead (no training data needed).
 
 At least one head is kept in every layer; every layer keeps the same number of FFN neurons, so one
-`intermediate_size` rebuilds the model. Vocabulary rows are not pruned (the skipped list says so).
+`intermediate_size` rebuilds the model.
+
+Vocabulary (`vocab_keep`): a pretrained tokenizer's 30,522 (BERT) word-embedding rows are most of a
+small encoder's bytes, and one task's text uses a fraction of them. The rows kept are the tokenizer's
+special tokens and the ids seen in the training rows (`"used"`: all of them; an int N: at most N rows
+in all, the specials and then the most frequent ids, ties to the lower id); every other id reads the
+[UNK] row, as if the tokenizer had written [UNK] there. The tokenizer and the model's inputs stay as
+they were: an id → row remap sits in front of the smaller table (models/hf_prune.py RemappedEmbedding).
+The cut comes first, so the head/FFN importance is taken on the model as it will be.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
+import numpy as np
 import torch
 from pydantic import Field
 from torch import nn
 
+from modelshrink.data.hf_text import tokenizer_special_ids, tokenizer_unk_id
 from modelshrink.errors import ConfigError, IncompatibleModelError
 from modelshrink.models.builders import ModelConfig
 from modelshrink.models.hf import HFClassifier
-from modelshrink.models.hf_prune import Block, blocks, keep_ffn, keep_heads, record_shapes
+from modelshrink.models.hf_prune import Block, blocks, keep_ffn, keep_heads, keep_vocab, record_shapes
 from modelshrink.techniques.base import (
     RunContext,
     SearchStage,
@@ -53,6 +63,9 @@ class TransformerPruneConfig(TechniqueConfig):
     importance: Literal["gradient", "l2"] = "gradient"
     importance_batches: int = Field(32, ge=1)  # training batches the gradient importance sums over
     epochs: int = Field(2, ge=0)  # fine-tuning epochs after the cut; 0 = no fine-tuning
+    # Word-embedding rows kept: the special tokens plus the ids the training rows use ("used": all of them;
+    # N: at most N rows in all, the most frequent first); other ids read [UNK]'s row. None: every row.
+    vocab_keep: Annotated[int, Field(ge=2)] | Literal["used"] | None = Field(None, exclude_if=lambda v: v is None)
     # Not proposed by `modelshrink search` (None): its stages choose among all techniques of a stage
     # whatever the model, and this one refuses every model but hf; the space is declared for when it can.
     search_stage: ClassVar[SearchStage | None] = None
@@ -65,7 +78,8 @@ class TransformerPruneConfig(TechniqueConfig):
         return {"kind": cls.model_fields["kind"].default, "head_sparsity": heads, "ffn_sparsity": ffn}
 
     def search_label(self) -> str:
-        return f"heads{self.head_sparsity:g}-ffn{self.ffn_sparsity:g}"
+        vocab = f"-vocab{self.vocab_keep}" if self.vocab_keep is not None else ""
+        return f"heads{self.head_sparsity:g}-ffn{self.ffn_sparsity:g}{vocab}"
 
 
 # -- importance ------------------------------------------------------------------------------------
@@ -157,6 +171,48 @@ def _ffn_to_keep(scores: list[torch.Tensor], sparsity: float) -> list[torch.Tens
     return [torch.sort(torch.argsort(s, descending=True, stable=True)[:keep]).values for s in scores]
 
 
+# -- vocabulary ------------------------------------------------------------------------------------
+def _vocab_to_keep(hf: HFClassifier, keep: int | str, ctx: RunContext) -> tuple[torch.Tensor, int, dict[str, Any]]:
+    """(sorted token ids kept, the [UNK] id, figures): the special tokens and the ids the training rows use."""
+    tokenizer = ((ctx.preprocessing or {}).get("hf_tokenizer") or {}).get("tokenizer_json")
+    if ctx.train_inputs is None or not tokenizer:
+        raise ConfigError("prune.transformer vocab_keep needs the training rows and the model's tokenizer.json, and "
+                          "this context offers none; run it in `modelshrink run` or set vocab_keep: null")  # fmt: skip
+    unk = tokenizer_unk_id(tokenizer)
+    if unk is None:
+        raise IncompatibleModelError("prune.transformer vocab_keep: the tokenizer has no unknown token, so a "
+                                     "dropped id would have no row to read; set vocab_keep: null")  # fmt: skip
+    vocab = int(hf.model.config.vocab_size)
+    rows = np.asarray(ctx.train_inputs())  # (N, T) ids, pre-padded with 0 (data/hf_text.py)
+    counts = np.bincount(rows.ravel(), minlength=vocab)[:vocab]
+    counts[0] = 0  # padding
+    if hf.pad_id:  # the rows hold pad_id and 0 swapped: the real id 0 is counted under pad_id
+        counts[0], counts[hf.pad_id] = counts[hf.pad_id], 0
+    specials = {i for i in (*tokenizer_special_ids(tokenizer), unk, hf.pad_id) if 0 <= i < vocab}
+    used = np.array([i for i in np.flatnonzero(counts) if i not in specials], dtype=np.int64)
+    used = used[np.lexsort((used, -counts[used]))]  # most frequent first, ties to the lower id
+    if keep == "used":
+        chosen = used
+    elif int(keep) < len(specials):
+        raise ConfigError(f"prune.transformer vocab_keep {keep} is fewer than the tokenizer's {len(specials)} special "
+                          f"tokens, always kept; set vocab_keep to at least {len(specials)} or 'used'")  # fmt: skip
+    else:
+        chosen = used[: int(keep) - len(specials)]
+    ids = torch.tensor(sorted(specials | {int(i) for i in chosen}), dtype=torch.int64)
+    seen = int(counts.sum())
+    figures = {"special": len(specials), "ids_in_training": int((counts > 0).sum()),  # distinct ids seen
+               "training_tokens_read_as_unk": (seen - int(counts[ids.numpy()].sum())) / max(seen, 1)}  # fmt: skip
+    return ids, unk, figures
+
+
+def _cut_vocab(hf: HFClassifier, keep: int | str, ctx: RunContext) -> dict[str, Any]:
+    embedding = hf.model.get_input_embeddings()
+    before = int(embedding.num_embeddings)
+    ids, unk, figures = _vocab_to_keep(hf, keep, ctx)
+    keep_vocab(hf.model, ids, unk)
+    return {"before": before, "after": len(ids), **figures}
+
+
 # -- the technique ---------------------------------------------------------------------------------
 def _hf_model(model: nn.Module, ctx: RunContext) -> HFClassifier:
     """The model as an HFClassifier; any other model is refused by name."""
@@ -182,6 +238,7 @@ def prune_transformer(model: nn.Module, cfg: TransformerPruneConfig, ctx: RunCon
     found = blocks(inner)  # refuses an architecture whose layer layout it does not know
     require_fine_tuning(ctx, "prune.transformer", cfg.epochs, "to cut without fine-tuning")
     before = _parameters(model)
+    vocab = _cut_vocab(hf, cfg.vocab_keep, ctx) if cfg.vocab_keep is not None else None
     heads_before, ffn_before = [b.heads for b in found], found[0].ffn
     head_scores, ffn_scores = _gradient_scores(model, found, cfg, ctx) if cfg.importance == "gradient" \
         else _l2_scores(found)  # fmt: skip
@@ -207,13 +264,15 @@ def prune_transformer(model: nn.Module, cfg: TransformerPruneConfig, ctx: RunCon
             [i for i in range(n) if i not in set(k.tolist())] for n, k in zip(heads_before, kept_heads, strict=True)
         ],  # fmt: skip
         "ffn_per_layer": {"before": ffn_before, "after": len(kept_ffn[0])},
+        **({"vocabulary_rows": vocab} if vocab else {}),
         "parameters_before": before,
         "parameters_after": after,
         "parameter_ratio": after / before,  # dense parameters kept (no zeros: the tensors are smaller)
     }
+    kept = "hidden width is kept" if vocab else "vocabulary rows (vocab_keep: null) and hidden width are kept"
     skipped = [
         SkippedLayer("embeddings", type(getattr(inner.base_model, "embeddings", inner)).__name__,
-                     "vocabulary rows and hidden width are kept (the residual stream is shared by every layer)"),
+                     f"{kept} (the residual stream is shared by every layer)"),
         SkippedLayer("classifier", "Linear", "output neurons are the labels"),
     ]  # fmt: skip
     return TechniqueResult(model=model, skipped=skipped, details=details, model_config=config,

@@ -27,11 +27,13 @@ from modelshrink.export._atomic import write_text_atomic
 from modelshrink.export.compact import load_compact, load_model, save_model
 from modelshrink.export.formats import always_written, compact_model, get_format, pte_formats
 from modelshrink.export.onnx import OnnxClassifier, export_onnx, onnx_weight_stats
+from modelshrink.export.onnx_hf import HF_ONNX_NAME, export_hf_onnx, hf_onnx_predictor
 from modelshrink.measure.accuracy import classification_metrics, predict_logits
 from modelshrink.measure.latency import latency_batches, timed_runs
 from modelshrink.measure.memory import peak_rss_mb
 from modelshrink.measure.size import file_sizes, model_stats
 from modelshrink.models.builders import saved_config
+from modelshrink.models.hf import HFClassifier
 from modelshrink.runner.checks import check_onnx, check_state, failed
 from modelshrink.runner.pipeline import Log, Stage, log_failed_checks
 from modelshrink.runner.row import SPLITS, ArtifactRow, VariantRow, thread_counts
@@ -276,6 +278,7 @@ def measure_variant(
     rows.append(measure_artifact(compact, data, s.root, stats, baseline_dense, s.cache, compact_logits))
     shipped, not_exported = _device_files(stage, folder, compact_path, weights_label, data, stats, baseline_dense, s)
     rows += shipped
+    hf_onnx = _hf_onnx(model, folder, data, s, next(a for a in onnx_arts if a.name == "onnx_fp32"), not_exported)
     weights = onnx_weight_stats(primary_path)
     row = VariantRow(
         export_format=stage.export_format, primary=primary_name, steps=stage.steps,
@@ -285,7 +288,7 @@ def measure_variant(
         test_agreement_with_reference=float((torch_logits.argmax(1) == test_logits.argmax(1)).mean()),
         latency_threads=s.latency_threads, artifacts=rows, baseline_history=[],
         compact_matches_model=compact_matches(cmodel, loaded, compact_logits, expected), not_exported=not_exported,
-        compact_val_accuracy=float(compact_val),
+        compact_val_accuracy=float(compact_val), hf_onnx=hf_onnx,
     )  # fmt: skip
     row.checks, row.checks_failed = export_checks(name, stage, primary_path, compact_path, s.log)
     return row
@@ -315,6 +318,30 @@ def _device_files(
         ptes, why = measure_pte(stage, folder, data, stats, baseline_dense, s)
         rows, not_exported = rows + ptes, {**not_exported, **why}
     return rows, not_exported
+
+
+def _hf_onnx(
+    model: nn.Module, folder: Path, data: TaskData, s: MeasureSettings, fp32: Artifact, not_exported: dict[str, str]
+) -> dict[str, Any] | None:
+    """An hf model's input_ids + attention_mask file (export/onnx_hf.py) beside model.onnx: its bytes, its test
+    accuracy in ONNX Runtime, and its logits against the measured float32 file's on the test rows. None: not
+    an hf model, or the export failed (then `not_exported` says why)."""
+    if not isinstance(model, HFClassifier):
+        return None
+    from modelshrink.errors import IncompatibleModelError
+
+    try:
+        path = export_hf_onnx(model, s.example_input.cpu().numpy(), folder / HF_ONNX_NAME)
+    except IncompatibleModelError as err:
+        not_exported["onnx_hf"] = str(err)
+        return None
+    logits = predict_logits(hf_onnx_predictor(path, model.pad_id, s.latency_threads), data.x_test)
+    reference = fp32.logits(data.x_test)
+    return {"file": str(path.relative_to(s.root)), "file_bytes": path.stat().st_size, "weights": "fp32",
+            "inputs": ["input_ids", "attention_mask"], "padding": "right",
+            "test_accuracy": classification_metrics(data.y_test, logits, data.num_labels)["accuracy"],
+            "compared_with": fp32.name, "max_abs_logit_diff": float(np.abs(logits - reference).max()),
+            "matches": bool(np.allclose(logits, reference, rtol=1e-4, atol=1e-5))}  # fmt: skip
 
 
 def compact_matches(written: nn.Module, loaded: nn.Module, logits: np.ndarray, expected: np.ndarray) -> bool:

@@ -75,6 +75,8 @@ class VariantRow:
     checks_failed: int = 0
     not_exported: dict[str, str] = field(default_factory=dict)  # artifact → why this variant has no such file
     compact_val_accuracy: float | None = None  # the compact file's validation accuracy (search chooses by it)
+    # hf rows: model.hf.onnx (inputs input_ids + attention_mask): file, bytes, test accuracy, logits vs onnx_fp32
+    hf_onnx: dict[str, Any] | None = None
 
     def artifact(self, name: str) -> ArtifactRow | None:
         return next((a for a in self.artifacts if a.artifact == name), None)
@@ -124,6 +126,7 @@ class VariantRow:
             "checks": self.checks,
             "checks_failed": self.checks_failed,
             "not_exported": self.not_exported,
+            **({"hf_onnx": self.hf_onnx} if self.hf_onnx is not None else {}),
         }
 
     def _compact_columns(self, compact: ArtifactRow | None) -> dict[str, Any]:

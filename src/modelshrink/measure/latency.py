@@ -63,3 +63,34 @@ def latency_batches(x: np.ndarray, batch: int, count: int = 16) -> list[np.ndarr
     """Inputs for `timed_runs`: `count` batches of `batch` test rows (token rows trimmed, as `latency_ms`)."""
     n = len(x)
     return [trimmed(x, (np.arange(batch) + i * batch) % n) for i in range(count)]
+
+
+# -- the GPU ---------------------------------------------------------------------------------------
+CUDA_PROVIDER = "CUDAExecutionProvider"
+
+
+def gpu_latency_provider(device: str) -> str | None:
+    """The ONNX Runtime execution provider to time ONNX files with on the GPU as well, or None (then the rows
+    have no GPU figures: absent, never zero). CUDA when the run's resolved device (`--device cuda`, or `auto`
+    on a machine with a GPU) is a CUDA GPU and onnxruntime offers CUDAExecutionProvider (onnxruntime-gpu)."""
+    if not device.startswith("cuda"):
+        return None
+    import onnxruntime as ort
+
+    return CUDA_PROVIDER if CUDA_PROVIDER in ort.get_available_providers() else None
+
+
+def gpu_runner(path: str, provider: str) -> Callable[[np.ndarray], object] | None:
+    """One ONNX Runtime call on the GPU per input batch (host → device copies included, as an app sees them);
+    None when the session did not get `provider` (e.g. CUDA libraries missing: ORT falls back to the CPU)."""
+    import onnxruntime as ort
+
+    if provider not in ort.get_available_providers():  # ORT would warn and run on the CPU
+        return None
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(path, opts, providers=[provider, "CPUExecutionProvider"])
+    if provider not in session.get_providers():
+        return None
+    name = session.get_inputs()[0].name
+    return lambda xb: session.run(None, {name: xb})

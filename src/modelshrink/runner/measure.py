@@ -29,7 +29,7 @@ from modelshrink.export.formats import always_written, compact_model, get_format
 from modelshrink.export.onnx import OnnxClassifier, export_onnx, onnx_weight_stats
 from modelshrink.export.onnx_hf import HF_ONNX_NAME, export_hf_onnx, hf_onnx_predictor
 from modelshrink.measure.accuracy import classification_metrics, predict_logits
-from modelshrink.measure.latency import latency_batches, timed_runs
+from modelshrink.measure.latency import gpu_runner, latency_batches, timed_runs
 from modelshrink.measure.memory import peak_rss_mb
 from modelshrink.measure.size import file_sizes, model_stats
 from modelshrink.models.builders import saved_config
@@ -152,11 +152,29 @@ def measure_pte(
     return rows, why
 
 
+def gpu_latency(
+    art: Artifact, data: TaskData, provider: str | None, cache: ArtifactCache
+) -> list[dict[str, Any]] | None:
+    """An ONNX file's latency per batch size with ONNX Runtime on the GPU (`provider`); None when there is no
+    GPU provider, the file is not run by ONNX Runtime, or the session fell back to the CPU."""
+    if provider is None or art.runtime != "onnxruntime":
+        return None
+    key = f"{provider}:{hashlib.sha256(art.path.read_bytes()).hexdigest()}"
+    if key not in cache.latency:
+        run = gpu_runner(str(art.path), provider)
+        if run is None:
+            return None
+        cache.latency[key] = [{"batch": b, "provider": provider, **timed_runs(run, latency_batches(data.x_test, b),
+                               LATENCY_BUDGET_S, warmup=10)} for b in art.batches]  # fmt: skip
+    return cache.latency[key]
+
+
 def measure_artifact(
     art: Artifact, data: TaskData, root: Path, stats: dict[str, Any], baseline_dense: int | None,
-    cache: ArtifactCache, test_logits: np.ndarray | None = None,
+    cache: ArtifactCache, test_logits: np.ndarray | None = None, gpu_provider: str | None = None,
 ) -> ArtifactRow:  # fmt: skip
-    """Bytes, test accuracy (from the file; `test_logits` when already computed), latency and memory."""
+    """Bytes, test accuracy (from the file; `test_logits` when already computed), latency and memory; latency
+    on the GPU too when `gpu_provider` names one (ONNX files only)."""
     sizes = file_sizes(art.path)
     logits = test_logits if test_logits is not None else art.logits(data.x_test)
     acc = classification_metrics(data.y_test, logits, data.num_labels)
@@ -177,6 +195,7 @@ def measure_artifact(
         sizes["zstd_bytes"], acc["accuracy"], acc["macro_f1"], art.weights, stats["dense_fp32_bytes"],
         stats["parameters"], stats["nonzeros"],
         baseline_dense / sizes["file_bytes"] if baseline_dense else None, cache.latency[key], memory,
+        gpu_latency(art, data, gpu_provider, cache),
     )  # fmt: skip
 
 
@@ -217,6 +236,7 @@ class MeasureSettings:
     cache: ArtifactCache = field(default_factory=ArtifactCache)
     log: Log = print
     executorch: bool = False  # also write and measure .pte programs (when executorch imports)
+    gpu_provider: str | None = None  # also time the ONNX files on the GPU (measure.latency.gpu_latency_provider)
 
 
 def _write_onnx(stage: Stage, folder: Path, s: MeasureSettings) -> tuple[str, dict[str, Path]]:
@@ -274,7 +294,8 @@ def measure_variant(
 
     stats = model_stats(model)
     rows = [measure_artifact(a, data, s.root, stats, baseline_dense, s.cache,
-                             test_logits if a.path == primary_path else None) for a in onnx_arts]  # fmt: skip
+                             test_logits if a.path == primary_path else None, s.gpu_provider)
+            for a in onnx_arts]  # fmt: skip
     rows.append(measure_artifact(compact, data, s.root, stats, baseline_dense, s.cache, compact_logits))
     shipped, not_exported = _device_files(stage, folder, compact_path, weights_label, data, stats, baseline_dense, s)
     rows += shipped

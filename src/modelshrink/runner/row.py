@@ -40,9 +40,11 @@ class ArtifactRow:
     compression_x: float | None  # the same seed's baseline dense float32 bytes / file_bytes; None: no baseline
     latency: list[dict[str, Any]] = field(default_factory=list)  # per (batch, threads): median_ms, p90_ms, ...
     memory: dict[str, Any] | None = None  # peak RSS of a fresh process running it; None: not measured
+    # per batch on the GPU (ONNX Runtime's CUDA provider): median_ms, p90_ms, ...; None: no GPU figures
+    latency_gpu: list[dict[str, Any]] | None = None
 
     def size_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in vars(self).items() if k not in ("latency", "memory")}
+        return {k: v for k, v in vars(self).items() if k not in ("latency", "memory", "latency_gpu")}
 
     def single(self) -> dict[str, Any]:
         """Latency of the smallest batch measured (1 but for a file with a fixed batch size), one thread."""
@@ -127,7 +129,16 @@ class VariantRow:
             "checks_failed": self.checks_failed,
             "not_exported": self.not_exported,
             **({"hf_onnx": self.hf_onnx} if self.hf_onnx is not None else {}),
+            **self._gpu_latency(),
         }
+
+    def _gpu_latency(self) -> dict[str, Any]:
+        """GPU latency beside the CPU figures: `latency_gpu` and `ms_<artifact>_b<batch>_gpu`; none without a GPU."""
+        timed = [(a, r) for a in self.artifacts for r in a.latency_gpu or []]
+        if not timed:
+            return {}
+        return {"latency_gpu": [{"artifact": a.artifact, **r} for a, r in timed],
+                **{f"ms_{a.artifact}_b{r['batch']}_gpu": r["median_ms"] for a, r in timed}}  # fmt: skip
 
     def _compact_columns(self, compact: ArtifactRow | None) -> dict[str, Any]:
         if compact is None:

@@ -13,6 +13,7 @@ from rich.progress import Progress
 from modelshrink.config import RunConfig, VariantConfig
 from modelshrink.data.tasks import TaskData
 from modelshrink.errors import ModelshrinkError
+from modelshrink.measure.latency import gpu_latency_provider
 from modelshrink.measure.size import model_stats
 from modelshrink.models.builders import build_model
 from modelshrink.runner.folder import RunFolder, environment
@@ -71,7 +72,8 @@ class RowRunner:
         ctx = make_context(own, train, seed)
         settings = MeasureSettings(self.folder.out, self.cfg.latency_threads, ctx.example_input,
                                    list(ctx.calibration or []), self.cache, self.log,
-                                   executorch=self.cfg.executorch)  # fmt: skip
+                                   executorch=self.cfg.executorch,
+                                   gpu_provider=gpu_latency_provider(ctx.device))  # fmt: skip
         folder = self.folder.model_dir(variant.name, seed)
         row = measure_variant(variant.name, stage, own, folder, model_stats(base_model)["dense_fp32_bytes"], settings)
         if variant.start == "baseline" and baseline is not None:

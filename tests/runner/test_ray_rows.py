@@ -131,3 +131,26 @@ def test_model_files_over_the_limit_or_from_python_are_refused(tmp_path: Path, m
     ref = register_build_fn(lambda inputs: None)
     with pytest.raises(ConfigError, match="cannot travel to Ray's nodes"):
         ray_rows.pack_model(ModelConfig(name="custom", build=ref))
+
+
+def test_search_takes_the_ray_flags(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`search --executor ray` hands --row-retries and --artifacts to the executor as run and sweep do; without
+    Ray they are refused (exit 2) before any data is read."""
+    from modelshrink.runner import executors
+
+    base = ["search", "--max-drop", "1", "--task", "digits", "--out", str(tmp_path / "s")]
+    assert main([*base, "--row-retries", "2"]) == 2
+    assert "--row-retries needs --executor ray" in capsys.readouterr().err
+    seen: list[tuple] = []
+
+    def make(*args: object) -> None:
+        seen.append(args)
+        raise ConfigError("stopped before Ray starts")
+
+    monkeypatch.setattr(executors, "make_executor", make)
+    uri = f"file://{tmp_path / 'stage'}"
+    assert main([*base, "--executor", "ray", "--ray-address", "local", "--row-retries", "5", "--artifacts", uri]) == 2
+    assert seen == [("ray", None, "local", None, 5, uri)]
+    assert not (tmp_path / "s").exists()

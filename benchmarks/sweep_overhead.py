@@ -13,7 +13,7 @@ is overhead plus the prefix work each Ray task redoes, not parallelism), with Ra
 
 `--cluster CSV`: the multi-node case (issue 17) on the seed preset (`--seeds N`, default 1): a real Ray
 cluster on this machine (ray.cluster_utils.Cluster, loopback only, a head with no CPUs for tasks) with 1
-worker node, then 2 (1 CPU each, one torch thread per task; no shared disk assumed: rows are
+worker node, then 2 (1 CPU each, `train.threads: 1` everywhere; no shared disk assumed: rows are
 self-contained). The baselines are trained once beforehand and sent from the driver's folder, so the
 figures are about rows. Prints Ray's overhead per row as a share of the row's own work (on 1 node:
 (sweep time - sum of the rows' wall_s) / sum of wall_s; target <= 5 %), the speed-up of 2 nodes over 1
@@ -155,9 +155,7 @@ def _sweep_on_cluster(cfg: object, data: object, baseline: Path, out: Path, node
         for _ in range(nodes):
             c.add_node(num_cpus=1, node_ip_address="127.0.0.1", env_vars={"TMPDIR": tempfile.mkdtemp()})
         shutil.copytree(baseline, out / baseline.name)  # the baseline cache, sent to the tasks from here
-        # One torch thread per task on either cluster (jobs = this machine's cores: threads_per_worker
-        # gives 1), as on 1-CPU nodes: 1 node does not get both cores through intra-op threads.
-        with RayExecutor(c.address, jobs=os.cpu_count() or 1) as ex:
+        with RayExecutor(c.address) as ex:  # 1 torch thread per row: cluster_case sets train.threads 1
             t = time.perf_counter()
             rows = Runner(cfg, out, log=lambda _m: None).run(data, ex)  # type: ignore[arg-type]
             return time.perf_counter() - t, rows
@@ -190,6 +188,9 @@ def cluster_case(csv: Path, preset: str, seeds: list[int], subsample: int | None
     from modelshrink.config import Overrides, resolve
 
     cfg, _ = resolve(preset, None, Overrides(data_path=str(csv), subsample=subsample, epochs=epochs, seeds=seeds))
+    # One torch thread per row everywhere: the nodes have 1 CPU each, a Ray row holds train.threads CPUs, and
+    # the in-process run then computes the same numbers as the cluster's rows.
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"threads": 1})})
     print(f"preset {preset}, seeds {seeds}, {len(cfg.variants)} variants; {_load()} before")
     with tempfile.TemporaryDirectory() as tmp_str:
         tmp = Path(tmp_str)

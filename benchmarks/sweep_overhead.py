@@ -3,24 +3,30 @@
 Target (issue 7): the overhead per row is at most 5% of a tiny variant's in-process run time.
 
     PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/sweep_overhead.py [--rows 300] [--repeats 30] [--no-ray]
-    PYTHONPATH=src python benchmarks/sweep_overhead.py --cluster path/to/emotions.csv [--subsample N] [--epochs N]
+    PYTHONPATH=src python benchmarks/sweep_overhead.py --cluster path/to/emotions.csv [--seeds 1] [--epochs N]
+        [--subsample N] [--preset seed]
 
 Prints, per row: the in-process time of a tiny variant (its measured `wall_s`), the store's
 commit (and resume lookup) time, and Ray's per-task round trip with a row's real payload; then
 the end-to-end wall time of the same sweep in-process and on Ray (one worker, so the difference
 is overhead plus the prefix work each Ray task redoes, not parallelism), with Ray's start-up apart.
 
-`--cluster CSV`: the multi-node case (issue 17) on the seed preset, 1 seed: a real Ray cluster on this
-machine (ray.cluster_utils.Cluster, loopback only, a head with no CPUs for tasks) with 1 worker node,
-then 2 (1 CPU each; no shared disk assumed: rows are self-contained), with `train.threads: 1` everywhere. The baseline is trained once
-beforehand and sent from the driver's folder, so the figures are about rows. Prints Ray's overhead per
-row as a share of the row's own work (1 node: (sweep time - sum of the rows' wall_s) / sum of wall_s;
-target <= 5 %), the speed-up of 2 nodes over 1 (target >= 1.6x on a quiet machine), and the load average.
+`--cluster CSV`: the multi-node case (issue 17) on the seed preset (`--seeds N`, default 1): a real Ray
+cluster on this machine (ray.cluster_utils.Cluster, loopback only, a head with no CPUs for tasks) with 1
+worker node, then 2 (1 CPU each, `train.threads: 1` everywhere; no shared disk assumed: rows are
+self-contained). The baselines are trained once beforehand and sent from the driver's folder, so the
+figures are about rows. Prints Ray's overhead per row as a share of the row's own work (on 1 node:
+(sweep time - sum of the rows' wall_s) / sum of wall_s; target <= 5 %), the speed-up of 2 nodes over 1
+(target >= 1.6x on a quiet machine), and the load average before, between and after. Not timed yet as a
+whole: per seed it runs the preset's rows three times (in-process; 1 node, where pruned-int8 recomputes
+pruned's 24 fine-tuning epochs; 2 nodes) plus two cluster starts; `--seeds 1` (the default) and
+`--epochs N` (the baseline's most epochs) or `--subsample N` (rows of the data) fit it to a time box.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -58,9 +64,13 @@ def main() -> None:
     ap.add_argument("--cluster", metavar="CSV", help="the multi-node case on the seed preset, with this data")
     ap.add_argument("--subsample", type=int, default=None, help="--cluster: rows of the data used")
     ap.add_argument("--epochs", type=int, default=None, help="--cluster: most baseline epochs")
+    ap.add_argument("--seeds", type=int, default=1, help="--cluster: seeds 0..N-1 (each about 11 min)")
+    ap.add_argument("--preset", default="seed", help="--cluster: the preset whose variants run (the issue's: seed)")
     args = ap.parse_args()
     if args.cluster:
-        cluster_case(Path(args.cluster), args.subsample, args.epochs)
+        if args.seeds < 1:
+            ap.error(f"--seeds must be at least 1, got {args.seeds}")
+        cluster_case(Path(args.cluster), args.preset, list(range(args.seeds)), args.subsample, args.epochs)
         return
     quiet = lambda _m: None  # noqa: E731
     with tempfile.TemporaryDirectory() as tmp_str:
@@ -145,7 +155,7 @@ def _sweep_on_cluster(cfg: object, data: object, baseline: Path, out: Path, node
         for _ in range(nodes):
             c.add_node(num_cpus=1, node_ip_address="127.0.0.1", env_vars={"TMPDIR": tempfile.mkdtemp()})
         shutil.copytree(baseline, out / baseline.name)  # the baseline cache, sent to the tasks from here
-        with RayExecutor(c.address) as ex:
+        with RayExecutor(c.address) as ex:  # 1 torch thread per row: cluster_case sets train.threads 1
             t = time.perf_counter()
             rows = Runner(cfg, out, log=lambda _m: None).run(data, ex)  # type: ignore[arg-type]
             return time.perf_counter() - t, rows
@@ -154,36 +164,58 @@ def _sweep_on_cluster(cfg: object, data: object, baseline: Path, out: Path, node
         c.shutdown()
 
 
-def cluster_case(csv: Path, subsample: int | None, epochs: int | None) -> None:
-    import os
+def _load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.1f} (1 min), {five:.1f} (5 min) on {os.cpu_count()} cores"
 
+
+def _overhead(seconds: float, rows: list[dict]) -> str:
+    """Ray's overhead per row on one worker node (rows one after another): the sweep's wall time beyond
+    the rows' own work (their wall_s, summed), spread over the rows."""
+    work = sum(r["wall_s"] for r in rows)
+    return (f"1 worker node: {seconds:.1f} s; the rows' own work (sum of wall_s) {work:.1f} s; Ray overhead per "
+            f"row {(seconds - work) / len(rows):.2f} s = {100 * (seconds - work) / work:.1f}% of the row's work")  # fmt: skip
+
+
+def _two_nodes(seconds: float, rows: list[dict]) -> str:
+    """2 nodes' wall time against the best it could be: half the work, or the longest row if that is longer."""
+    work, longest = sum(r["wall_s"] for r in rows), max(r["wall_s"] for r in rows)
+    return (f"2 worker nodes: {seconds:.1f} s; the rows' own work {work:.1f} s, longest row {longest:.1f} s, so at "
+            f"best {max(work / 2, longest):.1f} s")  # fmt: skip
+
+
+def cluster_case(csv: Path, preset: str, seeds: list[int], subsample: int | None, epochs: int | None) -> None:
     from modelshrink.config import Overrides, resolve
 
-    cfg, _ = resolve("seed", None, Overrides(data_path=str(csv), subsample=subsample, epochs=epochs, seeds=[0]))
+    cfg, _ = resolve(preset, None, Overrides(data_path=str(csv), subsample=subsample, epochs=epochs, seeds=seeds))
     # One torch thread per row everywhere: the nodes have 1 CPU each, a Ray row holds train.threads CPUs, and
     # the in-process run then computes the same numbers as the cluster's rows.
     cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"threads": 1})})
-    print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(f"preset {preset}, seeds {seeds}, {len(cfg.variants)} variants; {_load()} before")
     with tempfile.TemporaryDirectory() as tmp_str:
         tmp = Path(tmp_str)
         runner = Runner(cfg, tmp / "inproc", log=lambda _m: None)
         data = runner.prepare()
         t = time.perf_counter()
-        RowRunner(cfg, runner.out, log=lambda _m: None).baseline(data, 0)
-        print(f"baseline trained once: {time.perf_counter() - t:.1f} s")
-        baseline = RunFolder(runner.out, cfg).baseline_dir(data, 0).parent
+        for seed in seeds:
+            RowRunner(cfg, runner.out, log=lambda _m: None).baseline(data, seed)
+        print(f"baselines trained once: {time.perf_counter() - t:.1f} s")
+        baseline = RunFolder(runner.out, cfg).baseline_dir(data, seeds[0]).parent
         t = time.perf_counter()
         inproc = runner.run(data)
-        print(f"in-process: {len(inproc)} rows in {time.perf_counter() - t:.1f} s (shares pipeline prefixes)")
+        print(
+            f"in-process: {len(inproc)} rows in {time.perf_counter() - t:.1f} s (shares pipeline prefixes); {_load()}"
+        )
         t1, rows1 = _sweep_on_cluster(cfg, data, baseline, tmp / "one", 1)
-        work = sum(r["wall_s"] for r in rows1)
-        print(f"1 worker node: {t1:.1f} s; the rows' own work (sum of wall_s) {work:.1f} s; Ray overhead per row "
-              f"{(t1 - work) / len(rows1):.2f} s = {100 * (t1 - work) / work:.1f}% of the row's work")  # fmt: skip
+        print(f"{_overhead(t1, rows1)}; {_load()}")
         t2, rows2 = _sweep_on_cluster(cfg, data, baseline, tmp / "two", 2)
-        keys = [{(r["variant"], r["test_accuracy"], r["file_bytes"]) for r in rs} for rs in (inproc, rows1, rows2)]
+        print(f"{_two_nodes(t2, rows2)}; {_load()}")
+        keys = [{(r["variant"], r["seed"], r["status"], r["test_accuracy"], r["file_bytes"]) for r in rs}
+                for rs in (inproc, rows1, rows2)]  # fmt: skip
         same = keys[0] == keys[1] == keys[2]
-        print(f"2 worker nodes: {t2:.1f} s; speed-up over 1 node {t1 / t2:.2f}x; rows equal to in-process: {same}")
-    print(f"load average after: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+        print(f"speed-up of 2 worker nodes over 1: {t1 / t2:.2f}x (target >= 1.6x on a quiet machine); "
+              f"rows equal to in-process: {same}")  # fmt: skip
+    print(f"{_load()} after")
 
 
 if __name__ == "__main__":

@@ -249,7 +249,7 @@ def search(
     config: ConfigOpt = None, preset: PresetOpt = "seed", task: TaskOpt = None, text_column: TextColOpt = None,
     label_column: LabelColOpt = None, stratify: StratifyOpt = False, subsample: SubsampleOpt = None,
     jobs: JobsOpt = None, executor: ExecutorOpt = "inprocess", ray_address: RayAddressOpt = None,
-    row_timeout: RowTimeoutOpt = None,
+    row_timeout: RowTimeoutOpt = None, row_retries: RowRetriesOpt = None, artifacts: ArtifactsOpt = None,
     storage: Annotated[str | None, typer.Option("--storage", help="Optuna RDB URL of the study (default: SQLite "
                        "search.db in the run folder); a rerun resumes it, other machines join it.")] = None,
 ) -> None:  # fmt: skip
@@ -265,7 +265,7 @@ def search(
         raise ConfigError(f"search uses one seed; got --seed {' --seed '.join(map(str, seed))}")
     cfg = _config(preset, config, data, task, text_column, label_column, stratify, subsample, epochs, seed)
     out = out or default_out("search-")
-    with make_executor(executor, jobs, ray_address, row_timeout) as ex:
+    with make_executor(executor, jobs, ray_address, row_timeout, row_retries, artifacts) as ex:
         res = run_search(cfg, out, max_drop, budget_trials, objective, ex, jobs or 1, console.print, storage,
                          budget_minutes)  # fmt: skip
     col = res["cost_column"]

@@ -39,6 +39,41 @@ def table(rows: list[dict[str, Any]]) -> dict[tuple[str, int], tuple[Any, ...]]:
     return out
 
 
+TEXT_MODEL = """
+import torch
+from torch import nn
+
+class Bag(nn.Module):
+    def __init__(self, vocab, labels):
+        super().__init__()
+        self.embed, self.out = nn.Embedding(vocab, 8), nn.Linear(8, labels)
+
+    def forward(self, x):  # (B, T) token ids
+        return self.out(self.embed(x).mean(dim=1))
+
+def build(inputs):
+    return Bag(inputs.input_dim, inputs.num_labels)
+"""
+
+
+def user_model(root: Path, kind: str) -> dict[str, str]:
+    """The model section of a user's model: `custom` from a file.py with its --weights, or a tiny hf folder."""
+    if kind == "hf":
+        from modelshrink.data.synthetic import tiny_hf_folder
+
+        return {"name": "hf", "path": str(tiny_hf_folder(root / "tiny-bert", ["joy", "anger", "fear"], layers=1))}
+    import torch
+    from safetensors.torch import save_file
+
+    from modelshrink.models.byo import ModelInputs, load_build_fn
+
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "my_model.py").write_text(TEXT_MODEL)
+    torch.manual_seed(0)
+    save_file(load_build_fn(f"{root / 'my_model.py'}:build")(ModelInputs(64, 3)).state_dict(), root / "bag.safetensors")
+    return {"name": "custom", "build": f"{root / 'my_model.py'}:build", "weights": str(root / "bag.safetensors")}
+
+
 @pytest.fixture
 def sweep() -> SimpleNamespace:
-    return SimpleNamespace(VARIANTS=VARIANTS, config=sweep_config, table=table)
+    return SimpleNamespace(VARIANTS=VARIANTS, config=sweep_config, table=table, user_model=user_model)

@@ -82,3 +82,75 @@ def test_stage_then_measure_equals_the_whole_row(
     assert status == "ok"
     for key in ("test_accuracy", "val_accuracy", "file_bytes", "compact_bytes", "nonzeros", "train_device"):
         assert got[key] == expected[key], key
+
+
+@pytest.mark.parametrize("kind", ["custom", "hf"])
+def test_model_files_travel_and_keep_the_rows_identity(
+    kind: str, sweep: SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task rebuilds the user's model from the bytes the driver sent, the driver's files gone, in a process
+    that never imported the user's file; the row keys and the model's fingerprint are the driver's."""
+    from modelshrink.models import byo
+    from modelshrink.models.builders import build_model, model_fingerprint
+    from modelshrink.runner import ray_rows
+
+    if kind == "hf":
+        pytest.importorskip("transformers")
+    base = sweep.config(tmp_path, variants=sweep.VARIANTS[:2], seeds=(0,))
+    cfg = parse_config({**base, "model": sweep.user_model(tmp_path / "mine", kind)})
+    data = Runner(cfg, tmp_path / "run").prepare()  # the driver: reads, checks (imports the file.py) the model
+    driver = RowRunner(cfg, tmp_path / "run", log=lambda _m: None)
+    want = [driver.folder.row_key(data, v, 0) for v in cfg.variants], driver.folder.baseline_dir(data, 0).name
+    files = ray_rows.pack_model(cfg.model)
+    assert files is not None and (files.folder if kind == "hf" else files.build and files.weights)
+    (tmp_path / "mine").rename(tmp_path / "gone")  # no path of the driver's is readable now
+    monkeypatch.setattr(byo, "_IN_PROCESS", {})  # a fresh worker: it never imported the user's file
+    monkeypatch.setattr(ray_rows, "_BUILD_FNS", {})
+    with ray_rows.task_rows(RaySetup(cfg.model_dump_json(), 1, "t"), files) as rows:
+        got = [rows.folder.row_key(data, v, 0) for v in cfg.variants], rows.folder.baseline_dir(data, 0).name
+        assert got == want
+        assert rows.cfg.model.build == cfg.model.build  # the reference (part of the identity) is kept
+        if kind == "hf":
+            assert model_fingerprint(rows.cfg.model) == driver.folder.shared(data)["model_sha256"]
+        assert build_model(rows.cfg.model, data.input_dim, data.num_labels) is not None
+        assert rows.baseline(data, 0).source == "measured"  # the user's weights / the folder's head, as given
+        task_folder = rows.folder.out
+    assert not task_folder.exists()
+
+
+def test_model_files_over_the_limit_or_from_python_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from modelshrink.models.builders import ModelConfig
+    from modelshrink.models.byo import register_build_fn
+    from modelshrink.runner import ray_rows
+
+    (tmp_path / "w.safetensors").write_bytes(b"x" * 100)
+    monkeypatch.setattr(ray_rows, "MODEL_BYTES_MAX", 99)
+    with pytest.raises(ConfigError, match="GiB limit"):
+        ray_rows.pack_model(ModelConfig(weights=str(tmp_path / "w.safetensors")))
+    assert ray_rows.pack_model(ModelConfig()) is None  # a built-in model sends nothing
+    ref = register_build_fn(lambda inputs: None)
+    with pytest.raises(ConfigError, match="cannot travel to Ray's nodes"):
+        ray_rows.pack_model(ModelConfig(name="custom", build=ref))
+
+
+def test_search_takes_the_ray_flags(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`search --executor ray` hands --row-retries and --artifacts to the executor as run and sweep do; without
+    Ray they are refused (exit 2) before any data is read."""
+    from modelshrink.runner import executors
+
+    base = ["search", "--max-drop", "1", "--task", "digits", "--out", str(tmp_path / "s")]
+    assert main([*base, "--row-retries", "2"]) == 2
+    assert "--row-retries needs --executor ray" in capsys.readouterr().err
+    seen: list[tuple] = []
+
+    def make(*args: object) -> None:
+        seen.append(args)
+        raise ConfigError("stopped before Ray starts")
+
+    monkeypatch.setattr(executors, "make_executor", make)
+    uri = f"file://{tmp_path / 'stage'}"
+    assert main([*base, "--executor", "ray", "--ray-address", "local", "--row-retries", "5", "--artifacts", uri]) == 2
+    assert seen == [("ray", None, "local", None, 5, uri)]
+    assert not (tmp_path / "s").exists()

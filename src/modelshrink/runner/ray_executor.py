@@ -13,7 +13,6 @@ import uuid
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from modelshrink.config import VariantConfig
@@ -26,6 +25,7 @@ from modelshrink.runner.ray_rows import (
     check_artifact_uri,
     fetch_files,
     node_info,
+    pack_model,
     read_files,
     remove_staging,
     row_task,
@@ -79,7 +79,8 @@ class RayExecutor(Executor):
 
     `address` None or "local" starts a local Ray instance for the run (loopback only, no
     dashboard); "auto" or HOST:PORT joins a running cluster. Nodes share no disk with the driver:
-    tasks get the config, data, baseline (and the user's --weights) from Ray's object store and
+    tasks get the config, data, baseline and the user's model files (--weights, --model hf:FOLDER,
+    --model file.py:function) from Ray's object store and
     send their files back, in their result or through `artifacts` (an fsspec URI every node and
     the driver reach); the driver writes them into the run folder (runner/ray_rows.py).
 
@@ -137,23 +138,28 @@ class RayExecutor(Executor):
             self.jobs = jobs or max(1, int(ray.cluster_resources().get("CPU", 1)))
 
     def _prepare(self, rows: RowRunner, data: TaskData) -> _RayRun:
-        """The run's setup, data and --weights put into the object store once; the remote functions."""
-        if self._run is not None:
-            return self._run
+        """The run's setup, data and model files put into the object store once; the remote functions.
+
+        Once per experiment: the calls of one run (and search's batches, whose variants differ) share
+        it; another config or data (the executor reused for another run) is prepared anew."""
         ray, cfg = self._ray, rows.cfg
+        key = cfg.model_dump_json(exclude={"variants"})
+        if self._run is not None and self._run.key == key and self._run.data is data:
+            return self._run
+        if self._run is not None:
+            remove_staging(self._run.setup)
         gpu = cfg.train.device == "cuda"
         if gpu and not ray.cluster_resources().get("GPU"):
             raise ConfigError("--device cuda, but the Ray cluster has no GPU; add GPU nodes, or use --device cpu")
-        weights = cfg.model.weights
         threads = row_threads(ray, cfg.train.threads)
-        setup = RaySetup(cfg.model_dump_json(), threads, uuid.uuid4().hex, self.artifacts,
-                         Path(weights).name if weights else None)  # fmt: skip
-        shared = (ray.put(setup), ray.put(data), ray.put(Path(weights).read_bytes()) if weights else None)
+        setup = RaySetup(cfg.model_dump_json(), threads, uuid.uuid4().hex, self.artifacts)
+        model = pack_model(cfg.model)  # read here once: no node reads the driver's paths
+        shared = (ray.put(setup), ray.put(data), ray.put(model) if model is not None else None)
         # Retries are for dead workers and nodes only (a failing variant is a failed row, not retried).
         # A row holds the CPUs it trains with: no node runs more torch threads than it has cores.
         opts = {"num_cpus": threads, "max_retries": self.row_retries, "retry_exceptions": False}
         gpus = {"num_gpus": self.gpus_per_row} if gpu else {}
-        self._run = _RayRun(setup, shared, gpu, ray.remote(**opts, **gpus)(baseline_task),
+        self._run = _RayRun(key, data, setup, shared, gpu, ray.remote(**opts, **gpus)(baseline_task),
                             ray.remote(**opts, **gpus)(stage_task if gpu else row_task))  # fmt: skip
         return self._run
 
@@ -233,8 +239,10 @@ class RayExecutor(Executor):
 
 @dataclass
 class _RayRun:
+    key: str  # the run's config without its variants
+    data: TaskData
     setup: RaySetup
-    shared: tuple[Any, Any, Any]  # refs: setup, data, the user's --weights bytes (or None)
+    shared: tuple[Any, Any, Any]  # refs: setup, data, the user's model files (or None)
     gpu: bool
     baseline: Any  # remote functions
     row: Any

@@ -1,7 +1,7 @@
 """Self-contained Ray tasks: a row needs no disk shared with the driver.
 
-A task gets everything through its arguments (Ray's object store: the config, the task's data and
-the seed's baseline files, put once by the driver), works in a task-local temporary folder on its
+A task gets everything through its arguments (Ray's object store: the config, the task's data, the
+user's model files and the seed's baseline files, put once by the driver), works in a task-local temporary folder on its
 own node, and returns what it made: the baseline's cache files, or the row with its artifact files,
 as bytes in the result or staged under an artifact URI (fsspec: `file://`, `s3://`, `gs://`, ...).
 The driver writes those files into its run folder and alone writes the store (runner/executors.py).
@@ -12,6 +12,7 @@ the driver writes and measures the files, so every latency of a run is measured 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import tempfile
@@ -24,11 +25,16 @@ from typing import Any
 from modelshrink.config import RunConfig, VariantConfig
 from modelshrink.data.tasks import TaskData
 from modelshrink.errors import ConfigError
+from modelshrink.models.builders import ModelConfig
+from modelshrink.models.byo import BuildFn, load_build_fn, trusted_build_fn
 from modelshrink.runner.measure import ArtifactCache
 from modelshrink.runner.pipeline import Stage
 from modelshrink.runner.task import RowRunner
 
 Files = dict[str, bytes]  # path relative to the run folder → content
+# The user's model files (--weights, an hf folder, a file.py) travel through Ray's object store, read
+# whole into the driver's memory once: at most this many bytes together; a bigger model is refused.
+MODEL_BYTES_MAX = 2 << 30
 
 
 @dataclass(frozen=True)
@@ -39,7 +45,82 @@ class RaySetup:
     threads: int  # torch threads per task
     token: str  # this run's id: the staging prefix under the artifact URI
     artifacts: str | None = None  # fsspec URI the files go through; None: bytes in the task's result
-    weights_name: str | None = None  # file name of the user's --weights, sent as bytes beside the setup
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """The user's model files by content, for tasks on nodes that cannot read the driver's paths (put in
+    the object store once per run). Each is (file name, content); `folder` maps relative paths to contents."""
+
+    weights: tuple[str, bytes] | None = None  # --weights FILE
+    folder: Files | None = None  # --model hf:FOLDER (or hf:ORG/NAME, as the driver's Hub cache holds it)
+    build: tuple[str, bytes] | None = None  # --model file.py:function: the file's source
+
+
+def pack_model(cfg: ModelConfig) -> ModelFiles | None:
+    """On the driver: the files the model is read from, or None when it needs none (a built-in model).
+
+    The hf folder is read as `folder_sha256` hashes it (names relative to it, `.cache` left out), so the
+    worker's copy has the same fingerprint and the rows the same keys."""
+    sources: dict[str, Path] = {}
+    if cfg.weights is not None:
+        sources["weights"] = Path(cfg.weights)
+    if cfg.name == "custom" and cfg.build:
+        if cfg.build.startswith("python:"):
+            raise ConfigError(f"a build function passed from Python ({cfg.build!r}) cannot travel to Ray's nodes; "
+                              "put it in a file and pass --model path/to/file.py:function")  # fmt: skip
+        sources["build"] = Path(cfg.build.rpartition(":")[0])
+    folder: dict[str, Path] = {}
+    if cfg.name == "hf" and cfg.path:
+        from modelshrink.models.hf import resolve_folder
+
+        root = resolve_folder(cfg.path)
+        folder = {p.relative_to(root).as_posix(): p for p in sorted(root.rglob("*"))
+                  if p.is_file() and ".cache" not in p.relative_to(root).parts}  # fmt: skip
+    if not sources and not folder:
+        return None
+    total = sum(p.stat().st_size for p in [*sources.values(), *folder.values()])
+    if total > MODEL_BYTES_MAX:
+        raise ConfigError(
+            f"--executor ray sends the model's files to every node through Ray's object store: yours are "
+            f"{total / 2**30:.1f} GiB, over the {MODEL_BYTES_MAX / 2**30:.0f} GiB limit; run it on one machine "
+            "(in-process or --jobs N), or start from a smaller model"
+        )
+    one = {k: (p.name, p.read_bytes()) for k, p in sources.items()}
+    return ModelFiles(one.get("weights"), {k: p.read_bytes() for k, p in folder.items()} or None, one.get("build"))
+
+
+_BUILD_FNS: dict[tuple[str, str], BuildFn] = {}  # (build ref, SHA-256 of its source) → imported in this worker
+
+
+def unpack_model(cfg: ModelConfig, files: ModelFiles, into: Path) -> ModelConfig:
+    """In a task: the user's model files written under `into`, and the model config pointed at them.
+
+    The row's identity does not change: the weights and the hf folder are keyed by content (their paths
+    are not part of it), and a file.py model keeps its `build` reference: the function imported from
+    the copy is registered under it (models/byo.py trusted_build_fn), as if the driver's file had been
+    imported here. The user named that file on the driver's command line; that is why it runs here."""
+    into.mkdir(parents=True, exist_ok=True)
+    update: dict[str, Any] = {}
+    if files.weights is not None:
+        update["weights"] = str(_write(into / "weights", files.weights[0], files.weights[1]))
+    if files.folder is not None:
+        write_files(into / "hf", files.folder)
+        update["path"] = str(into / "hf")
+    if files.build is not None and cfg.build:
+        name, source = files.build
+        key = (cfg.build, hashlib.sha256(source).hexdigest())
+        if key not in _BUILD_FNS:  # once per worker process and file content
+            local = _write(into / "build", name, source)
+            _BUILD_FNS[key] = load_build_fn(f"{local}:{cfg.build.rpartition(':')[2]}")
+        trusted_build_fn(cfg.build, _BUILD_FNS[key], cfg.build)
+    return cfg.model_copy(update=update)
+
+
+def _write(folder: Path, name: str, content: bytes) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_bytes(content)
+    return folder / name
 
 
 _CACHE = ArtifactCache()  # latency of files already timed in this worker process
@@ -133,38 +214,36 @@ def remove_staging(setup: RaySetup) -> None:
 
 
 @contextmanager
-def _task_rows(setup: RaySetup, weights: bytes | None) -> Iterator[RowRunner]:
-    """A RowRunner whose run folder is a temporary folder on this node, removed afterwards."""
+def task_rows(setup: RaySetup, model: ModelFiles | None) -> Iterator[RowRunner]:
+    """A RowRunner whose run folder is a temporary folder on this node, removed afterwards; the user's
+    model files (if any) are copied into it, under `given/`."""
     import torch
 
     torch.set_num_threads(setup.threads)
     cfg = RunConfig.model_validate_json(setup.cfg_json)
     with tempfile.TemporaryDirectory(prefix="modelshrink-task-") as tmp:
-        if weights is not None:  # the user's --weights, by content: the same row keys (they hash content)
-            local = Path(tmp) / "given" / (setup.weights_name or "weights.safetensors")
-            local.parent.mkdir()
-            local.write_bytes(weights)
-            cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"weights": str(local)})})
+        if model is not None:
+            cfg = cfg.model_copy(update={"model": unpack_model(cfg.model, model, Path(tmp) / "given")})
         rows = RowRunner(cfg, Path(tmp), log=lambda _m: None)
         rows.cache = _CACHE
         yield rows
 
 
-def baseline_task(setup: RaySetup, data: TaskData, weights: bytes | None, seed: int) -> Files | list[str]:
+def baseline_task(setup: RaySetup, data: TaskData, model: ModelFiles | None, seed: int) -> Files | list[str]:
     """Train (or load) the seed's baseline in a temporary folder; its cache files for the driver
     (none when the user's weights are measured as given: every row loads them again)."""
-    with _task_rows(setup, weights) as rows:
+    with task_rows(setup, model) as rows:
         rows.baseline(data, seed)
         folder = rows.folder.baseline_dir(data, seed)
         return stage_files(setup, read_files(rows.folder.out, folder) if folder.is_dir() else {})
 
 
 def row_task(
-    setup: RaySetup, data: TaskData, weights: bytes | None, baseline: Files, variant_json: str, seed: int
+    setup: RaySetup, data: TaskData, model: ModelFiles | None, baseline: Files, variant_json: str, seed: int
 ) -> tuple[str, dict[str, Any], Files | list[str]]:
     """One (variant, seed) from the seed's baseline files: its row and its artifact files."""
     variant = VariantConfig.model_validate_json(variant_json)
-    with _task_rows(setup, weights) as rows:
+    with task_rows(setup, model) as rows:
         write_files(rows.folder.out, baseline)
         status, result = rows.run(data, variant, seed, {("baseline",): rows.baseline(data, seed)})
         folder = rows.folder.model_dir(variant.name, seed)
@@ -175,11 +254,11 @@ def row_task(
 
 
 def stage_task(
-    setup: RaySetup, data: TaskData, weights: bytes | None, baseline: Files, variant_json: str, seed: int
+    setup: RaySetup, data: TaskData, model: ModelFiles | None, baseline: Files, variant_json: str, seed: int
 ) -> tuple[str, Stage | dict[str, Any], dict[str, Any]]:
     """--device cuda: the variant's model only, built on this task's GPU share (the driver measures it)."""
     variant = VariantConfig.model_validate_json(variant_json)
-    with _task_rows(setup, weights) as rows:
+    with task_rows(setup, model) as rows:
         write_files(rows.folder.out, baseline)
         where = {**node_info(), **_accelerator(rows.cfg.train.device)}
         status, stage = rows.stage(data, variant, seed, {("baseline",): rows.baseline(data, seed)})

@@ -120,12 +120,14 @@ def run_stage(cfg: Any, out: Path) -> list[dict[str, Any]]:
     from modelshrink.runner.executors import make_executor
     from modelshrink.runner.job import prepare, run_job
 
-    measure.BATCHES = RUN_BATCHES  # every ONNX file: also batch 32 (the issue's); 1 and 256 as the report reads
     data = prepare(cfg, out)
-    console = Console()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with make_executor("inprocess", None, None) as ex, Progress(*columns, console=console) as progress:
-        return run_job(cfg, out, data, ex, progress=progress, log=progress.console.print).rows
+    saved, measure.BATCHES = measure.BATCHES, RUN_BATCHES  # ONNX files: also batch 32 (the issue's); 1 and 256 as
+    try:  # the runner's report reads them
+        with make_executor("inprocess", None, None) as ex, Progress(*columns, console=Console()) as progress:
+            return run_job(cfg, out, data, ex, progress=progress, log=progress.console.print).rows
+    finally:
+        measure.BATCHES = saved
 
 
 def save_finetuned(run: Path, dest: Path, source: Path | str) -> Path:

@@ -120,6 +120,7 @@ def test_benchmark_runs_its_parts_on_a_tiny_transformer(
     monkeypatch.setattr(measure, "MEASURE_MEMORY", False)
     monkeypatch.setattr(measure, "thread_counts", lambda: [1])  # the table's 2-thread columns: "—" here
     monkeypatch.setattr(job, "write_report", lambda out: [])  # each part's report.html: tests/report's subject
+    monkeypatch.setattr(bench, "RUN_BATCHES", (1, 32))  # 256 is there for that report only
     _small_configs(bench, tmp_path, monkeypatch)
     csv = write_synthetic_csv(tmp_path / "d.csv", n=120)
     out = tmp_path / "out"
@@ -138,7 +139,7 @@ def test_benchmark_runs_its_parts_on_a_tiny_transformer(
     assert rows[("transformer", "baseline")]["baseline_history"] == []
     assert rows[("transformer", "baseline")]["test_accuracy"] == rows[("finetune", "baseline")]["test_accuracy"]
     lat = rows[("transformer", "heads-25")]["latency"]
-    assert {(r["batch"], r["threads"]) for r in lat if r["artifact"] == "onnx_int8"} >= {(1, 1), (32, 1), (256, 1)}
+    assert {(r["batch"], r["threads"]) for r in lat if r["artifact"] == "onnx_int8"} == {(1, 1), (32, 1)}
 
     # Optimum's kind of file (three inputs, post-padded) through the same measurement: the fine-tuned
     # model exported that way must score exactly what our own fp32 file scores on the same test rows.

@@ -12,7 +12,7 @@ is overhead plus the prefix work each Ray task redoes, not parallelism), with Ra
 
 `--cluster CSV`: the multi-node case (issue 17) on the seed preset, 1 seed: a real Ray cluster on this
 machine (ray.cluster_utils.Cluster, loopback only, a head with no CPUs for tasks) with 1 worker node,
-then 2 (1 CPU each; no shared disk assumed: rows are self-contained). The baseline is trained once
+then 2 (1 CPU each; no shared disk assumed: rows are self-contained), with `train.threads: 1` everywhere. The baseline is trained once
 beforehand and sent from the driver's folder, so the figures are about rows. Prints Ray's overhead per
 row as a share of the row's own work (1 node: (sweep time - sum of the rows' wall_s) / sum of wall_s;
 target <= 5 %), the speed-up of 2 nodes over 1 (target >= 1.6x on a quiet machine), and the load average.
@@ -160,6 +160,9 @@ def cluster_case(csv: Path, subsample: int | None, epochs: int | None) -> None:
     from modelshrink.config import Overrides, resolve
 
     cfg, _ = resolve("seed", None, Overrides(data_path=str(csv), subsample=subsample, epochs=epochs, seeds=[0]))
+    # One torch thread per row everywhere: the nodes have 1 CPU each, a Ray row holds train.threads CPUs, and
+    # the in-process run then computes the same numbers as the cluster's rows.
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"threads": 1})})
     print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     with tempfile.TemporaryDirectory() as tmp_str:
         tmp = Path(tmp_str)

@@ -17,7 +17,9 @@ pytest.importorskip("ray")
 
 
 def test_ray_sweep_equals_in_process(sweep: SimpleNamespace, tmp_path: Path) -> None:
-    cfg = parse_config(sweep.config(tmp_path, variants=sweep.VARIANTS[:3], seeds=(0,)))  # lean: 3 rows
+    raw = sweep.config(tmp_path, variants=sweep.VARIANTS[:3], seeds=(0,))  # lean: 3 rows
+    raw["train"]["threads"] = 1  # a row holds its threads' CPUs: 1 thread lets the 2 CPUs run 2 rows at once
+    cfg = parse_config(raw)
     quiet = lambda _m: None  # noqa: E731
     inproc = Runner(cfg, tmp_path / "a", log=quiet).run()
     with RayExecutor("local", jobs=2) as ex:  # ray.init(num_cpus=2, include_dashboard=False) on 127.0.0.1
@@ -71,3 +73,17 @@ def test_ray_gpu_rows_train_on_a_gpu_share_and_are_measured_on_the_driver(
         assert r["measured_on"]["driver"] is True  # measured by the driver, not in a task
         for size in r["sizes"]:
             assert (tmp_path / "g" / size["file"]).stat().st_size == size["file_bytes"]
+
+
+def test_a_row_asks_for_its_training_threads_unless_no_node_has_them() -> None:
+    from modelshrink.errors import ConfigError
+    from modelshrink.runner.ray_executor import row_threads
+
+    def fake(*cpus: float) -> SimpleNamespace:
+        return SimpleNamespace(nodes=lambda: [{"Alive": True, "Resources": {"CPU": c}} for c in cpus])
+
+    assert row_threads(fake(0, 4, 2), 2) == 2  # the row computes with the config's threads, as in-process
+    with pytest.warns(UserWarning, match="train.threads 2 is more than the largest Ray node's 1 CPUs"):
+        assert row_threads(fake(0, 1, 1), 2) == 1  # never an infeasible task that waits forever
+    with pytest.raises(ConfigError, match="no node with a CPU"):
+        row_threads(fake(0), 1)

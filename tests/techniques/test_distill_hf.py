@@ -108,6 +108,8 @@ def test_refusals_name_the_combination(setup: tuple[Path, Path]) -> None:
     no_view.view_context = None  # a hand-made context: no word-tokenized view of the same rows
     with pytest.raises(ConfigError, match=r"'lstm' student of an hf teacher reads its own word tokens"):
         distill_kd(teacher, DistillKDConfig(student={"name": "lstm"}), no_view)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"'lstm' student of an hf teacher"):  # unnamed widths: the reference LSTM
+        distill_kd(teacher, DistillKDConfig(student={"embed_dim": 8, "hidden": 16}), no_view)  # type: ignore[arg-type]
     lstm = ModelConfig(embed_dim=4, hidden=4)
     built_in = RunContext(example_input=torch.zeros(1, 4, dtype=torch.long), teacher=build_model(lstm, 20, 3),
                           model_config=lstm, input_dim=20, num_labels=3, train=lambda m, loss: [])  # fmt: skip

@@ -26,6 +26,8 @@ A transformer teacher (`hf`) has two kinds of students:
   "Distilling Task-Specific Knowledge from BERT into Simple Neural Networks"): it reads the word
   tokenizer fitted on the training texts (the data's "words" view), the teacher its own tokens of the
   same rows; the result names that view, so the runner measures and exports the student with it.
+  A student with widths and no name (`{embed_dim: 8, hidden: 16}`, as the presets write it) is the
+  reference LSTM on that view.
 """
 
 from __future__ import annotations
@@ -158,7 +160,11 @@ class _Student:
 def _hf_student(cfg: DistillKDConfig, ctx: RunContext, teacher: nn.Module) -> _Student:
     """A transformer teacher's student: fewer layers of itself, or a built-in model on the word tokenizer."""
     student = dict(cfg.student or {})
-    name = student.get("name", "hf")
+    # Unnamed: fewer layers of the teacher (nothing named, or `layers`); only widths (the presets'
+    # {embed_dim, hidden}): the reference LSTM on the word tokenizer, so one preset runs on any teacher.
+    name = student.get("name") or ("hf" if "layers" in student or not student else "lstm")
+    if "name" not in student and name == "lstm":
+        cfg = cfg.model_copy(update={"student": {**student, "name": "lstm"}})
     if name == "hf":
         extra = sorted(set(student) - {"name", "layers"})
         if extra:

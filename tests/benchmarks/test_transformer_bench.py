@@ -116,8 +116,6 @@ def _small_configs(bench: ModuleType, tmp_path: Path, monkeypatch: pytest.Monkey
 def test_benchmark_runs_its_parts_on_a_tiny_transformer(
     bench: ModuleType, folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    monkeypatch.setattr(measure, "LATENCY_BUDGET_S", 0.002)
-    monkeypatch.setattr(measure, "MEASURE_MEMORY", False)
     monkeypatch.setattr(measure, "thread_counts", lambda: [1])  # the table's 2-thread columns: "—" here
     monkeypatch.setattr(job, "write_report", lambda out: [])  # each part's report.html: tests/report's subject
     monkeypatch.setattr(bench, "RUN_BATCHES", (1, 32))  # 256 is there for that report only

@@ -49,8 +49,6 @@ def test_gpu_figures_sit_beside_the_cpu_ones_and_are_absent_without_a_gpu(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # fmt: skip
     path = _onnx(tmp_path)
-    monkeypatch.setattr(measure, "LATENCY_BUDGET_S", 0.002)
-    monkeypatch.setattr(measure, "MEASURE_MEMORY", False)
     providers: list[str] = []
 
     def cpu_standing_in(file: str, provider: str):  # noqa: ANN202 - this machine has no GPU: the CPU stands in

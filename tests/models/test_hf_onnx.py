@@ -16,7 +16,6 @@ from modelshrink.config import parse_config  # noqa: E402
 from modelshrink.data.synthetic import tiny_hf_folder, write_synthetic_csv  # noqa: E402
 from modelshrink.export.onnx_hf import export_hf_onnx, hf_onnx_predictor, right_padded  # noqa: E402
 from modelshrink.models.builders import ModelConfig, build_model, text_encoder  # noqa: E402
-from modelshrink.runner import measure as measure_variant  # noqa: E402
 from modelshrink.runner.run import Runner  # noqa: E402
 
 LABELS = ["joy", "anger", "fear"]
@@ -61,8 +60,6 @@ def test_an_hf_row_writes_and_checks_it(
     setup: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # fmt: skip
     folder, csv = setup
-    monkeypatch.setattr(measure_variant, "LATENCY_BUDGET_S", 0.002)
-    monkeypatch.setattr(measure_variant, "MEASURE_MEMORY", False)
     step = {"kind": "prune.transformer", "head_sparsity": 0.5, "ffn_sparsity": 0.5, "vocab_keep": "used",
             "importance": "l2", "epochs": 0}  # fmt: skip
     cfg = parse_config({

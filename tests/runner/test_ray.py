@@ -12,7 +12,6 @@ import torch
 
 from modelshrink.cli import main
 from modelshrink.config import parse_config
-from modelshrink.runner import measure
 from modelshrink.runner.executors import RayExecutor
 from modelshrink.runner.run import Runner
 
@@ -41,8 +40,6 @@ def test_ray_sweep_equals_in_process(sweep: SimpleNamespace, tmp_path: Path, mon
     --weights, and an hf folder) whose driver-side files are gone once the rows are sent."""
     # The in-process rows skip timing and memory (this process only: Ray's workers measure in full); the
     # compared figures (accuracies, sizes, formats) do not depend on them.
-    monkeypatch.setattr(measure, "LATENCY_BUDGET_S", 0.002)
-    monkeypatch.setattr(measure, "MEASURE_MEMORY", False)
     raw = sweep.config(tmp_path, variants=sweep.VARIANTS[:3], seeds=(0,))  # lean: 3 rows
     raw["train"]["threads"] = 1  # a row holds its threads' CPUs: 1 thread lets the 2 CPUs run 2 rows at once
     cfg = parse_config(raw)

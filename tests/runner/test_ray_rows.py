@@ -11,7 +11,6 @@ import pytest
 from modelshrink.cli import main
 from modelshrink.config import parse_config
 from modelshrink.errors import ConfigError
-from modelshrink.runner import measure
 from modelshrink.runner.executors import make_executor
 from modelshrink.runner.ray_rows import RaySetup, check_artifact_uri, fetch_files, stage_files, write_files
 from modelshrink.runner.run import Runner
@@ -67,8 +66,6 @@ def test_stage_then_measure_equals_the_whole_row(
     sweep: SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """What --device cuda on Ray does (the model from a task, measured by the driver), on the CPU."""
-    monkeypatch.setattr(measure, "LATENCY_BUDGET_S", 0.002)  # latency and memory are not compared here
-    monkeypatch.setattr(measure, "MEASURE_MEMORY", False)
     cfg = parse_config(sweep.config(tmp_path, variants=sweep.VARIANTS[1:2], seeds=(0,)))
     data = Runner(cfg, tmp_path / "a").prepare()
     quiet = lambda _m: None  # noqa: E731

@@ -26,7 +26,6 @@ from modelshrink.measure.accuracy import predict_logits  # noqa: E402
 from modelshrink.models.builders import ModelConfig, build_model, saved_config, text_encoder  # noqa: E402
 from modelshrink.models.hf import HFClassifier  # noqa: E402
 from modelshrink.predict import load_text_classifier  # noqa: E402
-from modelshrink.runner import measure as measure_variant  # noqa: E402
 from modelshrink.runner.pipeline import make_context  # noqa: E402
 from modelshrink.runner.run import Runner  # noqa: E402
 from modelshrink.techniques.base import RunContext  # noqa: E402
@@ -129,8 +128,6 @@ def test_lstm_student_with_its_own_tokenizer_and_teacher_logits_once(
         return forward(self, x)
 
     monkeypatch.setattr(HFClassifier, "forward", counted)
-    monkeypatch.setattr(measure_variant, "LATENCY_BUDGET_S", 0.002)
-    monkeypatch.setattr(measure_variant, "MEASURE_MEMORY", False)
     kd = {"kind": "distill.kd", "temperature": 2.0}
     lstm, bilstm = {"name": "lstm", "embed_dim": 8, "hidden": 8}, {"name": "bilstm", "embed_dim": 8, "hidden": 4}
     cfg = parse_config({

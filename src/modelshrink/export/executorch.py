@@ -10,9 +10,10 @@ tokenizer's fixed `max_len`: the LSTM is unrolled over those time steps at expor
 pads a smaller batch to it and splits a larger one, so any number of rows runs; a model that
 cannot be exported raises IncompatibleModelError naming the model and why.
 
-int8 is PT2E static quantization with the XNNPACK quantizer's symmetric per-channel config:
-int8 weights and activations for the layers XNNPACK quantizes (Linear, Conv); the others stay
-float32 (an LSTM cell's matmuls are decomposed before lowering and stay float).
+int8 is PT2E quantization (export/executorch_quant.py): XNNPACK's symmetric per-channel static config
+for Linear and Conv (int8 weights and activations), embeddings as uint8 rows (ExecuTorch's
+`embedding_byte` op), LSTMs unrolled into linear ops first (models/lstm_unrolled.py) so they are
+quantized too. What stayed float32 is read from the converted graph and returned with the file.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,6 +34,7 @@ import torch
 from torch import nn
 
 from modelshrink.errors import ArtifactError, ConfigError, IncompatibleModelError
+from modelshrink.export.executorch_quant import PteWeights, quantize_int8
 
 PteMode = Literal["fp32", "int8"]
 PTE_MAGIC = b"ET"  # flatbuffer file identifier "ETxx" at bytes 4..8 of every program
@@ -62,53 +65,52 @@ def _native_log() -> Iterator[list[str]]:
             lines.extend(line for line in said.splitlines() if line.strip())
 
 
-def _lower(program: Any, name: str) -> bytes:
+def _lower(program: Any, name: str, fuse_quant: bool) -> bytes:
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import to_edge_transform_and_lower
+    from executorch.exir import ExecutorchBackendConfig, to_edge_transform_and_lower
 
+    # int8: quant fusion turns a dequantized uint8 table read by aten.embedding into quantized_decomposed::
+    # embedding_byte (the table stays uint8 in the file); a float program is written as before, without it.
+    config = ExecutorchBackendConfig(do_quant_fusion_and_const_prop=fuse_quant)
     try:
-        return bytes(to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch().buffer)
+        return bytes(
+            to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch(config).buffer
+        )
     except Exception as err:  # exir raises many types (SpecViolationError, RuntimeError, ...)
         raise IncompatibleModelError(
             f"ExecuTorch cannot lower {name} to XNNPACK ({type(err).__name__}: {err})"
         ) from err
 
 
-def _quantize(model: nn.Module, example: torch.Tensor, calibration: Iterable[torch.Tensor]) -> nn.Module:
-    """PT2E: the exported graph with XNNPACK's int8 observers, run on calibration batches, converted."""
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-        XNNPACKQuantizer,
-        get_symmetric_quantization_config,
-    )
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+@dataclass
+class PteExport:
+    """A written program: its path and, for int8, what its weights are (None for float32)."""
 
-    graph = torch.export.export(model, (example,)).module()
-    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-    prepared = prepare_pt2e(graph, quantizer)  # type: ignore[arg-type]
-    batch = len(example)
-    with torch.no_grad():
-        for xb in calibration:  # the program's fixed batch: split or pad each calibration batch to it
-            for i in range(0, len(xb) - batch + 1, batch):
-                prepared(xb[i : i + batch])
-    return convert_pt2e(prepared)  # type: ignore[no-any-return]
+    path: Path
+    weights: PteWeights | None = None
 
 
 def export_pte(model: nn.Module, example: torch.Tensor, dst: Path, mode: PteMode = "fp32",
-               calibration: Iterable[torch.Tensor] | None = None) -> Path:  # fmt: skip
+               calibration: Iterable[torch.Tensor] | None = None) -> PteExport:  # fmt: skip
     """Write `model` as an ExecuTorch program at `dst` (fixed input shape: `example`'s).
 
-    mode "int8" needs `calibration` (training input batches). Raises IncompatibleModelError when ExecuTorch
-    is absent or the model does not export (the message names the model and the reason).
+    mode "int8" needs `calibration` (training input batches); its LSTMs are unrolled into linear ops, its
+    embeddings stored as uint8 rows (export/executorch_quant.py), and the result says what stayed float.
+    Raises IncompatibleModelError when ExecuTorch is absent or the model does not export (the message names
+    the model and the reason).
     """
     if not available():
         raise ConfigError("ExecuTorch is not installed; pip install 'modelshrink[executorch]' to write .pte files")
     name = type(model).__name__
     model = model.eval()
+    weights = None
     try:
         if mode == "int8":
             if calibration is None:
                 raise IncompatibleModelError("int8 .pte export needs calibration batches (training inputs)")
-            model = _quantize(model, example, calibration)
+            import executorch.kernels.quantized  # noqa: F401  registers quantized_decomposed::embedding_byte.out
+
+            model, weights = quantize_int8(model, example, calibration)
         program = torch.export.export(model, (example,))
     except IncompatibleModelError:
         raise
@@ -116,10 +118,10 @@ def export_pte(model: nn.Module, example: torch.Tensor, dst: Path, mode: PteMode
         raise IncompatibleModelError(
             f"torch.export cannot export {name} for ExecuTorch ({type(err).__name__}: {err})"
         ) from err
-    data = _lower(program, name)
+    data = _lower(program, name, fuse_quant=mode == "int8")
     dst.parent.mkdir(parents=True, exist_ok=True)
     dst.write_bytes(data)
-    return dst
+    return PteExport(dst, weights)
 
 
 class PteClassifier:

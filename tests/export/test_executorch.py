@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from modelshrink.cli import main
 from modelshrink.errors import ArtifactError
 from modelshrink.export import executorch as et
 from modelshrink.export import formats
+from modelshrink.models import LSTMClassifier
 
 needs_et = pytest.mark.skipif(not et.available(), reason="executorch is not installed (the `executorch` extra)")
 
@@ -41,8 +43,8 @@ def programs(tmp_path_factory: pytest.TempPathFactory) -> tuple[nn.Module, Path,
     example = torch.randint(0, 20, (4, 6))
     out = tmp_path_factory.mktemp("pte")
     calib = [torch.randint(0, 20, (16, 6)) for _ in range(4)]
-    fp32 = et.export_pte(model, example, out / "model.pte_fp32.pte")
-    int8 = et.export_pte(model, example, out / "model.pte_int8.pte", "int8", calib)
+    fp32 = et.export_pte(model, example, out / "model.pte_fp32.pte").path
+    int8 = et.export_pte(model, example, out / "model.pte_int8.pte", "int8", calib).path
     return model, fp32, int8
 
 
@@ -90,3 +92,64 @@ def test_truncated_or_corrupt_program_exits_2_in_eval_and_predict(
         assert main(["predict", str(path), "x y"]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 2 and all(name in line for line in err), err  # one line each, no traceback
+
+
+@pytest.fixture(scope="module")
+def lstm_programs(tmp_path_factory: pytest.TempPathFactory) -> tuple[nn.Module, et.PteExport, et.PteExport]:
+    """The reference LSTM, tiny (vocabulary 400, width 8, 6 tokens), as float32 and int8 programs (batch 1)."""
+    torch.manual_seed(0)
+    model = LSTMClassifier(400, 3, embed_dim=8, hidden=8).eval()
+    example = torch.randint(0, 400, (1, 6))
+    out = tmp_path_factory.mktemp("pte_lstm")
+    calib = [torch.randint(0, 400, (16, 6)) for _ in range(2)]
+    fp32 = et.export_pte(model, example, out / "model.pte_fp32.pte")
+    int8 = et.export_pte(model, example, out / "model.pte_int8.pte", "int8", calib)
+    return model, fp32, int8
+
+
+@needs_et
+def test_int8_lstm_program_holds_int8_weights_and_names_what_stayed_float(
+    lstm_programs: tuple[nn.Module, et.PteExport, et.PteExport],
+) -> None:
+    model, fp32, int8 = lstm_programs
+    assert fp32.weights is None and int8.weights is not None
+    w = int8.weights
+    assert w.unrolled == ["lstm"]
+    # Every matrix once as int8/uint8 (the recurrent weight is one constant for all 6 steps, not one per step).
+    matrices = sum(p.numel() for n, p in model.named_parameters() if p.dim() == 2)
+    assert w.int8_bytes == matrices
+    biases = sum(p.numel() for n, p in model.named_parameters() if n.startswith("fc.bias")) + 4 * 8  # b_ih + b_hh
+    assert w.float_bytes == 4 * biases  # what stayed float32: the biases alone
+    assert w.float_layers and all("bias" in name for name in w.float_layers), w.float_layers
+    assert w.int8_share > 0.85 and w.describe().startswith(f"int8 {100 * w.int8_share:.1f}% of weight bytes")
+    # The file: the float32 matrices' bytes went, about 3 of every 4.
+    saved = fp32.path.stat().st_size - int8.path.stat().st_size
+    assert saved > 0.6 * 3 * matrices, (fp32.path.stat().st_size, int8.path.stat().st_size)
+    x = torch.randint(0, 400, (48, 6))
+    got = et.PteClassifier(int8.path).predict_logits(x.numpy())
+    with torch.no_grad():
+        want = model(x).numpy()
+    np.testing.assert_allclose(got, want, atol=0.1)  # int8 weights and activations through 6 steps: close
+    assert (got.argmax(1) == want.argmax(1)).mean() >= 0.9
+
+
+@needs_et
+def test_measure_pte_row_says_what_stayed_float(
+    lstm_programs: tuple[nn.Module, et.PteExport, et.PteExport], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from modelshrink.data.synthetic import synthetic_text_task
+    from modelshrink.runner import measure
+
+    model, fp32, int8 = lstm_programs
+    exported = {"fp32": fp32, "int8": int8}  # the fixture's files, not exported again
+    monkeypatch.setattr(et, "export_pte", lambda m, ex, dst, mode, calib: exported[mode])
+    data = synthetic_text_task(40, vocab_size=400, max_len=6)
+    stage = SimpleNamespace(model=model)
+    settings = measure.MeasureSettings(tmp_path.parent, 1, torch.from_numpy(data.x_train[:1]), [])
+    stats = {"dense_fp32_bytes": 1, "parameters": 1, "nonzeros": 1}
+    rows, why = measure.measure_pte(stage, tmp_path, data, stats, 1, settings)  # type: ignore[arg-type]
+    assert why == {}
+    assert [(r.artifact, r.weights) for r in rows] == [
+        ("executorch_fp32", "fp32"), ("executorch_int8", int8.weights.describe())  # type: ignore[union-attr]
+    ]  # fmt: skip
+    assert "float32: " in rows[1].weights and "bias" in rows[1].weights

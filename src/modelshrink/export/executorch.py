@@ -10,10 +10,11 @@ tokenizer's fixed `max_len`: the LSTM is unrolled over those time steps at expor
 pads a smaller batch to it and splits a larger one, so any number of rows runs; a model that
 cannot be exported raises IncompatibleModelError naming the model and why.
 
-int8 is PT2E quantization (export/executorch_quant.py): XNNPACK's symmetric per-channel static config
-for Linear and Conv (int8 weights and activations), embeddings as uint8 rows (ExecuTorch's
-`embedding_byte` op), LSTMs unrolled into linear ops first (models/lstm_unrolled.py) so they are
-quantized too. What stayed float32 is read from the converted graph and returned with the file.
+int8 is PT2E quantization (export/executorch_quant.py): XNNPACK's symmetric per-channel config,
+static for Linear and Conv (int8 weights and activations) and dynamic inside LSTMs, which are
+unrolled into linear ops first (models/lstm_unrolled.py) so they are quantized at all; embeddings
+as uint8 rows (ExecuTorch's `embedding_byte` op). What stayed float32 is read from the converted
+graph and returned with the file.
 """
 
 from __future__ import annotations
@@ -155,7 +156,11 @@ class PteClassifier:
         self.path = path
 
     def run(self, xb: np.ndarray) -> np.ndarray:
-        """One call on exactly the program's batch size: the bare runtime call latency measures."""
+        """One call on exactly the program's batch size: the bare runtime call latency measures. Token rows
+        shorter than the program's fixed length (latency batches trim shared leading padding) are pre-padded
+        with 0 back to it, as the tokenizer writes them."""
+        if xb.ndim == 2 and len(self.shape) == 2 and xb.shape[1] < self.shape[1]:
+            xb = np.pad(xb, ((0, 0), (self.shape[1] - xb.shape[1], 0)))
         return self.method.execute([torch.from_numpy(np.ascontiguousarray(xb))])[0].numpy()
 
     def predict_logits(self, x: np.ndarray) -> np.ndarray:

@@ -2,9 +2,10 @@
 
 The quantizers (composed): torchao's `EmbeddingQuantizer` (weight-only, uint8 per row with float
 scale and zero point; ExecuTorch's quant-fusion pass turns it into `quantized_decomposed::embedding_byte`,
-the op its Llama export uses for `--embedding-quantize 8,0`) and XNNPACK's symmetric per-channel static
-int8 config for linear and conv (weights and activations). LSTMs are unrolled into linear ops first
-(models/lstm_unrolled.py): the fused `aten.lstm` op has no quantizer and would stay float32.
+the op its Llama export uses for `--embedding-quantize 8,0`) and XNNPACK's symmetric per-channel int8
+config: static (weights and activations) for linear and conv, dynamic (int8 weights, activations
+quantized per call) inside LSTMs. LSTMs are unrolled into linear ops first (models/lstm_unrolled.py):
+the fused `aten.lstm` op has no quantizer and would stay float32.
 
 `weight_summary` reads the converted graph: every constant tensor it holds is an int8 weight (fed to a
 dequantize node), a quantization parameter (scales and zero points), or a float weight used directly by
@@ -20,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from modelshrink.models.lstm_unrolled import unroll_lstms
+from modelshrink.models.lstm_unrolled import UnrolledLSTM, unroll_lstms
 
 _QUANT_OPS = ("quantize_per_tensor", "dequantize_per_tensor", "quantize_per_channel", "dequantize_per_channel",
               "choose_qparams")  # fmt: skip
@@ -101,6 +102,10 @@ def quantize_int8(
     model, unrolled = unroll_lstms(model)
     graph = torch.export.export(model.eval(), (example,)).module()
     xnnpack = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    # The unrolled LSTM's linears: int8 weights, activations quantized per call (dynamic; ExecuTorch's
+    # `xnnpack_dynamic` recipe for LLMs). Static scales fixed on calibration batches would be reused across
+    # every step of the recurrence, and the q/dq pairs around each gate would make the program larger.
+    xnnpack.set_module_type(UnrolledLSTM, get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True))
     prepared = prepare_pt2e(graph, ComposableQuantizer([EmbeddingQuantizer(), xnnpack]))  # type: ignore[arg-type]
     batch = len(example)
     with torch.no_grad():

@@ -64,7 +64,9 @@ def main() -> None:
             print(f"| {f.parent.name} | {mode} | {path.stat().st_size:,} | {100 * accs[mode]:.2f}% | {delta:+.2f} "
                   f"| {statistics.median(times):.3f} | {seconds:.0f} |", flush=True)  # fmt: skip
             if written.weights is not None:  # after the table rows (one line per model would split the table)
-                notes.append(f"{f.parent.name} {mode}: {written.weights.describe()}; unrolled: {written.weights.unrolled}")
+                notes.append(
+                    f"{f.parent.name} {mode}: {written.weights.describe()}; unrolled: {written.weights.unrolled}"
+                )
         verdict = "met" if accs["fp32"] - accs["int8"] <= 0.01 else "NOT met"
         notes.append(f"int8 within 1 point of float32 ({f.parent.name}): {verdict}; "
               f"int8 file {sizes['fp32'] / sizes['int8']:.2f}x smaller")  # fmt: skip

@@ -44,9 +44,10 @@ class PteWeights:
         return self.int8_bytes / total if total else 0.0
 
     def describe(self) -> str:
-        """One line for the row's `weights` field: int8 share and what stayed float32."""
+        """One line for the row's `weights` field: int8 share, quantization parameters, what stayed float32."""
         floats = ", ".join(self.float_layers) or "none"
-        return f"int8 {100 * self.int8_share:.1f}% of weight bytes; float32: {floats}"
+        return (f"int8 {100 * self.int8_share:.1f}% of weight bytes (+{self.qparam_bytes:,} B of scales and zero "
+                f"points); float32: {floats}")  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         return {"int8_bytes": self.int8_bytes, "float_bytes": self.float_bytes, "qparam_bytes": self.qparam_bytes,

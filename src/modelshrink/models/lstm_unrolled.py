@@ -37,7 +37,11 @@ class UnrolledLSTM(nn.LSTM):
         new.load_state_dict(lstm.state_dict())
         for name in [n for n, _ in new.named_parameters() if n.startswith("weight_ih")]:
             suffix = name.removeprefix("weight_ih")  # _l0, _l0_reverse, ...
-            b = (getattr(new, f"bias_ih{suffix}") + getattr(new, f"bias_hh{suffix}")).detach().clone() if new.bias else None
+            b = (
+                (getattr(new, f"bias_ih{suffix}") + getattr(new, f"bias_hh{suffix}")).detach().clone()
+                if new.bias
+                else None
+            )
             new.register_buffer(f"bias{suffix}", b, persistent=False)  # one constant bias per direction: b_ih + b_hh
         return new.train(lstm.training)
 
@@ -51,7 +55,7 @@ class UnrolledLSTM(nn.LSTM):
         c_last: list[torch.Tensor] = []
         for layer in range(self.num_layers):
             outs = []
-            for reverse in ([False, True] if self.bidirectional else [False]):
+            for reverse in [False, True] if self.bidirectional else [False]:
                 out, h, c = self._direction(seq, f"_l{layer}{'_reverse' if reverse else ''}", reverse)
                 outs.append(out)
                 h_last.append(h)

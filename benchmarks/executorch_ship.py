@@ -29,6 +29,21 @@ from modelshrink.export.executorch import PteClassifier, export_pte
 from modelshrink.measure.accuracy import classification_metrics
 
 
+def program_parts(path: Path) -> str:
+    """Where a program's bytes are: constants run outside the delegate (the embedding table, its scales and zero
+    points), weights inside the XNNPACK delegate (each stored once by content), and the delegate graphs (their
+    size grows with the unrolled time steps). Read with ExecuTorch's own (private) deserializer."""
+    from executorch.exir._serialize._program import deserialize_pte_binary
+
+    pte = deserialize_pte_binary(path.read_bytes())
+    constants = [len(b.storage) for b in pte.program.constant_buffer if len(b.storage)]
+    named = pte.named_data.buffers if pte.named_data is not None else []
+    weights = sorted((len(b) for b in named), reverse=True)
+    graphs = [len(d.data) for d in pte.program.backend_delegate_data]
+    return (f"constants outside the delegate {sum(constants):,} B {constants}; delegate weights {sum(weights):,} B "
+            f"(largest {weights[:3]}); {len(graphs)} delegate graphs {sum(graphs):,} B")  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("files", nargs="+", type=Path, help="compact files (weights.msz) of a run")
@@ -63,6 +78,7 @@ def main() -> None:
             delta = 100 * (accs[mode] - accs["fp32"])
             print(f"| {f.parent.name} | {mode} | {path.stat().st_size:,} | {100 * accs[mode]:.2f}% | {delta:+.2f} "
                   f"| {statistics.median(times):.3f} | {seconds:.0f} |", flush=True)  # fmt: skip
+            notes.append(f"{f.parent.name} {mode} file: {program_parts(path)}")
             if written.weights is not None:  # after the table rows (one line per model would split the table)
                 notes.append(
                     f"{f.parent.name} {mode}: {written.weights.describe()}; unrolled: {written.weights.unrolled}"

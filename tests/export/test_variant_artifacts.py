@@ -144,3 +144,17 @@ def test_compact_matches_needs_the_same_weights_and_tolerates_only_rounding() ->
     with torch.no_grad():
         b.weight[0, 0] += 1e-6
     assert not compact_matches(a, b, logits, logits)  # a weight changed on the way: not the same file
+
+
+def test_slow_measuring_steps_say_so_and_batches_follow_the_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A big model's row is minutes of measuring: each step that took SLOW_S or more logs one line; the
+    batch sizes an artifact is timed at are the module's when the artifact is made (benchmarks change them)."""
+    lines: list[str] = []
+    assert measure_variant.said(lines.append, "v: onnx_fp32", lambda: 7) == 7
+    assert lines == []  # fast: silent
+    monkeypatch.setattr(measure_variant, "SLOW_S", 0.0)
+    measure_variant.said(lines.append, "v: onnx_fp32", lambda: None)
+    assert len(lines) == 1 and lines[0].startswith("v: onnx_fp32 measured in ")
+    monkeypatch.setattr(measure_variant, "BATCHES", (1, 32))
+    art = measure_variant.Artifact("compact", "torch", Path("x"), "fp32", lambda x: x, lambda n: print, None)
+    assert art.batches == (1, 32)

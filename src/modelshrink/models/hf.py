@@ -31,6 +31,7 @@ from torch import nn
 
 from modelshrink.data.hf_text import HFTextEncoder, tokenizer_pad_id
 from modelshrink.errors import ConfigError, IncompatibleModelError
+from modelshrink.models.hf_lowrank import apply_factored_shapes, keep_layer_ranks
 from modelshrink.models.hf_prune import HEADS_KEY, apply_saved_shapes
 
 log = logging.getLogger(__name__)
@@ -220,6 +221,7 @@ def build_hf(ref: str | None, hf_config: dict[str, Any] | None, num_labels: int)
         config.num_labels = num_labels
         model = AutoModelForSequenceClassification.from_config(config, attn_implementation="eager")
         apply_saved_shapes(model)  # a structurally pruned model (prune.transformer): its heads per layer
+        apply_factored_shapes(model)  # a low-rank model (lowrank): its factored layers, at their ranks
         return HFClassifier(model, int(config.pad_token_id or 0))
     if ref is None:
         raise ConfigError("model 'hf' needs `path` (--model hf:PATH)")
@@ -272,6 +274,7 @@ def fewer_layers(teacher: HFClassifier, layers: int) -> tuple[HFClassifier, list
     heads = getattr(config, HEADS_KEY, None)
     if heads:  # a head-pruned teacher (prune.transformer): each kept layer keeps its head count
         setattr(config, HEADS_KEY, [heads[i] for i in keep])
+    keep_layer_ranks(config, _layer_list(teacher.model, total) + ".", keep)  # a factored teacher (lowrank)
     student = build_hf(None, json.loads(config.to_json_string()), int(config.num_labels))
     prefix, s_prefix = _layer_list(teacher, total) + ".", _layer_list(student, layers) + "."
     if prefix != s_prefix:  # internal: the same architecture names its layers the same way

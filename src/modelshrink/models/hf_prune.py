@@ -70,7 +70,8 @@ def _distilbert_block(layer: Any) -> Block:
                  int(att.attention_head_size))  # fmt: skip
 
 
-def _layers(base: Any) -> tuple[list[Any], str]:
+def encoder_layers(base: Any) -> tuple[list[Any], str]:  # noqa: ANN401  # a transformers base model
+    """The encoder layers of a transformers base model and their family ("bert", "distilbert"; "" when unknown)."""
     encoder = getattr(base, "encoder", None)
     if encoder is not None and hasattr(encoder, "layer"):
         return list(encoder.layer), "bert"
@@ -83,11 +84,14 @@ def _layers(base: Any) -> tuple[list[Any], str]:
 def blocks(model: nn.Module) -> list[Block]:
     """The encoder blocks of a transformers model (the `AutoModelForSequenceClassification` inside HFClassifier)."""
     base = getattr(model, "base_model", model)
-    layers, family = _layers(base)
+    layers, family = encoder_layers(base)
     try:
         found = [(_bert_block if family == "bert" else _distilbert_block)(layer) for layer in layers]
     except AttributeError:
         found = []
+    if any(isinstance(m, nn.Sequential) for b in found for m in (b.q, b.k, b.v, b.o, b.ffn_in, b.ffn_out)):
+        raise IncompatibleModelError("prune.transformer: this hf model's attention or FFN layers are factored "
+                                     "(lowrank); put prune.transformer before lowrank in the steps")  # fmt: skip
     if not found or not all(isinstance(m, nn.Linear) for b in found for m in (b.q, b.k, b.v, b.o, b.ffn_in, b.ffn_out)):
         model_type = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
         raise IncompatibleModelError(

@@ -12,10 +12,11 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -67,7 +68,8 @@ class Artifact:
     logits: Logits  # for accuracy
     timed: Callable[[int], Callable[[np.ndarray], Any]]  # threads → one call on a latency batch
     memory_input: tuple[tuple[int, ...], str] | None  # (shape, dtype) for the memory child; None: not measured
-    batches: tuple[int, ...] = BATCHES  # batch sizes timed (a file with a fixed batch size: that one)
+    # batch sizes timed (a file with a fixed batch size: that one); BATCHES as it is when the file is measured
+    batches: tuple[int, ...] = field(default_factory=lambda: BATCHES)
 
 
 def onnx_artifact(name: str, path: Path, threads: int, adapt: Callable[[np.ndarray], np.ndarray] | None = None,
@@ -203,6 +205,19 @@ def measure_artifact(
     )  # fmt: skip
 
 
+T = TypeVar("T")
+SLOW_S = 10.0  # a measuring step at least this long says so: a big model's row is minutes of quiet otherwise
+
+
+def said(log: Log, what: str, work: Callable[[], T]) -> T:
+    """`work()`, and one line when it took SLOW_S or more (progress in a log file, for big models)."""
+    t0 = time.perf_counter()
+    out = work()
+    if (spent := time.perf_counter() - t0) >= SLOW_S:
+        log(f"{what} measured in {spent:.0f} s")
+    return out
+
+
 def split_metrics(logits: Logits, data: TaskData) -> tuple[dict[str, Any], np.ndarray]:
     """Accuracy, macro-F1 and confusion matrix per split, and the test split's logits."""
     out: dict[str, Any] = {}
@@ -273,7 +288,8 @@ def measure_variant(
     for art in onnx_arts:
         art.memory_input = sample
     # Accuracy from the deployable file, never from the torch model it came from.
-    metrics, test_logits = split_metrics(next(a for a in onnx_arts if a.path == primary_path).logits, data)
+    metrics, test_logits = said(s.log, f"{name}: accuracy of {primary_name}", lambda: split_metrics(
+        next(a for a in onnx_arts if a.path == primary_path).logits, data))  # fmt: skip
     write_text_atomic(folder / "metrics.json", json.dumps(metrics, indent=1))  # a full disk leaves no half file
     # Vocabulary, labels and settings beside the model: the folder alone classifies raw text.
     preprocessing = variant_preprocessing(data.preprocessing, stage.model_config)
@@ -297,10 +313,11 @@ def measure_variant(
     expected = torch_logits if cmodel is model else predict_logits(torch_predictor(cmodel), x_test)
 
     stats = model_stats(model)
-    rows = [measure_artifact(a, data, s.root, stats, baseline_dense, s.cache,
-                             test_logits if a.path == primary_path else None, s.gpu_provider)
-            for a in onnx_arts]  # fmt: skip
-    rows.append(measure_artifact(compact, data, s.root, stats, baseline_dense, s.cache, compact_logits))
+    rows = [said(s.log, f"{name}: {a.name}", lambda a=a: measure_artifact(
+                a, data, s.root, stats, baseline_dense, s.cache, test_logits if a.path == primary_path else None,
+                s.gpu_provider)) for a in onnx_arts]  # fmt: skip
+    rows.append(said(s.log, f"{name}: compact", lambda: measure_artifact(
+        compact, data, s.root, stats, baseline_dense, s.cache, compact_logits)))  # fmt: skip
     shipped, not_exported = _device_files(stage, folder, compact_path, weights_label, data, stats, baseline_dense, s)
     rows += shipped
     hf_onnx = _hf_onnx(model, folder, data, s, next(a for a in onnx_arts if a.name == "onnx_fp32"), not_exported)
@@ -336,7 +353,8 @@ def _device_files(
     try:  # a model whose graph did not export says why
         shipped = runtime_artifact("msz_runtime", compact_path, weights_label, s.latency_threads)
         shipped.memory_input = ((256, *data.x_test.shape[1:]), str(data.x_test.dtype))
-        rows.append(measure_artifact(shipped, data, s.root, stats, baseline_dense, s.cache))
+        rows.append(said(s.log, "msz_runtime", lambda: measure_artifact(
+            shipped, data, s.root, stats, baseline_dense, s.cache)))  # fmt: skip
     except ArtifactError as err:
         not_exported["msz_runtime"] = str(err)
     if s.executorch:  # opt-in (`executorch: true`): lowering the LSTM takes minutes per program

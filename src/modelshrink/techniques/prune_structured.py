@@ -31,6 +31,7 @@ from torch import nn
 from modelshrink.errors import ConfigError, IncompatibleModelError
 from modelshrink.models.builders import ModelConfig, build_model
 from modelshrink.models.cnn import TinyCNN
+from modelshrink.models.hf import HFClassifier
 from modelshrink.models.lstm import LSTMClassifier
 from modelshrink.techniques.base import (
     RunContext,
@@ -244,6 +245,11 @@ def _parameters(model: nn.Module) -> int:
 @register_technique(StructuredPruneConfig)
 def prune_structured(model: nn.Module, cfg: StructuredPruneConfig, ctx: RunContext) -> TechniqueResult:
     """Structured pruning: cut whole LSTM units, embedding dims, rare words or conv channels; fine-tune."""
+    if isinstance(model, HFClassifier):
+        raise IncompatibleModelError(
+            "prune.structured cuts the layer groups of the LSTM and TinyCNN, not of a Hugging Face transformer "
+            "(HFClassifier, --model hf:PATH); use prune.transformer (head_sparsity, ffn_sparsity, vocab_keep)"
+        )
     if not isinstance(model, LSTMClassifier | TinyCNN):
         raise IncompatibleModelError(
             f"prune.structured does not know the layer groups of {type(model).__name__}; "

@@ -136,8 +136,7 @@ def measure_pte(
     stage: Stage, folder: Path, data: TaskData, stats: dict[str, Any], baseline_dense: int, s: MeasureSettings
 ) -> tuple[list[ArtifactRow], dict[str, str]]:
     """The variant's ExecuTorch programs (batch 1, the tokenizer's fixed length), each loaded back and
-    measured; a format that does not export or load is named in the second value with why. The int8 row's
-    `weights` says what share of the weight bytes is int8 and names the constants left float32."""
+    measured (int8's `weights`: what stayed float32); a format that does not export or load is named with why."""
     from modelshrink.errors import IncompatibleModelError
     from modelshrink.export.executorch import export_pte
 
@@ -145,11 +144,8 @@ def measure_pte(
     for fmt in pte_formats():
         calibration = s.calibration[:PTE_CALIBRATION_BATCHES] if fmt.needs_calibration else None
         try:
-            written = export_pte(stage.model, s.example_input[:1], folder / f"model.{fmt.name}.pte", fmt.mode,
-                                 calibration)  # fmt: skip
-            # int8: the share of weight bytes that is int8 and every constant left float32, read from its graph
-            weights = written.weights.describe() if written.weights is not None else fmt.mode
-            art = pte_artifact(fmt.artifact, written.path, weights)
+            pte = export_pte(stage.model, s.example_input[:1], folder / f"model.{fmt.name}.pte", fmt.mode, calibration)
+            art = pte_artifact(fmt.artifact, pte.path, pte.weights.describe() if pte.weights else fmt.mode)
         except (IncompatibleModelError, ArtifactError) as err:
             why[fmt.artifact] = str(err)
             continue

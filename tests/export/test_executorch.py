@@ -4,6 +4,9 @@ bad programs are one line and exit 2. Skipped (with the reason) where executorch
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -131,6 +134,23 @@ def test_int8_lstm_program_holds_int8_weights_and_names_what_stayed_float(
         want = model(x).numpy()
     np.testing.assert_allclose(got, want, atol=0.1)  # int8 weights, activations quantized per call: close
     assert (got.argmax(1) == want.argmax(1)).mean() >= 0.9
+
+
+@needs_et
+def test_int8_lstm_program_runs_in_a_fresh_process(lstm_program: tuple[nn.Module, et.PteExport]) -> None:
+    """Its quantized kernels (embedding_byte) are registered by the runner itself, not by the export before it."""
+    model, int8 = lstm_program
+    x = torch.randint(0, 1000, (5, 4))
+    code = ("import sys, numpy as np; from modelshrink.export.executorch import PteClassifier; "
+            "np.save(sys.argv[2], PteClassifier(sys.argv[1]).predict_logits(np.load(sys.argv[3])))")  # fmt: skip
+    out, inp = int8.path.with_suffix(".logits.npy"), int8.path.with_suffix(".x.npy")
+    np.save(inp, x.numpy())
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-c", code, str(int8.path), str(out), str(inp)], env=env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    with torch.no_grad():
+        np.testing.assert_allclose(np.load(out), model(x).numpy(), atol=0.1)
 
 
 @needs_et

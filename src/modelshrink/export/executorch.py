@@ -140,6 +140,7 @@ class PteClassifier:
             raise ArtifactError(f"{path}: running a .pte file needs ExecuTorch; pip install 'modelshrink[executorch]'")
         err: Exception | None = None
         with _native_log() as log:  # importing executorch logs torch/torchao warnings: kept off the terminal too
+            import executorch.kernels.quantized  # noqa: F401  the quantized kernels an int8 program calls (embedding_byte)
             from executorch.runtime import Runtime, Verification  # after the cheap checks: the import takes seconds
 
             try:

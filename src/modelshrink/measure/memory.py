@@ -57,6 +57,7 @@ elif kind == "modelshrink.runtime":
 elif kind == "executorch":  # a .pte program: its input shape is fixed, `shape` is it
     import torch
     from executorch.runtime import Runtime
+    import executorch.kernels.quantized  # registers the quantized kernels an int8 program calls (embedding_byte)
     t1, base = time.perf_counter(), rss()
     method = Runtime.get().load_program(path).load_method("forward")
     t2 = time.perf_counter()

@@ -300,15 +300,17 @@ def fine_tune(
     params: Sequence[nn.Parameter] | None = None,
     progress: Progress | None = None,
     label: str = "fine-tune",
+    loss_fn: LossFn | None = None,
 ) -> list[dict[str, float]]:
     """Train `epochs` epochs with a fresh Adam (the baseline's recipe), no early stopping; return the history.
+    `loss_fn` replaces the cross-entropy (a distilled student fine-tuned on its teacher's loss).
 
     No early stopping or best-weight restore: a pruning schedule or centroid training must end
     in the state its last step made.
     """
     set_seed(seed)
     home = model_device(model)  # the model goes back there when training ends
-    loop = _Loop(model, data, cfg, np.random.default_rng(seed), params)
+    loop = _Loop(model, data, cfg, np.random.default_rng(seed), params, loss_fn)
     steps = -(-len(data.x_train) // cfg.batch_size)
     task = progress.add_task(f"{label}: {epochs} epochs", total=steps * epochs) if progress else None
     history = []

@@ -130,3 +130,36 @@ def test_runner_rebuilds_changed_architectures_from_their_files(tmp_path: Path) 
     assert kd["teacher_params"] == rows["baseline"]["parameters"] and kd["teacher_train_seconds"] > 0
     assert rows["kd-qat"]["export_format"] == "int8_weights" and rows["kd-qat"]["test_agreement_with_reference"] == 1.0
     assert rows["kd-qat"]["onnx_weights"]["int8_bytes"] > rows["kd-qat"]["onnx_weights"]["float_bytes"]
+
+
+def test_teach_later_fine_tunes_later_steps_on_the_distillation_loss(tmp_path: Path, monkeypatch) -> None:
+    """`teach_later`: a pruning step after distill.kd fine-tunes on the KD loss (one more epoch of kd_loss
+    calls), and the step's details say which loss later steps use; without it they use the labels."""
+    import modelshrink.techniques.distill_kd as kd_mod
+
+    calls = {"n": 0}
+    real = kd_mod.kd_loss
+
+    def counting(*args, **kwargs):
+        calls["n"] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(kd_mod, "kd_loss", counting)
+    csv = write_synthetic_csv(tmp_path / "d.csv", 150)
+    counts, details = {}, {}
+    for later in (False, True):
+        kd = {"kind": "distill.kd", "student": {"embed_dim": 4, "hidden": 4}, "teach_later": later}
+        cfg = parse_config({
+            "data": {"task": "csv", "path": str(csv), "vocab_size": 64, "max_len": 16},
+            "model": {"embed_dim": 8, "hidden": 8}, "train": {"epochs": 1}, "seeds": [0],
+            "variants": [{"name": "kd-pruned", "steps": [
+                kd, {"kind": "prune.magnitude", "final_sparsity": 0.5, "schedule": "constant", "epochs": 1}]}],
+        })  # fmt: skip
+        calls["n"] = 0
+        rows = Runner(cfg, tmp_path / f"o{later}", log=lambda m: None).run()
+        assert rows[0]["status"] == "ok", rows[0].get("error")
+        counts[later] = calls["n"]
+        details[later] = rows[0]["steps"][0]["details"]["later_steps_fine_tune_on"]
+    # The student trains 1 epoch on the KD loss either way; with teach_later the pruning step's 1 epoch too.
+    assert counts[False] > 0 and counts[True] == 2 * counts[False]
+    assert details == {False: "the labels", True: "this distillation loss"}

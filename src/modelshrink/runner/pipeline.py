@@ -55,15 +55,18 @@ class Stage:
     # Which encoding of the data the model reads (TaskData.view): "" the run's own, "words" the word
     # tokenizer (a distilled student with its own tokenizer); its files carry that preprocessing.
     view: str = ""
+    # The loss later steps fine-tune with (distill.kd's `teach_later`); None: the labels' cross-entropy.
+    fine_tune_loss: Any = None
 
 
 def make_context(
     data: TaskData | None, train: TrainConfig, seed: int = 0, *, progress: Progress | None = None, label: str = "",
-    tuned: list[dict[str, float]] | None = None, max_epochs: int | None = None, **fields: Any,
+    tuned: list[dict[str, float]] | None = None, max_epochs: int | None = None, loss_fn: Any = None, **fields: Any,
 ) -> RunContext:  # fmt: skip
     """A technique's context on `data` with the baseline's training recipe.
 
-    `tuned` collects the fine-tuning history; `max_epochs` caps fine-tuning (the coverage probe);
+    `tuned` collects the fine-tuning history; `max_epochs` caps fine-tuning (the coverage probe); `loss_fn`
+    replaces fine-tuning's cross-entropy (a distilled student's later steps: distill.kd `teach_later`);
     `fields` sets the rest of RunContext (teacher, model_config, exclude, ...). Without data the
     context offers no training.
     """
@@ -75,7 +78,7 @@ def make_context(
         model: nn.Module, epochs: int, on_step: OnStep | None = None, params: Sequence[nn.Parameter] | None = None
     ) -> None:
         epochs = min(epochs, max_epochs) if max_epochs is not None else epochs
-        history = fine_tune(model, data, train, seed, epochs, on_step, params, progress, label)
+        history = fine_tune(model, data, train, seed, epochs, on_step, params, progress, label, loss_fn)
         if tuned is not None:
             tuned.extend(history)
 
@@ -212,6 +215,7 @@ class Pipeline:
             tuned=tuned, teacher=teacher, teacher_logits=logits, model_config=stage.model_config,
             input_dim=stage.input_dim,
             teacher_train_seconds=self.folder.teacher_train_seconds(seed) if teacher is not None else None,
+            loss_fn=stage.fine_tune_loss,
         )  # fmt: skip
         try:
             res = get_technique(step.kind).apply(model, step, ctx)
@@ -229,7 +233,8 @@ class Pipeline:
             log_failed_checks(self.log, name, checks)
         return Stage(res.model.eval(), res.model_config or stage.model_config, res.input_dim or stage.input_dim,
                      res.export_format or stage.export_format, stage.steps + [record],
-                     view=stage.view if res.view is None else res.view)  # fmt: skip
+                     view=stage.view if res.view is None else res.view,
+                     fine_tune_loss=stage.fine_tune_loss if res.fine_tune_loss is None else res.fine_tune_loss)  # fmt: skip
 
     def teacher_logits(self, data: TaskData, seed: int, teacher: nn.Module) -> Callable[[], torch.Tensor]:
         """The seed's teacher (baseline) on every training row, (N, labels) in row order, computed on first

@@ -141,6 +141,9 @@ class TechniqueResult:
     # Set by a technique whose model reads another encoding of the data (a distilled student with its
     # own tokenizer: "words"); the runner measures it on that view (TaskData.views). None: unchanged.
     view: str | None = None
+    # Set by distill.kd with `teach_later`: the loss the pipeline's later steps fine-tune with (ctx.fine_tune)
+    # instead of the labels' cross-entropy. None: unchanged (the labels, or an earlier step's loss).
+    fine_tune_loss: Any = None
 
 
 ApplyFn = Callable[[nn.Module, Any, RunContext], TechniqueResult]

@@ -74,6 +74,10 @@ class DistillKDConfig(TechniqueConfig):
     student: dict[str, Any] | None = None
     temperature: float = Field(4.0, gt=0.0)  # T: softens both distributions; Hinton et al. used 1-20
     alpha: float = Field(0.9, ge=0.0, le=1.0)  # weight of the soft (teacher) term; 1 - alpha on the labels
+    # The pipeline's later steps (pruning, clustering, ...) fine-tune the student on this same loss instead of
+    # the labels alone, as Sanh et al. 2020 prune while distilling: otherwise their fine-tuning pulls the student
+    # back toward what labels alone teach it.
+    teach_later: bool = Field(False, exclude_if=lambda v: v is False)
     search_stage: ClassVar[SearchStage | None] = "distill"
 
     @classmethod
@@ -265,8 +269,9 @@ def distill_kd(model: nn.Module, cfg: DistillKDConfig, ctx: RunContext) -> Techn
     teacher.eval()
     timing = {"seconds": 0.0, "batches": 0.0}
     t0 = time.perf_counter()
+    loss = _loss(cfg, ctx, teacher, timing)
     try:
-        history = train(student.model, _loss(cfg, ctx, teacher, timing))
+        history = train(student.model, loss)
     finally:
         teacher.train(was_training)
     train_seconds = time.perf_counter() - t0
@@ -290,5 +295,7 @@ def distill_kd(model: nn.Module, cfg: DistillKDConfig, ctx: RunContext) -> Techn
         "teacher_batches": int(timing["batches"]),  # teacher forwards during training (0 with the cache)
         "teacher_train_seconds": ctx.teacher_train_seconds,  # the baseline's own training (None: unknown)
     }
+    details["later_steps_fine_tune_on"] = "this distillation loss" if cfg.teach_later else "the labels"
     return TechniqueResult(model=student.model, details=details, model_config=student.config,
-                           input_dim=student.ctx.input_dim, view=student.view)  # fmt: skip
+                           input_dim=student.ctx.input_dim, view=student.view,
+                           fine_tune_loss=loss if cfg.teach_later else None)  # fmt: skip

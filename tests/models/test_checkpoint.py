@@ -192,3 +192,31 @@ def test_config_hash_of_a_run_without_weights_is_unchanged() -> None:
     dumped = RunConfig().model_dump(mode="json")
     assert "weights" not in dumped["model"] and "device" not in dumped["train"]
     assert "from_weights" not in dumped["train"]
+
+
+def test_later_seeds_reuse_the_given_models_row(tmp_path: Path) -> None:
+    """Weights measured as given are the same files whatever the seed: seed 1's baseline row is seed 0's,
+    saying so, and nothing is measured twice; a seed-dependent (trained) baseline is measured per seed."""
+    pt, _ = _digits_state(tmp_path)
+    build = tmp_path / "net.py"
+    build.write_text(_BUILD)
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(
+        yaml.safe_dump({"seeds": [0, 1], "train": {"epochs": 1}, "variants": [{"name": "baseline", "steps": []}]})
+    )
+    runs = {}
+    for name, extra in (("given", ["--weights", str(pt)]), ("trained", [])):
+        out = tmp_path / name
+        assert main(["run", "--task", "digits", "--config", str(cfg), "--model", f"{build}:build", *extra,
+                     "--out", str(out)]) == 0  # fmt: skip
+        runs[name] = {r["seed"]: r for r in json.loads((out / "results.json").read_text())}
+    given, trained = runs["given"], runs["trained"]
+    assert given[0]["baseline_source"] == "measured" and "measured_in_seed" not in given[0]
+    assert given[1]["measured_in_seed"] == 0
+    per_row = {"seed", "key", "config", "wall_s", "measured_in_seed", "created", "created_at", "finished_at"}
+    same = {k: v for k, v in given[1].items() if k not in per_row}
+    assert same == {k: v for k, v in given[0].items() if k not in per_row} and "artifacts" in same
+    assert not list((tmp_path / "given" / "models").glob("*seed1*"))  # seed 1 wrote no files of its own
+    assert all("measured_in_seed" not in r for r in trained.values()) and trained[0]["baseline_source"] == "trained"
+    assert trained[0]["test_accuracy"] != trained[1]["test_accuracy"] or trained[0]["baseline_history"] != (
+        trained[1]["baseline_history"])  # two trainings, two seeds  # fmt: skip

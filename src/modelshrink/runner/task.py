@@ -32,6 +32,9 @@ class RowRunner:
         self.pipeline = Pipeline(cfg, self.folder, progress, log)
         self.log = log
         self.cache = ArtifactCache()  # files already timed in this process
+        # Rows of a given model measured as it is (no steps, no training): the same files whatever the seed, so
+        # later seeds in this process reuse the first seed's row (it says so: `measured_in_seed`).
+        self.given: dict[str, tuple[int, dict[str, Any]]] = {}
         self.env = environment()
 
     def baseline(self, data: TaskData, seed: int) -> Stage:
@@ -65,6 +68,12 @@ class RowRunner:
         stage = built if built is not None else self.pipeline.stage(data, variant, seed, cache)
         own = data.view(stage.view)  # a student with its own tokenizer is measured on its own encoding
         baseline = cache.get(("baseline",))
+        as_given = not variant.steps and variant.start == "baseline" and baseline is not None and (
+            baseline.source == "measured")  # fmt: skip
+        if as_given and variant.name in self.given:  # e.g. a fine-tuned transformer's 90 MB files, minutes each
+            first_seed, first = self.given[variant.name]
+            self.log(f"{variant.name} seed {seed}: the given model, as measured for seed {first_seed} (same files)")
+            return {**first, "measured_in_seed": first_seed}
         base_model = baseline.model if baseline is not None else build_model(self.cfg.model, data.input_dim,
                                                                               data.num_labels)  # fmt: skip
         # A stage built elsewhere trained there: here (the driver) only the CPU measures, whatever --device says.
@@ -82,7 +91,10 @@ class RowRunner:
         # where training ran (the resolved --device); accuracy is measured from the files on the CPU either way.
         source = baseline.source if variant.start == "baseline" and baseline is not None else "trained"
         device = ctx.device if built is None else self.cfg.train.device
-        return {**row.to_dict(), "baseline_source": source, "train_device": device}
+        result = {**row.to_dict(), "baseline_source": source, "train_device": device}
+        if as_given:
+            self.given[variant.name] = (seed, result)
+        return result
 
 
 def _failure(err: Exception) -> dict[str, Any]:

@@ -34,3 +34,14 @@ def test_run_writes_the_report_from_real_rows(tmp_path: Path) -> None:
     assert "clusters=100000" in page and '<tr class="failed">' in page
     figures = {p.stem for p in (out / "figures").glob("*.png")}
     assert {"pareto_size", "pareto_latency", "size_bars", "accuracy_bars", "training_curves", "best_classes"} == figures
+
+
+def test_latency_table_without_batch_256_timings() -> None:
+    """A benchmark that times other batches (transformer.py: 1 and 32) gets dashes, not a crash."""
+    from modelshrink.report.tables import latency_section
+
+    lat = [{"artifact": "onnx_fp32", "runtime": "onnxruntime", "batch": b, "threads": 1, "median_ms": m,
+            "p90_ms": m + 1} for b, m in ((1, 2.0), (32, 40.0))]  # fmt: skip
+    lines = latency_section([{"status": "ok", "variant": "baseline", "latency": lat, "memory": []}])
+    row = next(line for line in lines if line.startswith("| baseline | onnx_fp32"))
+    assert "| 2.000 (3.000) |" in row and row.endswith("| — | — |")

@@ -32,7 +32,7 @@ from modelshrink.runner.checks import check_state, failed
 from modelshrink.runner.folder import RunFolder
 from modelshrink.techniques._fold import fold_batchnorm
 from modelshrink.techniques.base import RunContext, TechniqueConfig, get_technique
-from modelshrink.train import OnStep, TrainConfig, fine_tune, fit, set_seed, torch_predictor
+from modelshrink.train import LossFn, OnStep, TrainConfig, fine_tune, fit, set_seed, torch_predictor
 
 Log = Callable[[str], None]
 CALIBRATION_BATCHES = 64  # training batches offered for static quantization (the technique says how many it uses)
@@ -56,12 +56,12 @@ class Stage:
     # tokenizer (a distilled student with its own tokenizer); its files carry that preprocessing.
     view: str = ""
     # The loss later steps fine-tune with (distill.kd's `teach_later`); None: the labels' cross-entropy.
-    fine_tune_loss: Any = None
+    fine_tune_loss: LossFn | None = None
 
 
 def make_context(
     data: TaskData | None, train: TrainConfig, seed: int = 0, *, progress: Progress | None = None, label: str = "",
-    tuned: list[dict[str, float]] | None = None, max_epochs: int | None = None, loss_fn: Any = None, **fields: Any,
+    tuned: list[dict[str, float]] | None = None, max_epochs: int | None = None, loss_fn: LossFn | None = None, **fields: Any,
 ) -> RunContext:  # fmt: skip
     """A technique's context on `data` with the baseline's training recipe.
 

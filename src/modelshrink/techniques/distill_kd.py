@@ -294,8 +294,8 @@ def distill_kd(model: nn.Module, cfg: DistillKDConfig, ctx: RunContext) -> Techn
         "teacher_logits": "cached per row" if ctx.teacher_logits is not None else "per batch",
         "teacher_batches": int(timing["batches"]),  # teacher forwards during training (0 with the cache)
         "teacher_train_seconds": ctx.teacher_train_seconds,  # the baseline's own training (None: unknown)
+        "later_steps_fine_tune_on": "this distillation loss" if cfg.teach_later else "the labels",
     }
-    details["later_steps_fine_tune_on"] = "this distillation loss" if cfg.teach_later else "the labels"
     return TechniqueResult(model=student.model, details=details, model_config=student.config,
                            input_dim=student.ctx.input_dim, view=student.view,
                            fine_tune_loss=loss if cfg.teach_later else None)  # fmt: skip

@@ -201,3 +201,32 @@ def test_bad_variant_name_is_one_line(bench: ModuleType, tmp_path: Path, capsys:
     assert bench.main(["--out", str(tmp_path / "o"), "--variants", "baseline,nope"]) == 2
     assert "--variants: unknown nope; known: baseline, int8-static" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def _row(stage: str, variant: str, file: str, nbytes: float, acc: float, ms32: float) -> dict:
+    return {"stage": stage, "variant": variant, "file": file, "n": 1, "bytes": nbytes, "acc": acc, "acc_sd": 0.0,
+            "b32t1": ms32, "b32t2": ms32 / 2, "history": None}  # fmt: skip
+
+
+def test_floors_look_at_every_file_within_one_point(bench: ModuleType) -> None:
+    """The floor names the most accurate file that meets it, not the one fastest file; a more accurate
+    file beating Optimum's counts though the fastest one does not."""
+    ref = _row("finetune", "baseline", "onnx_fp32", 90e6, 0.936, 400.0)
+    rows = [
+        ref,
+        _row("optimum", "optimum-int8", "optimum_int8", 23e6, 0.931, 180.0),
+        _row("transformer", "baseline", "onnx_int8", 23.1e6, 0.935, 170.0),
+        _row("students", "kd-lstm-40x", "compact", 37e3, 0.928, 0.5),  # fastest, less accurate than Optimum
+        _row("students", "kd-lstm", "onnx_int8", 351e3, 0.935, 1.0),  # meets both and beats Optimum
+        _row("transformer", "heads-50", "onnx_fp32", 70e6, 0.90, 300.0),
+    ]  # more than 1 point down: ignored
+    for r in rows:
+        r["smaller"] = ref["bytes"] / r["bytes"]
+        r["faster1"], r["faster2"] = ref["b32t1"] / r["b32t1"], ref["b32t2"] / r["b32t2"]
+    text = "\n".join(bench.floors(rows, ref))
+    assert "met by 2 of 3 files within 1 point; the most accurate, students/kd-lstm onnx_int8: 400.00x" in text
+    assert "Optimum's int8 (23,000,000 bytes, 93.10 %): met by 1 file; the most accurate, students/kd-lstm" in text
+    assert "our int8 beside Optimum's: 23,100,000 vs 23,000,000 bytes, 93.50 vs 93.10 %, 170 vs 180 ms" in text
+    slow = [r for r in rows if r["variant"] not in ("kd-lstm", "kd-lstm-40x")]
+    text = "\n".join(bench.floors(slow, ref))
+    assert "NOT met; the fastest within 1 point, transformer/baseline onnx_int8: 2.35x / 2.35x faster" in text

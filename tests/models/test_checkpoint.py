@@ -220,3 +220,22 @@ def test_later_seeds_reuse_the_given_models_row(tmp_path: Path) -> None:
     assert all("measured_in_seed" not in r for r in trained.values()) and trained[0]["baseline_source"] == "trained"
     assert trained[0]["test_accuracy"] != trained[1]["test_accuracy"] or trained[0]["baseline_history"] != (
         trained[1]["baseline_history"])  # two trainings, two seeds  # fmt: skip
+
+
+def test_a_later_run_reuses_the_given_models_row_from_the_store(tmp_path: Path) -> None:
+    """A benchmark run in parts: seed 1, asked for in a later process, takes seed 0's stored row of the given
+    model instead of measuring the same files again; a changed variant definition would not match."""
+    pt, _ = _digits_state(tmp_path)
+    build = tmp_path / "net.py"
+    build.write_text(_BUILD)
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({"train": {"epochs": 1}, "variants": [{"name": "baseline", "steps": []}]}))
+    out = tmp_path / "given"
+    common = ["run", "--task", "digits", "--config", str(cfg), "--model", f"{build}:build", "--weights", str(pt),
+              "--out", str(out)]  # fmt: skip
+    assert main([*common, "--seeds", "1"]) == 0  # seed 0 alone, then a new process for seeds 0-1
+    assert main([*common, "--seeds", "2"]) == 0
+    rows = {r["seed"]: r for r in json.loads((out / "results.json").read_text())}
+    assert rows[1]["measured_in_seed"] == 0 and "measured_in_seed" not in rows[0]
+    assert rows[1]["test_accuracy"] == rows[0]["test_accuracy"] and rows[1]["artifacts"] == rows[0]["artifacts"]
+    assert not list((out / "models").glob("*seed1*"))  # nothing measured for seed 1

@@ -62,6 +62,7 @@ class Runner:
                     self.log(f"{v.name}: definition changed, {n} earlier rows kept as superseded")
             todo = self._todo(store, data)
             if todo:
+                rows.remember_given(self.cfg.variants, store.rows(), lambda v, s: self.folder.row_config(data, v, s))
                 for seed in executor.map_baselines(rows, data, list(dict.fromkeys(s for _, s in todo))):
                     self.log(f"seed {seed}: baseline ready")
                 for (variant, seed), (status, result) in executor.map_rows(rows, data, todo):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 import traceback
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,21 @@ class RowRunner:
         # later seeds in this process reuse the first seed's row (it says so: `measured_in_seed`).
         self.given: dict[str, tuple[int, dict[str, Any]]] = {}
         self.env = environment()
+
+    def remember_given(self, variants: Sequence[VariantConfig], stored: list[dict[str, Any]],
+                       row_config: Callable[[VariantConfig, int], dict[str, Any]]) -> None:  # fmt: skip
+        """A given model's row already in the store (an earlier run into this folder, e.g. seed 0 of a benchmark run
+        in parts) serves this process's seeds too: the same variant, data and model (its row config but for the seed)."""
+        for v in variants:
+            if v.steps or v.start != "baseline" or v.name in self.given:
+                continue
+            for r in stored:
+                if (r["variant"], r["status"], r.get("baseline_source")) == (v.name, "ok", "measured") and r[
+                    "config"
+                ] == row_config(v, r["seed"]):
+                    result = {k: x for k, x in r.items() if k not in _STORE_FIELDS}
+                    self.given[v.name] = (r.get("measured_in_seed", r["seed"]), result)
+                    break
 
     def baseline(self, data: TaskData, seed: int) -> Stage:
         return self.pipeline.baseline(data, seed)
@@ -95,6 +111,10 @@ class RowRunner:
         if as_given:
             self.given[variant.name] = (seed, result)
         return result
+
+
+# What the store adds to a row's measurements (ResultStore.rows, Runner.run); not part of the row's result.
+_STORE_FIELDS = {"variant", "seed", "status", "key", "config", "superseded", "executor", "measured_in_seed"}
 
 
 def _failure(err: Exception) -> dict[str, Any]:

@@ -318,6 +318,9 @@ def fine_tune(
         t0 = time.perf_counter()
         history.append({"epoch": epoch, "train_loss": loop.epoch(on_step, progress, task),
                         "seconds": time.perf_counter() - t0})  # fmt: skip
+        if progress is not None and not progress.console.is_terminal:  # a log file: one line per epoch
+            progress.console.print(f"{label}: epoch {epoch}/{epochs} loss {history[-1]['train_loss']:.3f} "
+                                   f"({history[-1]['seconds']:.0f} s)", markup=False, highlight=False)  # fmt: skip
     loop.close()
     model.to(home).eval()
     return history

@@ -18,10 +18,12 @@ pytestmark = pytest.mark.slow
 
 def test_run_on_real_data(emotions_csv: Path, tmp_path: Path) -> None:
     cfg = tmp_path / "e2e.yaml"
-    # lr 1e-2: two epochs on a subsample must already learn (the default 1e-3 needs ~10 epochs).
+    # lr 1e-2: three epochs on a subsample must already learn (the default 1e-3 needs ~10 epochs).
+    # With two, the half-trained model (and the preset's embedding dropout) scored 1.27 points
+    # apart on fully padded rows; the trained baselines are within 0.2 (checked 2026-12-01).
     cfg.write_text(
         "data: {subsample: 10000}\n"
-        "train: {epochs: 2, lr: 0.01}\n"
+        "train: {epochs: 3, lr: 0.01}\n"
         "variants:\n"
         "  - {name: baseline, steps: []}\n"
         "  - {name: baseline-int8, steps: [{kind: quant.int8_dynamic}]}\n"

@@ -6,16 +6,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from modelshrink.config import parse_config
 from modelshrink.data.synthetic import write_synthetic_csv
-from modelshrink.runner.checks import check_state, declared_properties
+from modelshrink.runner.checks import _channels, _evaluate, check_state, declared_properties
 from modelshrink.runner.run import Runner
 from modelshrink.techniques import TECHNIQUES, RunContext, Sparsity, TechniqueConfig, TechniqueResult
 from modelshrink.techniques.base import Technique
+from modelshrink.techniques.properties import DistinctValues
 
 
 class DensifyConfig(TechniqueConfig):
@@ -87,6 +89,7 @@ def test_properties_kept_pass_and_a_densifying_step_fails_visibly(tmp_path: Path
     int8 = rows["prune-cluster-int8"]["checks"]
     assert _by(int8, "export:onnx", "sparsity>=")["ok"] is True
     assert _by(int8, "export:onnx", "distinct_values<=")["ok"] is True
+    assert "per output channel" in _by(int8, "export:onnx", "distinct_values<=")["note"]
     nm = rows["nm"]["checks"]
     assert _by(nm, "export:onnx", "nm=2:4")["ok"] is True and _by(nm, "export:compact", "nm=2:4")["ok"] is True
 
@@ -122,3 +125,18 @@ def test_check_state_unit() -> None:
     assert check_state({"w": half + 1}, [step], "x")[0]["ok"] is False
     gone = check_state({"v": half}, [step], "x")[0]
     assert gone["ok"] is False and "tensors gone" in gone["note"]
+
+
+def test_per_channel_int8_codes_are_checked_channel_by_channel() -> None:
+    # A bidirectional LSTM's weight as ORT stores it, (directions, input, 4*hidden), with a scale
+    # per (direction, output channel): 3 codes per channel, 40 across the tensor.
+    rng = np.random.default_rng(0)
+    grid = rng.integers(-127, 128, size=(2, 1, 12, 3))
+    codes = np.take_along_axis(grid, rng.integers(0, 3, size=(2, 8, 12, 1)), axis=3)[..., 0]
+    rows = _channels(codes, np.ones((2, 12), dtype=np.float32))
+    assert rows is not None and rows.shape == (24, 8)
+    prop = DistinctValues(tensors=("w",), max=3)
+    assert np.unique(codes).size > 3 and _evaluate(prop, list(rows)) == (True, 3.0)
+    codes[1, 4, 7] = next(v for v in range(-127, 128) if v not in grid[1, 0, 7])  # a 4th value in one channel
+    assert _evaluate(prop, list(_channels(codes, np.ones((2, 12))))) == (False, 4.0)
+    assert _channels(codes, np.ones(())) is None  # one scale for the tensor: checked as a whole

@@ -88,29 +88,47 @@ def check_state(state: Mapping[str, Any], steps: Sequence[Mapping[str, Any]], af
     return out
 
 
-def _onnx_weights(path: Path) -> list[np.ndarray]:
+def _channels(arr: np.ndarray, scale: np.ndarray | None) -> np.ndarray | None:
+    """(channels, values) of a weight quantized with a scale per output channel, else None.
+
+    ORT puts the output channel last (MatMul's (K, N) with N scales; DynamicQuantizeLSTM's
+    (directions, input, 4·hidden) with (directions, 4·hidden) scales). Each channel's codes are
+    its own grid, so "at most k distinct values" holds per channel there, not across the tensor.
+    """
+    if scale is None or scale.size <= 1:
+        return None
+    rows = np.moveaxis(arr, -1, 1 if scale.ndim == 2 and arr.ndim == 3 else 0)
+    return rows.reshape(scale.size, -1)
+
+
+def _onnx_weights(path: Path) -> list[tuple[np.ndarray, np.ndarray | None]]:
     """The ≥2-D weight initializers; quantized ones minus their zero point, so a zero weight reads 0.
 
+    Each comes with its per-channel rows (see `_channels`) when its int8 scale is per channel.
     ORT's quantizer names a quantized weight `<w>_quantized` beside `<w>_zero_point` (and scale);
     it nudges the zero point so that float 0 is stored exactly as the zero point.
     """
     model = onnx.load(str(path), load_external_data=False)
     inits = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
-    arrays = []
+    out: list[tuple[np.ndarray, np.ndarray | None]] = []
     for name, arr in inits.items():
         if arr.ndim < 2:
             continue
         if arr.dtype in (np.float32, np.float16, np.float64):
-            arrays.append(arr)
+            out.append((arr, None))
         elif arr.dtype in (np.int8, np.uint8) and name.endswith("_quantized"):
-            zero_point = inits.get(name.removesuffix("_quantized") + "_zero_point")
+            base = name.removesuffix("_quantized")
+            zero_point, scale = inits.get(base + "_zero_point"), inits.get(base + "_scale")
             if zero_point is None and arr.dtype == np.int8:
-                arrays.append(arr.astype(np.int32))  # symmetric int8: zero point 0
+                codes = arr.astype(np.int32)  # symmetric int8: zero point 0
             # One zero point (or per-channel ones that are all equal); per-channel zero points that
             # differ are left out, so the tensor is reported unmatched rather than misread.
             elif zero_point is not None and np.all(zero_point == zero_point.reshape(-1)[0]):
-                arrays.append(arr.astype(np.int32) - int(zero_point.reshape(-1)[0]))
-    return arrays
+                codes = arr.astype(np.int32) - int(zero_point.reshape(-1)[0])
+            else:
+                continue
+            out.append((codes, _channels(codes, scale)))
+    return out
 
 
 def _as_torch_layout(arr: np.ndarray, shapes: list[tuple[int, ...]], prop: Property) -> np.ndarray:
@@ -133,10 +151,9 @@ def check_onnx(
     only if all of them belong to the property (then the group is checked together); a tensor
     that cannot be matched gives `ok: null` with a note, never a guess.
     """
-    weights = _onnx_weights(path)
-    by_size: dict[int, list[np.ndarray]] = {}
-    for arr in weights:
-        by_size.setdefault(arr.size, []).append(arr)
+    by_size: dict[int, list[tuple[np.ndarray, np.ndarray | None]]] = {}
+    for arr, rows in _onnx_weights(path):
+        by_size.setdefault(arr.size, []).append((arr, rows))
     ref_sizes: dict[int, list[str]] = {}
     for name, t in reference.items():
         if getattr(t, "dim", lambda: 0)() >= 2:
@@ -145,13 +162,18 @@ def check_onnx(
     for step in steps:
         for prop in declared_properties(step):
             record: dict[str, Any] = {"after": after, "established_by": step["kind"], "property": _label(prop)}
-            arrays, unmatched = [], []
+            arrays, unmatched, per_channel = [], [], False
             for size in sorted({reference[t].numel() for t in prop.tensors if t in reference}):
                 names = ref_sizes.get(size, [])
                 found = by_size.get(size, [])
                 if len(found) == len(names) and set(names) <= set(prop.tensors):
                     shapes = list(dict.fromkeys(tuple(reference[n].shape) for n in names))
-                    arrays += [_as_torch_layout(a, shapes, prop) for a in found]
+                    for arr, rows in found:
+                        if isinstance(prop, DistinctValues) and rows is not None:
+                            arrays += list(rows)  # k values per channel: each channel has its own grid
+                            per_channel = True
+                        else:
+                            arrays.append(_as_torch_layout(arr, shapes, prop))
                 else:
                     unmatched += [n for n in names if n in prop.tensors]
             unmatched += [t for t in prop.tensors if t not in reference]
@@ -159,6 +181,8 @@ def check_onnx(
                 out.append({**record, "ok": None, "measured": None,
                             "note": f"no unambiguous ONNX initializer for {unmatched}"})  # fmt: skip
                 continue
+            if per_channel:
+                record["note"] = "per output channel (the file's int8 scales are per channel)"
             ok, measured = _evaluate(prop, arrays)
             out.append({**record, "ok": ok, "measured": round(measured, 6)})
     return out

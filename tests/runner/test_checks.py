@@ -90,6 +90,9 @@ def test_properties_kept_pass_and_a_densifying_step_fails_visibly(tmp_path: Path
     assert _by(int8, "export:onnx", "sparsity>=")["ok"] is True
     assert _by(int8, "export:onnx", "distinct_values<=")["ok"] is True
     assert "per output channel" in _by(int8, "export:onnx", "distinct_values<=")["note"]
+    assert _by(int8, "export:compact", "distinct_values<=")["ok"] is True  # int8 with a scale per channel
+    assert "per output channel" in _by(int8, "export:compact", "distinct_values<=")["note"]
+    assert rows["prune-cluster-int8"]["checks_failed"] == 0
     nm = rows["nm"]["checks"]
     assert _by(nm, "export:onnx", "nm=2:4")["ok"] is True and _by(nm, "export:compact", "nm=2:4")["ok"] is True
 

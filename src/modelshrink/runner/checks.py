@@ -28,8 +28,11 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from modelshrink.export.compact import load_compact
+from modelshrink.runtime.container import read_compact_file
 from modelshrink.techniques.properties import NM, DistinctValues, Property, Sparsity, property_from_dict
 
+PER_CHANNEL_NOTE = "per output channel (the file's int8 scales are per channel)"
 SPARSITY_TOLERANCE = 1e-3  # absolute: measured sparsity may fall this far below the established level
 
 
@@ -71,8 +74,18 @@ def _evaluate(prop: Property, arrays: list[np.ndarray]) -> tuple[bool, float]:
     return all(held), sum(held) / len(held)  # measured: share of tensors with the pattern
 
 
-def check_state(state: Mapping[str, Any], steps: Sequence[Mapping[str, Any]], after: str) -> list[dict[str, Any]]:
-    """Check the properties of `steps` on a name → tensor mapping (a torch state dict or the compact file)."""
+def check_state(
+    state: Mapping[str, Any],
+    steps: Sequence[Mapping[str, Any]],
+    after: str,
+    channel_axes: Mapping[str, int] | None = None,
+) -> list[dict[str, Any]]:
+    """Check the properties of `steps` on a name → tensor mapping (a torch state dict or the compact file).
+
+    `channel_axes`: tensors stored as int8 with a scale per channel along that axis (the compact
+    file's int8 variants); their distinct values are counted channel by channel (see `_channels`).
+    """
+    channel_axes = channel_axes or {}
     out = []
     for step in steps:
         for prop in declared_properties(step):
@@ -83,9 +96,21 @@ def check_state(state: Mapping[str, Any], steps: Sequence[Mapping[str, Any]], af
                 continue
             arrays = [np.asarray(state[t].detach().cpu() if hasattr(state[t], "detach") else state[t])
                       for t in prop.tensors]  # fmt: skip
+            if isinstance(prop, DistinctValues) and any(t in channel_axes for t in prop.tensors):
+                arrays = [row for t, a in zip(prop.tensors, arrays, strict=True)
+                          for row in (np.moveaxis(a, channel_axes[t], 0) if t in channel_axes else [a])]  # fmt: skip
+                record["note"] = PER_CHANNEL_NOTE
             ok, measured = _evaluate(prop, arrays)
             out.append({**record, "ok": ok, "measured": round(measured, 6)})
     return out
+
+
+def check_compact(path: Path, steps: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Check the properties on a compact file's tensors, by name (int8 ones per channel)."""
+    state, _ = load_compact(path)
+    header, _ = read_compact_file(path)
+    axes = {str(e["name"]): int(e["axis"]) for e in header["tensors"] if e.get("quant") == "int8"}
+    return check_state(state, steps, after="export:compact", channel_axes=axes)
 
 
 def _channels(arr: np.ndarray, scale: np.ndarray | None) -> np.ndarray | None:
@@ -182,7 +207,7 @@ def check_onnx(
                             "note": f"no unambiguous ONNX initializer for {unmatched}"})  # fmt: skip
                 continue
             if per_channel:
-                record["note"] = "per output channel (the file's int8 scales are per channel)"
+                record["note"] = PER_CHANNEL_NOTE
             ok, measured = _evaluate(prop, arrays)
             out.append({**record, "ok": ok, "measured": round(measured, 6)})
     return out

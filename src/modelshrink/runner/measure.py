@@ -25,7 +25,7 @@ from torch import nn
 from modelshrink.data.tasks import TaskData
 from modelshrink.errors import ArtifactError
 from modelshrink.export._atomic import write_text_atomic
-from modelshrink.export.compact import load_compact, load_model, save_model
+from modelshrink.export.compact import load_model, save_model
 from modelshrink.export.formats import always_written, compact_model, get_format, pte_formats
 from modelshrink.export.onnx import OnnxClassifier, export_onnx, onnx_weight_stats
 from modelshrink.export.onnx_hf import HF_ONNX_NAME, export_hf_onnx, hf_onnx_predictor
@@ -35,7 +35,7 @@ from modelshrink.measure.memory import peak_rss_mb
 from modelshrink.measure.size import file_sizes, model_stats
 from modelshrink.models.builders import saved_config
 from modelshrink.models.hf import HFClassifier
-from modelshrink.runner.checks import check_onnx, check_state, failed
+from modelshrink.runner.checks import check_compact, check_onnx, failed
 from modelshrink.runner.pipeline import Log, Stage, log_failed_checks
 from modelshrink.runner.row import SPLITS, ArtifactRow, VariantRow, thread_counts
 from modelshrink.train import torch_predictor
@@ -396,7 +396,7 @@ def export_checks(name: str, stage: Stage, onnx_path: Path, compact_path: Path, 
     """Earlier gains (sparsity, distinct values, N:M) checked on the written files (runner/checks.py);
     failures are recorded, not fatal. Returns the export checks and the variant's failed count."""
     checks = check_onnx(onnx_path, stage.model.state_dict(), stage.steps)
-    checks += check_state(load_compact(compact_path)[0], stage.steps, after="export:compact")
+    checks += check_compact(compact_path, stage.steps)
     log_failed_checks(log, name, checks)
     every = [c for st in stage.steps for c in st.get("checks", [])] + checks
     return checks, len(failed(every))

@@ -305,7 +305,8 @@ def _ms(artifact: dict[str, Any], batch: int, threads: int) -> float | None:
 def shown(row: dict[str, Any]) -> list[str]:
     """The files a variant's table rows show: its deployable file, its int8 file, the baseline's fp16,
     and the compact file where the chain ends in clustering (the 40x route's file)."""
-    names = [row.get("primary", "onnx_fp32")]
+    # The variant's own file first: onnx_fp32, or the format its last step wrote (int8-static: onnx_int8_static).
+    names = [row.get("primary") or f"onnx_{row.get('export_format') or 'fp32'}"]
     if row["variant"] == "baseline":
         names += ["onnx_fp16"]
     names += ["onnx_int8"]

@@ -305,8 +305,10 @@ def _ms(artifact: dict[str, Any], batch: int, threads: int) -> float | None:
 def shown(row: dict[str, Any]) -> list[str]:
     """The files a variant's table rows show: its deployable file, its int8 file, the baseline's fp16,
     and the compact file where the chain ends in clustering (the 40x route's file)."""
-    # The variant's own file first: onnx_fp32, or the format its last step wrote (int8-static: onnx_int8_static).
-    names = [row.get("primary") or f"onnx_{row.get('export_format') or 'fp32'}"]
+    from modelshrink.export.formats import FORMATS
+
+    # The variant's own file first: the format its last step wrote (int8-static: onnx_int8_static), else onnx_fp32.
+    names = [FORMATS[row.get("export_format") or "fp32"].artifact]
     if row["variant"] == "baseline":
         names += ["onnx_fp16"]
     names += ["onnx_int8"]

@@ -278,3 +278,30 @@ def test_constant_schedule_keeps_pruning_past_end_step() -> None:
     assert [s for s in (0, 50, 100, 150, 5000) if should_update_masks(s, cfg)] == [0, 50, 100, 150, 5000]
     poly = MagnitudePruneConfig(schedule="polynomial", begin_step=0, end_step=100, frequency=50)
     assert [s for s in (0, 50, 100, 150, 5000) if should_update_masks(s, poly)] == [0, 50, 100]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_keep_mask_drops_the_same_weights_as_a_stable_sort(seed: int) -> None:
+    # Selection (kthvalue) instead of a full sort: the same mask, ties at the cut dropped by position.
+    from modelshrink.techniques.prune_magnitude import _keep_mask
+
+    g = torch.Generator().manual_seed(seed)
+    values = torch.randint(0, 5, (500,), generator=g).float()  # few distinct values: many ties at the cut
+    values[torch.rand(500, generator=g) < 0.3] = 0.0
+    for n_zero in (0, 1, 137, 250, 499):
+        expected = torch.ones(500, dtype=torch.bool)
+        expected[torch.argsort(values, stable=True)[:n_zero]] = False
+        got = _keep_mask(values, n_zero)
+        assert int((~got).sum()) == n_zero
+        assert torch.equal(got, expected), n_zero
+
+
+def test_zero_masked_zeroes_exactly_the_dropped_weights_in_place() -> None:
+    from modelshrink.techniques._targets import zero_masked_
+
+    w = nn.Parameter(torch.tensor([[-1.5, 2.0], [0.5, -3.0]]))
+    keep = torch.tensor([[False, True], [True, False]])
+    same = w
+    zero_masked_([w], [keep.float()])
+    assert same is w and torch.equal(w.detach(), torch.tensor([[0.0, 2.0], [0.5, 0.0]]))
+    assert not torch.signbit(w.detach()[0, 0]) and not torch.signbit(w.detach()[1, 1])  # +0.0, not -0.0

@@ -19,7 +19,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from modelshrink.errors import ConfigError
-from modelshrink.techniques._targets import Target, prunable_weights
+from modelshrink.techniques._targets import Target, prunable_weights, zero_masked_
 from modelshrink.techniques.base import (
     RunContext,
     SearchStage,
@@ -122,11 +122,11 @@ def prune_nm(model: nn.Module, cfg: NMPruneConfig, ctx: RunContext) -> Technique
     # ASP's recipe: masks from the trained weights, once; fine-tuning with the masks re-applied
     # after every optimizer step (in place: nn.LSTM's _flat_weights are the same Parameters).
     masks = {t.qualified_name: nm_mask(t.weight, cfg.n, cfg.m) for t in targets}
+    weights = [t.weight for t in targets]
+    factors = [masks[t.qualified_name].to(t.weight.dtype) for t in targets]
 
-    @torch.no_grad()
     def apply_masks(_: int = 0) -> None:
-        for t in targets:
-            t.weight.masked_fill_(~masks[t.qualified_name], 0.0)
+        zero_masked_(weights, factors)
 
     apply_masks()
     if cfg.epochs > 0 and ctx.fine_tune is not None:

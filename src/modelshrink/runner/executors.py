@@ -3,18 +3,23 @@
 Every executor has the same two verbs: `map_baselines` (train or load each seed's baseline)
 and `map_rows` (run (variant, seed) rows, yielding each result as it finishes); the driver
 (runner/run.py) alone writes rows into the store. In-process, the variants of a seed share
-pipeline prefixes in memory. Elsewhere each row is one task: it loads the seed's baseline
-(trained first, once, by a baseline task), recomputes the variant's whole pipeline, writes its
-artifacts and returns its measurements. Local processes share the run folder with the driver;
-Ray tasks share no disk with it (runner/ray_executor.py, runner/ray_rows.py). Tasks are
-deterministic for a given seed (every technique seeds itself), so the numbers are the same either way.
+pipeline prefixes in memory. Local processes (`--jobs N`) train in parallel and measure one at a
+time: a worker trains a seed's baseline, then the variants of that seed that share a first step
+(sharing their prefixes, as in-process), and hands their models back; the driver measures every
+model once all training is done, so latency is timed on a quiet machine. On Ray each row is one
+task that loads the seed's baseline, recomputes the variant's whole pipeline, writes its artifacts
+and returns its measurements (runner/ray_executor.py, runner/ray_rows.py). Tasks are deterministic
+for a given seed (every technique seeds itself), so the numbers are the same either way.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 import multiprocessing
+import pickle
 import signal
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +30,7 @@ from modelshrink.config import RunConfig, VariantConfig
 from modelshrink.data.tasks import TaskData
 from modelshrink.errors import ConfigError
 from modelshrink.runner.executor_base import Executor, RowTask, threads_per_worker
+from modelshrink.runner.pipeline import Stage
 from modelshrink.runner.ray_executor import RayExecutor
 from modelshrink.runner.task import RowResult, RowRunner
 
@@ -60,10 +66,34 @@ def _baseline_task(seed: int) -> int:
     return seed
 
 
-def _row_task(variant_json: str, seed: int) -> RowResult:
+def _stages_task(variant_jsons: list[str], seed: int) -> list[tuple[str, Any, float]]:
+    """Train the models of variants that share a first step (their prefixes shared, as in-process); the
+    driver measures them. Per variant: ("ok", its Stage, seconds), ("failed", the error row, seconds), or
+    ("local", why, seconds) when its model cannot travel back to the driver (it does not pickle): the driver
+    then builds it itself."""
     rows, data = _WORKER["rows"], _WORKER["data"]
-    variant = VariantConfig.model_validate_json(variant_json)
-    return rows.run(data, variant, seed, {("baseline",): rows.baseline(data, seed)})  # baseline from the folder
+    cache = {("baseline",): rows.baseline(data, seed)}  # trained by this seed's baseline task, read from the folder
+    out: list[tuple[str, Any, float]] = []
+    for vj in variant_jsons:
+        t0 = time.perf_counter()
+        status, built = rows.stage(data, VariantConfig.model_validate_json(vj), seed, cache)
+        if status == "ok":
+            built = dataclasses.replace(built, fine_tune_loss=None)  # training only, and often a closure
+            try:
+                pickle.dumps(built)
+            except Exception as err:  # e.g. a class defined inside a user's build function
+                status, built = "local", f"{type(err).__name__}: {err}"
+        out.append((status, built, time.perf_counter() - t0))
+    return out
+
+
+def prefix_groups(tasks: list[RowTask]) -> list[list[int]]:
+    """Indices into `tasks`: the rows of each seed grouped by the start and first step their pipelines share."""
+    groups: dict[tuple[int, str, str], list[int]] = {}
+    for i, (v, s) in enumerate(tasks):
+        first = v.steps[0].model_dump_json() if v.steps else ""
+        groups.setdefault((s, v.start, first), []).append(i)
+    return list(groups.values())
 
 
 def _lost(err: BaseException) -> RowResult:
@@ -83,15 +113,15 @@ def _death(code: int | None) -> str:
     return f"exited with code {code}"
 
 
-def _process_failure(err: BaseException, timeout_s: float | None) -> RowResult:
+def _process_failure(err: BaseException, timeout_s: float | None, what: str = "this row") -> RowResult:
     """A row whose worker died or overran --row-timeout: failed, naming the cause (a rerun retries it)."""
     import pebble
 
     if isinstance(err, pebble.ProcessExpired):
-        return "failed", {"error": f"worker lost: the worker process {_death(err.exitcode)} while running this row; "
+        return "failed", {"error": f"worker lost: the worker process {_death(err.exitcode)} while running {what}; "
                                    "rerun with --out on this folder to retry it"}  # fmt: skip
     if isinstance(err, cf.TimeoutError):
-        return "failed", {"error": f"row timed out after --row-timeout {timeout_s:g} s and was stopped; "
+        return "failed", {"error": f"row timed out after --row-timeout {timeout_s:g} s and was stopped ({what}); "
                                    "raise --row-timeout, or rerun with --out on this folder to retry it"}  # fmt: skip
     return _lost(err)
 
@@ -102,11 +132,17 @@ def _setup(rows: RowRunner, data: TaskData, jobs: int) -> WorkerSetup:
 
 
 class ProcessExecutor(Executor):
-    """`--jobs N`: N local worker processes (spawned, never forked: forking a process that has
-    started torch's thread pools can deadlock).
+    """`--jobs N`: N local worker processes train; this process measures (spawned, never forked:
+    forking a process that has started torch's thread pools can deadlock).
 
-    pebble's pool replaces a worker that dies (killed, out of memory) and fails only the task it
-    was running; `row_timeout_s` stops a row that runs longer (its worker is replaced too).
+    Each seed's baseline trains in a worker; as soon as it is ready, the variants of that seed go to
+    the workers in groups that share a first step (prefix_groups), so a pruned model is fine-tuned once
+    for `pruned` and `pruned-int8`. The trained models come back to this process, which measures them
+    one at a time after the last worker finished: no other training runs while a file's latency is
+    timed. An interrupted run keeps the rows already measured; a rerun retrains the rest.
+
+    pebble's pool replaces a worker that dies (killed, out of memory) and fails only the rows of the
+    task it was running; `row_timeout_s` stops a task that runs longer (its worker is replaced too).
     """
 
     name = "processes"
@@ -128,20 +164,64 @@ class ProcessExecutor(Executor):
         return self._pool
 
     def map_baselines(self, rows: RowRunner, data: TaskData, seeds: list[int]) -> Iterator[int]:
-        pool = self._pool_for(rows, data)
-        for fut in cf.as_completed([pool.schedule(_baseline_task, args=(s,)) for s in seeds]):
-            yield fut.result()
+        """Nothing here: map_rows trains each seed's baseline, so its rows start as soon as it is ready."""
+        return iter(())
 
     def map_rows(self, rows: RowRunner, data: TaskData, tasks: list[RowTask]) -> Iterator[tuple[RowTask, RowResult]]:
         pool = self._pool_for(rows, data)
-        futures = {pool.schedule(_row_task, args=(v.model_dump_json(), s), timeout=self.row_timeout_s): (v, s)
-                   for v, s in tasks}  # fmt: skip
-        for fut in cf.as_completed(futures):  # committed by the driver as each finishes
-            try:
-                result = fut.result()
-            except Exception as err:  # the worker died or overran: this row fails, the others go on
-                result = _process_failure(err, self.row_timeout_s)
-            yield futures[fut], result
+        groups = prefix_groups(tasks)
+        pending: dict[Any, tuple[str, Any]] = {pool.schedule(_baseline_task, args=(s,)): ("baseline", s)
+                                               for s in dict.fromkeys(s for _, s in tasks)}  # fmt: skip
+        built: dict[int, tuple[str, Any, float]] = {}  # task index -> what its worker built
+        trained = 0
+        while pending:
+            done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+            for fut in done:
+                kind, what = pending.pop(fut)
+                seed_groups = [g for g in groups if tasks[g[0]][1] == what] if kind == "baseline" else [what]
+                try:
+                    result = fut.result()
+                except Exception as err:  # the worker died or overran: these rows fail, the others go on
+                    n = sum(map(len, seed_groups))
+                    failure = _process_failure(err, self.row_timeout_s, f"seed {what}'s baseline" if kind == "baseline"
+                                               else f"the task training {n} row(s) that share a first step")  # fmt: skip
+                    yield from ((tasks[i], failure) for g in seed_groups for i in g)
+                    continue
+                if kind == "baseline":  # the seed's rows go to the workers now
+                    rows.log(f"seed {what}: baseline ready")
+                    for g in seed_groups:
+                        args = ([tasks[i][0].model_dump_json() for i in g], what)
+                        pending[pool.schedule(_stages_task, args=args, timeout=self.row_timeout_s)] = ("stages", g)
+                    continue
+                trained += len(what)
+                names = ", ".join(tasks[i][0].name for i in what)
+                rows.log(f"{names} seed {tasks[what[0]][1]}: trained in {sum(r[2] for r in result):.0f} s "
+                         f"({trained} of {len(tasks)} rows trained)")  # fmt: skip
+                for i, (status, stage, seconds) in zip(what, result, strict=True):
+                    if status == "failed":
+                        yield tasks[i], (status, {**stage, "wall_s": round(seconds, 2)})
+                    else:
+                        built[i] = (status, stage, seconds)
+        if built:
+            rows.log(f"training done; measuring {len(built)} rows here, one at a time")
+        yield from self._measure(rows, data, tasks, built)
+
+    def _measure(self, rows: RowRunner, data: TaskData, tasks: list[RowTask],
+                 built: dict[int, tuple[str, Any, float]]) -> Iterator[tuple[RowTask, RowResult]]:  # fmt: skip
+        """Every trained model measured here, one at a time, in the order of the rows (no worker is busy now)."""
+        baselines: dict[int, Stage] = {}
+        for i in sorted(built):
+            (v, s), (status, stage, seconds) = tasks[i], built.pop(i)
+            if s not in baselines:
+                baselines[s] = rows.baseline(data, s)  # read from the run folder
+            cache = {("baseline",): baselines[s]}
+            if status == "local":  # its model could not come back: built here instead
+                rows.log(f"{v.name} seed {s}: its model does not pickle ({stage}); trained in this process")
+                yield (v, s), rows.run(data, v, s, cache)
+                continue
+            status, result = rows.run(data, v, s, cache, stage=stage)
+            result["wall_s"] = round(result["wall_s"] + seconds, 2)  # training in the worker + measuring here
+            yield (v, s), (status, result)
 
     def close(self) -> None:
         if self._pool is not None:

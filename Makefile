@@ -12,6 +12,9 @@ LOWEST_TESTS ?= tests/test_lowest.py tests/test_config.py tests/runner/test_sear
 # Data for the emotion task: DATA=path/to/emotions.csv, else $$MODELSHRINK_DATA, the cache, the Hub.
 DATA ?=
 ARGS ?=
+# `make run` trains in JOBS worker processes and measures in one (docs/sweeps.md, "Executors"): the cores, at
+# most 3 (the reference comparison's 3 seeds never keep more busy); JOBS=1 runs everything in one process.
+JOBS ?= $(shell n=$$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1); [ "$$n" -gt 3 ] && n=3; echo $$n)
 
 .PHONY: run test test-long test-lowest quick setup browser lint clean fuzz
 
@@ -28,7 +31,7 @@ $(DEV_STAMP): $(STAMP)
 setup: $(DEV_STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/modelshrink run $(if $(DATA),--data $(DATA)) $(ARGS)
+	$(VENV)/bin/modelshrink run --jobs $(JOBS) $(if $(DATA),--data $(DATA)) $(ARGS)
 
 quick: $(STAMP)
 	$(VENV)/bin/modelshrink run --preset quick $(if $(DATA),--data $(DATA)) $(ARGS)

@@ -5,8 +5,11 @@ README's table is made from: the figures, the config's hash (`config_hash`), com
 tests/test_results_files.py fails when that hash is not the preset's any more. With --readme, also
 replaces the README's table between its `<!-- results: FILE -->` and `<!-- /results -->` lines.
 
-    MODELSHRINK_DATA=path/to/emotions.csv .venv/bin/python benchmarks/seed_comparison.py [--out DIR]
+    MODELSHRINK_DATA=path/to/emotions.csv .venv/bin/python benchmarks/seed_comparison.py [--out DIR] [--jobs N]
         [--save benchmarks/results/seed.json --readme README.md]
+
+--jobs N: N worker processes train, this process measures (what `make run` does, with N = the cores, at most
+3); --jobs 1: all in this process.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any
 
 from modelshrink.config import RunConfig, config_hash, parse_config, read_preset
 from modelshrink.report.tables import aggregate, summary_markdown, write_exports
+from modelshrink.runner.executors import make_executor
 from modelshrink.runner.folder import environment
 from modelshrink.runner.run import Runner
 
@@ -97,7 +101,7 @@ def save(
     """Write the results file (and the README's block from it)."""
     env, date, commit = environment(), datetime.date.today().isoformat(), _commit()
     agg = aggregate(rows)
-    command = f"benchmarks/seed_comparison.py --preset {preset} --save {path.as_posix()}"
+    command = f"benchmarks/seed_comparison.py --preset {preset} --jobs {summary['jobs']} --save {path.as_posix()}"
     record = {
         **summary, "out": None, "commit": commit, "date": date, "command": command,
         "machine": {k: env.get(k) for k in ("cpu", "cpu_count", "machine", "torch", "onnxruntime")},
@@ -122,6 +126,12 @@ def main() -> None:
         "--save", type=Path, default=None, help="write the results file (e.g. benchmarks/results/seed.json)"
     )
     parser.add_argument("--readme", type=Path, default=None, help="with --save: update this README's results block")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=min(3, os.cpu_count() or 1),
+        help="worker processes that train (default: as `make run`, the cores, at most 3)",
+    )
     args = parser.parse_args()
     if args.readme is not None and args.save is None:
         sys.exit("--readme needs --save: the README's table is made from the results file")
@@ -129,12 +139,13 @@ def main() -> None:
 
     cfg = parse_config(read_preset(args.preset))
     t0 = time.perf_counter()
-    rows = Runner(cfg, out, log=lambda msg: None).run()
+    with make_executor("inprocess", args.jobs, None) as executor:
+        rows = Runner(cfg, out, log=lambda msg: None).run(executor=executor)
     wall = time.perf_counter() - t0
     write_exports(rows, out)
     print(summary_markdown(rows, title=f"preset {args.preset!r}").split("\n## Columns")[0])
     summary = {"benchmark": "seed_comparison", "preset": args.preset, "config_hash": config_hash(cfg),
-               "wall_s": round(wall, 1), "s_per_seed": round(wall / len(cfg.seeds), 1), "rows": len(rows),
+               "jobs": args.jobs, "wall_s": round(wall, 1), "s_per_seed": round(wall / len(cfg.seeds), 1), "rows": len(rows),
                "failed": sum(r["status"] != "ok" for r in rows), "out": str(out)}  # fmt: skip
     print(json.dumps(summary))
     if args.save is None:

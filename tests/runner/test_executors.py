@@ -1,4 +1,4 @@
-"""Local processes give the same numbers as in-process, although each row recomputes its prefix."""
+"""Local processes give the same numbers as in-process: workers train (sharing prefixes), the driver measures."""
 
 from pathlib import Path
 from types import SimpleNamespace
@@ -32,3 +32,17 @@ def test_executor_flags() -> None:
     assert type(make_executor("inprocess", None, None)) is Executor
     assert isinstance(make_executor("inprocess", 2, None), ProcessExecutor)
     assert threads_per_worker(10**6) == 1
+
+
+def test_rows_sharing_a_first_step_train_in_one_task() -> None:
+    from modelshrink.config import VariantConfig
+    from modelshrink.runner.executors import prefix_groups
+
+    prune = {"kind": "prune.magnitude", "final_sparsity": 0.5, "begin_step": 0, "end_step": 10, "epochs": 1}
+    v = {n: VariantConfig.model_validate({"name": n, "steps": steps}) for n, steps in {
+        "baseline": [], "int8": [{"kind": "quant.int8_dynamic"}], "pruned": [prune],
+        "pruned-int8": [prune, {"kind": "quant.int8_dynamic"}], "other": [{**prune, "final_sparsity": 0.7}]}.items()}  # fmt: skip
+    tasks = [(v[n], s) for s in (0, 1) for n in v]
+    names = [[f"{tasks[i][0].name}/{tasks[i][1]}" for i in g] for g in prefix_groups(tasks)]
+    assert names == [["baseline/0"], ["int8/0"], ["pruned/0", "pruned-int8/0"], ["other/0"],
+                     ["baseline/1"], ["int8/1"], ["pruned/1", "pruned-int8/1"], ["other/1"]]  # fmt: skip

@@ -56,7 +56,10 @@ def _init_worker(setup: WorkerSetup) -> None:
         return
     import torch
 
+    from modelshrink.train import cap_threads
+
     torch.set_num_threads(setup.threads)
+    cap_threads(setup.threads)  # train.threads beyond this worker's share of the cores would oversubscribe them
     rows = RowRunner(RunConfig.model_validate_json(setup.cfg_json), Path(setup.out), log=lambda _m: None)
     _WORKER.update(token=setup.token, rows=rows, data=setup.data)
 
@@ -221,6 +224,7 @@ class ProcessExecutor(Executor):
                 continue
             status, result = rows.run(data, v, s, cache, stage=stage)
             result["wall_s"] = round(result["wall_s"] + seconds, 2)  # training in the worker + measuring here
+            result["train_threads"] = min(rows.cfg.train.threads, threads_per_worker(self.jobs))  # as cap_threads did
             yield (v, s), (status, result)
 
     def close(self) -> None:

@@ -121,3 +121,24 @@ def test_on_epoch_sees_each_epoch_and_may_add_figures() -> None:
     model = LSTMClassifier(data.input_dim, data.num_labels, embed_dim=8, hidden=8)
     history = fit(model, data, TrainConfig(epochs=2, batch_size=16, threads=1), 0, on_epoch=record)
     assert seen == [1, 2] and all(h["extra"] == 1.0 for h in history)
+
+
+def test_a_worker_trains_with_at_most_its_share_of_the_threads() -> None:
+    # --jobs workers cap train.threads (more would oversubscribe the cores); the config itself is untouched.
+    import torch
+
+    from modelshrink.train import cap_threads, training_threads
+
+    cfg = TrainConfig(threads=2)
+    saved = torch.get_num_threads()
+    try:
+        assert training_threads(cfg) == 2
+        cap_threads(1)
+        assert training_threads(cfg) == 1 and cfg.threads == 2
+        assert training_threads(TrainConfig(threads=1)) == 1
+        cap_threads(4)
+        assert training_threads(cfg) == 2  # a cap never raises the config's threads
+    finally:
+        cap_threads(None)
+        torch.set_num_threads(saved)
+    assert training_threads(cfg) == 2

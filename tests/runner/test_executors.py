@@ -20,6 +20,10 @@ def test_processes_equal_in_process(sweep: SimpleNamespace, tmp_path: Path) -> N
     assert len(procs) == 3 and all(r["status"] == "ok" for r in procs)
     assert {r["executor"] for r in procs} == {"processes"}
     assert sweep.table(procs) == sweep.table(inproc)
+    by = {r["variant"]: r for r in procs}
+    # pruned and pruned-int8 trained in one worker task: the same fine-tuning (its timing too), not two
+    assert by["pruned-int8"]["steps"][0] == by["pruned"]["steps"][0]
+    assert {r["train_threads"] for r in procs} == {min(2, threads_per_worker(2))}
 
 
 def test_executor_flags() -> None:

@@ -142,3 +142,21 @@ def test_a_worker_trains_with_at_most_its_share_of_the_threads() -> None:
         cap_threads(None)
         torch.set_num_threads(saved)
     assert training_threads(cfg) == 2
+
+
+def test_flush_denormal_holds_during_training_only() -> None:
+    import torch
+
+    from modelshrink.train import fine_tune
+
+    data = synthetic_text_task(120)
+    model = LSTMClassifier(data.input_dim, data.num_labels, embed_dim=8, hidden=8)
+    tiny = torch.tensor([1e-40])  # a denormal float32
+    seen: list[bool] = []
+    on_step = lambda _s: seen.append(bool((tiny * 1.0).item() == 0.0))  # noqa: E731
+    fine_tune(model, data, TrainConfig(flush_denormal=True), 0, 1, on_step)
+    assert seen and all(seen)  # flushed to zero in every training step
+    assert (tiny * 1.0).item() != 0.0  # and kept again afterwards: files are measured as a user runs them
+    seen.clear()
+    fine_tune(model, data, TrainConfig(), 0, 1, on_step)
+    assert seen and not any(seen)  # off by default

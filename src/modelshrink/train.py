@@ -79,7 +79,7 @@ class TrainConfig(BaseModel):
     flush_denormal: bool = Field(
         False, exclude_if=lambda v: v is False,
         description="treat denormal floats as zero while training on the CPU (as TensorFlow does by default): "
-        "the reference LSTM's epochs took 1.4-1.9 s instead of 1.8-2.7 s; numbers differ in the last digits",
+        "the reference LSTM's epochs took 1.6 s instead of 2.1 s; numbers may differ in the last digits",
     )  # fmt: skip
 
 

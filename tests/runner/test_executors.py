@@ -50,3 +50,29 @@ def test_rows_sharing_a_first_step_train_in_one_task() -> None:
     names = [[f"{tasks[i][0].name}/{tasks[i][1]}" for i in g] for g in prefix_groups(tasks)]
     assert names == [["baseline/0"], ["int8/0"], ["pruned/0", "pruned-int8/0"], ["other/0"],
                      ["baseline/1"], ["int8/1"], ["pruned/1", "pruned-int8/1"], ["other/1"]]  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["custom", "hf"])
+def test_processes_run_a_users_own_model(sweep: SimpleNamespace, tmp_path: Path, kind: str) -> None:
+    # The workers train the user's model (file.py or hf folder) and send it back; the driver measures it.
+    base = sweep.config(tmp_path, variants=[{"name": "baseline", "steps": []}, sweep.VARIANTS[1]], seeds=(0,))
+    cfg = parse_config({**base, "model": sweep.user_model(tmp_path / "mine", kind)})
+    logged: list[str] = []
+    inproc = Runner(cfg, tmp_path / "a", log=lambda _m: None).run()
+    with ProcessExecutor(2) as ex:
+        procs = Runner(cfg, tmp_path / "b", log=logged.append).run(executor=ex)
+    assert all(r["status"] == "ok" for r in procs), [r.get("error") for r in procs]
+    assert sweep.table(procs) == sweep.table(inproc)
+    assert any(m.startswith("pruned seed 0: trained in") for m in logged)  # in a worker ...
+    assert not any("could not come back" in m for m in logged), logged  # ... and sent back, not retrained here
+
+
+def test_a_model_the_driver_cannot_unpickle_is_trained_there_instead() -> None:
+    import pickle
+
+    from modelshrink.runner.executors import _unpickled
+
+    assert _unpickled("ok", pickle.dumps({"a": 1})) == ("ok", {"a": 1})
+    status, why = _unpickled("ok", pickle.dumps(object)[:-3] + b"xx.")  # bytes this process cannot rebuild
+    assert status == "local" and why
+    assert _unpickled("failed", {"error": "e"}) == ("failed", {"error": "e"})

@@ -8,6 +8,7 @@ command line); model *weights* are still only ever loaded from safetensors/ONNX,
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import inspect
 import sys
@@ -55,7 +56,9 @@ def load_build_fn(ref: str) -> BuildFn:
     path = Path(path_text)
     if not path.is_file():
         raise ConfigError(f"--model file {path_text!r} does not exist; pass an existing .py file, e.g. models.py:build")
-    name = f"modelshrink_user_model_{abs(hash(str(path.resolve())))}"
+    # Named from the file's path by a stable hash (str hashes differ per process): a --jobs worker and the
+    # driver name it alike, so a model trained in the worker unpickles in the driver.
+    name = f"modelshrink_user_model_{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]}"
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise ConfigError(f"--model file {path_text!r} is not a Python file; pass a .py file")

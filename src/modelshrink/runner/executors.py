@@ -71,9 +71,12 @@ def _baseline_task(seed: int) -> int:
 
 def _stages_task(variant_jsons: list[str], seed: int) -> list[tuple[str, Any, float]]:
     """Train the models of variants that share a first step (their prefixes shared, as in-process); the
-    driver measures them. Per variant: ("ok", its Stage, seconds), ("failed", the error row, seconds), or
-    ("local", why, seconds) when its model cannot travel back to the driver (it does not pickle): the driver
-    then builds it itself."""
+    driver measures them. Per variant: ("ok", its Stage pickled, seconds), ("failed", the error row, seconds),
+    or ("local", why, seconds) when its model does not pickle: the driver then builds it itself.
+
+    The Stage travels as bytes, unpickled by the driver's own code (`_unpickled`): a result that pebble itself
+    failed to unpickle (a user's model class the driver cannot import) would stop its result thread, and the
+    run would wait forever."""
     rows, data = _WORKER["rows"], _WORKER["data"]
     cache = {("baseline",): rows.baseline(data, seed)}  # trained by this seed's baseline task, read from the folder
     out: list[tuple[str, Any, float]] = []
@@ -83,11 +86,21 @@ def _stages_task(variant_jsons: list[str], seed: int) -> list[tuple[str, Any, fl
         if status == "ok":
             built = dataclasses.replace(built, fine_tune_loss=None)  # training only, and often a closure
             try:
-                pickle.dumps(built)
+                built = pickle.dumps(built)
             except Exception as err:  # e.g. a class defined inside a user's build function
                 status, built = "local", f"{type(err).__name__}: {err}"
         out.append((status, built, time.perf_counter() - t0))
     return out
+
+
+def _unpickled(status: str, built: Any) -> tuple[str, Any]:
+    """A worker's ("ok", pickled Stage) as ("ok", Stage), or ("local", why) when this process cannot rebuild it."""
+    if status != "ok":
+        return status, built
+    try:
+        return status, pickle.loads(built)  # our own worker's bytes, never a file's
+    except Exception as err:  # e.g. a model class from a module this process has not imported
+        return "local", f"{type(err).__name__}: {err}"
 
 
 def prefix_groups(tasks: list[RowTask]) -> list[list[int]]:
@@ -216,10 +229,12 @@ class ProcessExecutor(Executor):
         for i in sorted(built):
             (v, s), (status, stage, seconds) = tasks[i], built.pop(i)
             if s not in baselines:
-                baselines[s] = rows.baseline(data, s)  # read from the run folder
+                baselines[s] = rows.baseline(data, s)  # read from the run folder (and a file.py model's module loaded)
             cache = {("baseline",): baselines[s]}
+            status, stage = _unpickled(status, stage)
             if status == "local":  # its model could not come back: built here instead
-                rows.log(f"{v.name} seed {s}: its model does not pickle ({stage}); trained in this process")
+                rows.log(f"{v.name} seed {s}: its model could not come back from the worker ({stage}); "
+                         "trained again in this process")  # fmt: skip
                 yield (v, s), rows.run(data, v, s, cache)
                 continue
             status, result = rows.run(data, v, s, cache, stage=stage)

@@ -142,12 +142,12 @@ def test_a_broken_plugin_is_named(tmp_path: Path, broken: str) -> None:
 # did, so run folders made before keep their row and baseline keys. A preset edited on purpose changes its value
 # here in the same commit, saying why.
 PRESET_KEYS = {
-    "all": "70e97a6f4bf509c8",  # + prune.transformer (13; heads-ffn-vocab too), the baseline recipe (19; embed_dropout 0.3), prune.movement (14)
+    "all": "0f884a4a69bbd4b6",  # + prune.transformer (13; heads-ffn-vocab too), the baseline recipe (19; embed_dropout 0.3), prune.movement (14), train.flush_denormal (19)
     "deep-compression": "85a3c250858071ff",
     "digits": "47a372063d42c6b7",
     "distill-quantize": "0eec448a20cfd158",
     "quick": "8f946063a7202c56",
-    "seed": "ff649992455d7349",  # the baseline recipe (issue 19): train.monitor val_accuracy, embed_dropout 0.3
+    "seed": "94ab78df3668d444",  # the baseline recipe (issue 19): train.monitor val_accuracy, embed_dropout 0.3; train.flush_denormal (speed)
     "structured": "3aa6ab057a361a8d",
 }
 

@@ -98,7 +98,9 @@ def _unpickled(status: str, built: Any) -> tuple[str, Any]:
     if status != "ok":
         return status, built
     try:
-        return status, pickle.loads(built)  # our own worker's bytes, never a file's
+        # Bytes our own spawned worker just sent through pebble's pipe (pebble pickles every task and result the
+        # same way); never read from a file, so no file a user was sent reaches this.
+        return status, pickle.loads(built)
     except Exception as err:  # e.g. a model class from a module this process has not imported
         return "local", f"{type(err).__name__}: {err}"
 

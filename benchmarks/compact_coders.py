@@ -37,7 +37,7 @@ import zstandard
 
 from modelshrink.config import parse_config, read_preset
 from modelshrink.export import compact, compact_codec
-from modelshrink.runner import measure as measure_variant
+from modelshrink.runner import timing as measure_timing
 from modelshrink.runner.run import Runner
 from modelshrink.runtime import container
 from modelshrink.runtime.codec import STORAGE, _positions, entropy_decode, unpack_bits
@@ -124,8 +124,8 @@ def main() -> None:
                 s.update(begin_step=0, end_step=300, frequency=50)
     cfg = parse_config({"data": {"task": "emotion", **({"path": args.data} if args.data else {})},
                         "train": {"epochs": args.epochs}, "seeds": [0], "variants": variants})  # fmt: skip
-    measure_variant.LATENCY_BUDGET_S = 0.01
-    measure_variant.MEASURE_MEMORY = False
+    measure_timing.LATENCY_BUDGET_S = 0.01
+    measure_timing.MEASURE_MEMORY = False
     with tempfile.TemporaryDirectory() as tmp:
         rows = Runner(cfg, Path(tmp) / "run", log=lambda m: None).run()
         for row in rows:

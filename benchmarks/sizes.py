@@ -22,7 +22,7 @@ from pathlib import Path
 
 from modelshrink.config import parse_config
 from modelshrink.export.compact import read_compact_header
-from modelshrink.runner import measure as measure_variant
+from modelshrink.runner import timing as measure_timing
 from modelshrink.runner.run import Runner
 
 PRUNE = {"kind": "prune.magnitude", "schedule": "constant", "final_sparsity": 0.5, "epochs": 1}
@@ -51,8 +51,8 @@ def main() -> None:
         "variants": [{"name": n, "steps": s} for n, s, _ in VARIANTS],
     })  # fmt: skip
     # Sizes only: keep latency runs short and skip the memory subprocesses.
-    measure_variant.LATENCY_BUDGET_S = 0.01
-    measure_variant.MEASURE_MEMORY = False
+    measure_timing.LATENCY_BUDGET_S = 0.01
+    measure_timing.MEASURE_MEMORY = False
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or Path(tmp) / "sizes"

@@ -122,18 +122,18 @@ def run_stage(cfg: Any, out: Path) -> list[dict[str, Any]]:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from modelshrink.runner import measure
+    from modelshrink.runner import timing
     from modelshrink.runner.executors import make_executor
     from modelshrink.runner.job import prepare, run_job
 
     data = prepare(cfg, out)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    saved, measure.BATCHES = measure.BATCHES, RUN_BATCHES  # ONNX files: also batch 32 (the issue's); 1 and 256 as
+    saved, timing.BATCHES = timing.BATCHES, RUN_BATCHES  # ONNX files: also batch 32 (the issue's); 1 and 256 as
     try:  # the runner's report reads them
         with make_executor("inprocess", None, None) as ex, Progress(*columns, console=Console()) as progress:
             return run_job(cfg, out, data, ex, progress=progress, log=progress.console.print).rows
     finally:
-        measure.BATCHES = saved
+        timing.BATCHES = saved
 
 
 def save_finetuned(run: Path, dest: Path, source: Path | str) -> Path:

@@ -32,10 +32,10 @@ def _quick_measurement(request: pytest.FixtureRequest, monkeypatch: pytest.Monke
     child process measures in full: the patch does not reach it.)"""
     if request.node.get_closest_marker("full_measure"):
         return
-    from modelshrink.runner import measure
+    from modelshrink.runner import timing
 
-    monkeypatch.setattr(measure, "LATENCY_BUDGET_S", 0.002)
-    monkeypatch.setattr(measure, "MEASURE_MEMORY", False)
+    monkeypatch.setattr(timing, "LATENCY_BUDGET_S", 0.002)
+    monkeypatch.setattr(timing, "MEASURE_MEMORY", False)
 
 
 @pytest.fixture(autouse=True)

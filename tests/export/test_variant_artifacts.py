@@ -16,6 +16,7 @@ from modelshrink.export.compact import load_model, read_compact_header
 from modelshrink.export.onnx import OnnxClassifier
 from modelshrink.report.tables import summary_markdown
 from modelshrink.runner import measure as measure_variant
+from modelshrink.runner import timing
 from modelshrink.runner.run import Runner
 
 
@@ -42,8 +43,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, dict]
     cfg = parse_config({"data": data.model_dump(mode="json"), "model": {"embed_dim": 8, "hidden": 8},
                         "train": {"epochs": 1}, "seeds": [0], "variants": variants})  # fmt: skip
     with pytest.MonkeyPatch.context() as mp:  # keep the test fast: short latency runs, memory tested apart
-        mp.setattr(measure_variant, "LATENCY_BUDGET_S", 0.002)
-        mp.setattr(measure_variant, "MEASURE_MEMORY", False)
+        mp.setattr(timing, "LATENCY_BUDGET_S", 0.002)
+        mp.setattr(timing, "MEASURE_MEMORY", False)
         rows = Runner(cfg, tmp / "o", log=lambda m: None).run()
     return tmp / "o", {r["variant"]: r for r in rows}, data
 
@@ -155,6 +156,6 @@ def test_slow_measuring_steps_say_so_and_batches_follow_the_module(monkeypatch: 
     monkeypatch.setattr(measure_variant, "SLOW_S", 0.0)
     measure_variant.said(lines.append, "v: onnx_fp32", lambda: None)
     assert len(lines) == 1 and lines[0].startswith("v: onnx_fp32 measured in ")
-    monkeypatch.setattr(measure_variant, "BATCHES", (1, 32))
+    monkeypatch.setattr(timing, "BATCHES", (1, 32))
     art = measure_variant.Artifact("compact", "torch", Path("x"), "fp32", lambda x: x, lambda n: print, None)
     assert art.batches == (1, 32)

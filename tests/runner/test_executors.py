@@ -54,7 +54,7 @@ def test_rows_sharing_a_first_step_train_in_one_task() -> None:
 
 @pytest.mark.parametrize("kind", ["custom", "hf"])
 def test_processes_run_a_users_own_model(sweep: SimpleNamespace, tmp_path: Path, kind: str) -> None:
-    # The workers train the user's model (file.py or hf folder) and send it back; the driver measures it.
+    # The workers train the user's model (file.py or hf folder) and evaluate its files; the driver times them.
     base = sweep.config(tmp_path, variants=[{"name": "baseline", "steps": []}, sweep.VARIANTS[1]], seeds=(0,))
     cfg = parse_config({**base, "model": sweep.user_model(tmp_path / "mine", kind)})
     logged: list[str] = []
@@ -63,8 +63,8 @@ def test_processes_run_a_users_own_model(sweep: SimpleNamespace, tmp_path: Path,
         procs = Runner(cfg, tmp_path / "b", log=logged.append).run(executor=ex)
     assert all(r["status"] == "ok" for r in procs), [r.get("error") for r in procs]
     assert sweep.table(procs) == sweep.table(inproc)
-    assert any(m.startswith("pruned seed 0: trained in") for m in logged)  # in a worker ...
-    assert not any("could not come back" in m for m in logged), logged  # ... and sent back, not retrained here
+    assert any(m.startswith("pruned seed 0: trained and evaluated in") for m in logged)  # in a worker ...
+    assert not any("could not come back" in m for m in logged), logged  # ... and not trained again here
 
 
 def test_a_model_the_driver_cannot_unpickle_is_trained_there_instead() -> None:

@@ -3,10 +3,11 @@
 Every executor has the same two verbs: `map_baselines` (train or load each seed's baseline)
 and `map_rows` (run (variant, seed) rows, yielding each result as it finishes); the driver
 (runner/run.py) alone writes rows into the store. In-process, the variants of a seed share
-pipeline prefixes in memory. Local processes (`--jobs N`) train in parallel and measure one at a
+pipeline prefixes in memory. Local processes (`--jobs N`) train in parallel and time one file at a
 time: a worker trains a seed's baseline, then the variants of that seed that share a first step
-(sharing their prefixes, as in-process), and hands their models back; the driver measures every
-model once all training is done, so latency is timed on a quiet machine. On Ray each row is one
+(sharing their prefixes, as in-process), writes their files and evaluates them (bytes, accuracy);
+the driver times every file (latency, memory, cold start) once all training is done, so no
+training runs beside a timing. On Ray each row is one
 task that loads the seed's baseline, recomputes the variant's whole pipeline, writes its artifacts
 and returns its measurements (runner/ray_executor.py, runner/ray_rows.py). Tasks are deterministic
 for a given seed (every technique seeds itself), so the numbers are the same either way.
@@ -70,20 +71,25 @@ def _baseline_task(seed: int) -> int:
 
 
 def _stages_task(variant_jsons: list[str], seed: int) -> list[tuple[str, Any, float]]:
-    """Train the models of variants that share a first step (their prefixes shared, as in-process); the
-    driver measures them. Per variant: ("ok", its Stage pickled, seconds), ("failed", the error row, seconds),
-    or ("local", why, seconds) when its model does not pickle: the driver then builds it itself.
+    """Train the models of variants that share a first step (their prefixes shared, as in-process), write
+    their files and evaluate them (bytes, accuracy, checks); the driver times them. Per variant:
+    ("evaluated", {"evaluated": RowRunner.evaluate's}, seconds), ("failed", the error row, seconds), or, for a
+    given model's row (measured once for every seed, in the driver), ("ok", its Stage pickled, seconds), or
+    ("local", why, seconds) when that model does not pickle: the driver then builds it itself.
 
-    The Stage travels as bytes, unpickled by the driver's own code (`_unpickled`): a result that pebble itself
+    A Stage travels as bytes, unpickled by the driver's own code (`_unpickled`): a result that pebble itself
     failed to unpickle (a user's model class the driver cannot import) would stop its result thread, and the
-    run would wait forever."""
+    run would wait forever. An evaluated row holds only modelshrink's own dataclasses and plain values."""
     rows, data = _WORKER["rows"], _WORKER["data"]
     cache = {("baseline",): rows.baseline(data, seed)}  # trained by this seed's baseline task, read from the folder
     out: list[tuple[str, Any, float]] = []
     for vj in variant_jsons:
         t0 = time.perf_counter()
-        status, built = rows.stage(data, VariantConfig.model_validate_json(vj), seed, cache)
-        if status == "ok":
+        variant = VariantConfig.model_validate_json(vj)
+        status, built = rows.stage(data, variant, seed, cache)
+        if status == "ok" and not rows.as_given(variant, cache[("baseline",)]):
+            status, built = rows.evaluate(data, variant, seed, cache, built)
+        elif status == "ok":
             built = dataclasses.replace(built, fine_tune_loss=None)  # training only, and often a closure
             try:
                 built = pickle.dumps(built)
@@ -155,9 +161,9 @@ class ProcessExecutor(Executor):
 
     Each seed's baseline trains in a worker; as soon as it is ready, the variants of that seed go to
     the workers in groups that share a first step (prefix_groups), so a pruned model is fine-tuned once
-    for `pruned` and `pruned-int8`. The trained models come back to this process, which measures them
-    one at a time after the last worker finished: no other training runs while a file's latency is
-    timed. An interrupted run keeps the rows already measured; a rerun retrains the rest.
+    for `pruned` and `pruned-int8`. The worker writes each model's files and evaluates them; this
+    process times them (runner/timing.py) one at a time after the last worker finished: no training
+    runs while a file is timed. An interrupted run keeps the rows already measured; a rerun retrains the rest.
 
     pebble's pool replaces a worker that dies (killed, out of memory) and fails only the rows of the
     task it was running; `row_timeout_s` stops a task that runs longer (its worker is replaced too).
@@ -213,7 +219,7 @@ class ProcessExecutor(Executor):
                     continue
                 trained += len(what)
                 names = ", ".join(tasks[i][0].name for i in what)
-                rows.log(f"{names} seed {tasks[what[0]][1]}: trained in {sum(r[2] for r in result):.0f} s "
+                rows.log(f"{names} seed {tasks[what[0]][1]}: trained and evaluated in {sum(r[2] for r in result):.0f} s "
                          f"({trained} of {len(tasks)} rows trained)")  # fmt: skip
                 for i, (status, stage, seconds) in zip(what, result, strict=True):
                     if status == "failed":
@@ -221,18 +227,25 @@ class ProcessExecutor(Executor):
                     else:
                         built[i] = (status, stage, seconds)
         if built:
-            rows.log(f"training done; measuring {len(built)} rows here, one at a time")
+            rows.log(f"training done; timing the files of {len(built)} rows here, one at a time")
         yield from self._measure(rows, data, tasks, built)
 
     def _measure(self, rows: RowRunner, data: TaskData, tasks: list[RowTask],
                  built: dict[int, tuple[str, Any, float]]) -> Iterator[tuple[RowTask, RowResult]]:  # fmt: skip
-        """Every trained model measured here, one at a time, in the order of the rows (no worker is busy now)."""
+        """Every evaluated row's files timed here (a given model's row measured here), one at a time, in the order of
+        the rows (no worker is busy now)."""
         baselines: dict[int, Stage] = {}
         for i in sorted(built):
             (v, s), (status, stage, seconds) = tasks[i], built.pop(i)
             if s not in baselines:
                 baselines[s] = rows.baseline(data, s)  # read from the run folder (and a file.py model's module loaded)
             cache = {("baseline",): baselines[s]}
+            if status == "evaluated":  # trained and evaluated in a worker: its files are timed here
+                status, result = rows.finish(data, stage["evaluated"])
+                result["wall_s"] = round(result["wall_s"] + seconds, 2)  # worker + timing here
+                result["train_threads"] = min(rows.cfg.train.threads, threads_per_worker(self.jobs))  # as cap_threads
+                yield (v, s), (status, result)
+                continue
             status, stage = _unpickled(status, stage)
             if status == "local":  # its model could not come back: built here instead
                 rows.log(f"{v.name} seed {s}: its model could not come back from the worker ({stage}); "

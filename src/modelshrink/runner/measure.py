@@ -2,14 +2,15 @@
 writes (plus the variant's own, e.g. int8 static) and the compact file, in torch (`compact`) and in
 the torch-free runtime (`msz_runtime`, the way it ships).
 
-`measure_artifact` is the one measuring procedure for a file (accuracy from the file, bytes,
-latency per batch size and thread count, peak memory of a fresh process); `measure_variant`
-writes a stage's files and measures them into a `VariantRow`. Neither knows the runner.
+Measuring is two halves: `evaluate_variant` writes a stage's files and evaluates each (bytes,
+accuracy from the file, checks) into a `VariantRow` not timed yet; `time_variant` times them
+(runner/timing.py: latency, peak memory and cold start of a fresh process). `measure_variant` does
+both; `--jobs` workers evaluate and the driver times (runner/executors.py). `measure_artifact` is
+both halves for one file. None of them knows the runner.
 """
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import time
@@ -27,116 +28,40 @@ from modelshrink.errors import ArtifactError
 from modelshrink.export._atomic import write_text_atomic
 from modelshrink.export.compact import load_model, save_model
 from modelshrink.export.formats import always_written, compact_model, get_format, pte_formats
-from modelshrink.export.onnx import OnnxClassifier, export_onnx, onnx_weight_stats
+from modelshrink.export.onnx import export_onnx, onnx_weight_stats
 from modelshrink.export.onnx_hf import HF_ONNX_NAME, export_hf_onnx, hf_onnx_predictor
 from modelshrink.measure.accuracy import classification_metrics, predict_logits
-from modelshrink.measure.latency import gpu_runner, latency_batches, timed_runs
-from modelshrink.measure.memory import peak_rss_mb
 from modelshrink.measure.size import file_sizes, model_stats
 from modelshrink.models.builders import saved_config
 from modelshrink.models.hf import HFClassifier
 from modelshrink.runner.checks import check_compact, check_onnx, failed
 from modelshrink.runner.pipeline import Log, Stage, log_failed_checks
-from modelshrink.runner.row import SPLITS, ArtifactRow, VariantRow, thread_counts
+from modelshrink.runner.row import SPLITS, ArtifactRow, VariantRow
+from modelshrink.runner.timing import (
+    BATCHES,
+    Artifact,
+    ArtifactCache,
+    FileToTime,
+    Logits,
+    onnx_artifact,
+    pte_artifact,
+    runtime_artifact,
+    time_files,
+    torch_artifact,
+)
 from modelshrink.train import torch_predictor
 
-BATCHES = (1, 256)
-LATENCY_BUDGET_S = 0.15  # timed seconds per (artifact, batch, threads); 16 per model, ~3 s with warm-ups
-MEASURE_MEMORY = True  # one fresh subprocess per artifact (~1 s each, ~3 s for torch)
+__all__ = ["BATCHES", "Artifact", "ArtifactCache", "Logits", "Untimed", "evaluate_variant", "measure_artifact",
+           "measure_variant", "onnx_artifact", "time_variant"]  # fmt: skip
+
 PTE_CALIBRATION_BATCHES = 8  # training batches the int8 .pte's observers see (PT2E static quantization)
-Logits = Callable[[np.ndarray], np.ndarray]  # every row of a split → (N, labels) logits
 
 
-@dataclass
-class ArtifactCache:
-    """Latency and memory of files already measured in this process, by runtime and content hash:
-    variants whose files are byte-identical (e.g. int8 of a pruned and of an unpruned prefix that
-    rounds the same) are timed once."""
-
-    latency: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    memory: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-
-@dataclass
-class Artifact:
-    """A written file and how to run it."""
-
-    name: str  # onnx_fp32, ..., compact
-    runtime: str  # onnxruntime | torch
-    path: Path
-    weights: str
-    logits: Logits  # for accuracy
-    timed: Callable[[int], Callable[[np.ndarray], Any]]  # threads → one call on a latency batch
-    memory_input: tuple[tuple[int, ...], str] | None  # (shape, dtype) for the memory child; None: not measured
-    # batch sizes timed (a file with a fixed batch size: that one); BATCHES as it is when the file is measured
-    batches: tuple[int, ...] = field(default_factory=lambda: BATCHES)
-
-
-def onnx_artifact(name: str, path: Path, threads: int, adapt: Callable[[np.ndarray], np.ndarray] | None = None,
-                  batch: int | None = None) -> Artifact:  # fmt: skip
-    """An ONNX file in ONNX Runtime; `adapt` reshapes task rows to the file's input (--onnx input)."""
-    clf = OnnxClassifier(path, threads=threads)
-    fit = adapt or (lambda x: x)
-
-    def logits(x: np.ndarray) -> np.ndarray:
-        if adapt is not None:  # a foreign file: its own input layout, maybe a fixed batch
-            return clf.predict_logits(fit(x), batch_size=batch or 256)
-        return predict_logits(lambda xb: clf.predict_logits(xb, batch_size=len(xb)), x)
-
-    def timed(n: int) -> Callable[[np.ndarray], Any]:
-        c = OnnxClassifier(path, threads=n)
-        return lambda xb: c.session.run(None, {c.input_name: fit(xb)})  # the bare runtime call is what is timed
-
-    return Artifact(name, "onnxruntime", path, name.removeprefix("onnx_"), logits, timed, None,
-                    (batch,) if batch else BATCHES)  # fmt: skip
-
-
-def torch_artifact(name: str, path: Path, model: nn.Module, weights: str) -> Artifact:
-    """A compact file, loaded back into torch (`model` is what it loaded as)."""
-    predict = torch_predictor(model)
-
-    def timed(threads: int) -> Callable[[np.ndarray], Any]:
-        def run(xb: np.ndarray) -> Any:
-            saved = torch.get_num_threads()
-            torch.set_num_threads(threads)
-            try:
-                return predict(xb)
-            finally:
-                torch.set_num_threads(saved)
-
-        return run
-
-    return Artifact(name, "torch", path, weights, lambda x: predict_logits(predict, x), timed, None)
-
-
-def runtime_artifact(name: str, path: Path, weights: str, threads: int) -> Artifact:
-    """A compact file in the torch-free runtime (modelshrink.runtime: its ONNX graph in ONNX Runtime)."""
-    from modelshrink import runtime
-
-    session = runtime.load(path, threads=threads)
-
-    def timed(n: int) -> Callable[[np.ndarray], Any]:
-        return runtime.load(path, threads=n).run  # the bare runtime call is what is timed
-
-    def logits(x: np.ndarray) -> np.ndarray:  # batched and trimmed as every ONNX file is evaluated
-        return predict_logits(session.logits, x)
-
-    return Artifact(name, "modelshrink.runtime", path, weights, logits, timed, None)
-
-
-def pte_artifact(name: str, path: Path, weights: str) -> Artifact:
-    """A `.pte` program in ExecuTorch's Python runtime (fixed batch: the latency batch is the program's)."""
-    from modelshrink.export.executorch import PteClassifier
-
-    clf = PteClassifier(path)
-    return Artifact(name, "executorch", path, weights, clf.predict_logits, lambda n: clf.run, None, (clf.shape[0],))
-
-
-def measure_pte(
+def evaluate_pte(
     stage: Stage, folder: Path, data: TaskData, stats: dict[str, Any], baseline_dense: int, s: MeasureSettings
-) -> tuple[list[ArtifactRow], dict[str, str]]:
+) -> tuple[list[tuple[ArtifactRow, Artifact]], dict[str, str]]:
     """The variant's ExecuTorch programs (batch 1, the tokenizer's fixed length), each loaded back and
-    measured (int8's `weights`: what stayed float32); a format that does not export or load is named with why."""
+    evaluated (int8's `weights`: what stayed float32); a format that does not export or load is named with why."""
     from modelshrink.errors import IncompatibleModelError
     from modelshrink.export.executorch import export_pte
 
@@ -150,25 +75,23 @@ def measure_pte(
             why[fmt.artifact] = str(err)
             continue
         art.memory_input = ((1, *data.x_test.shape[1:]), str(data.x_test.dtype))
-        rows.append(measure_artifact(art, data, s.root, stats, baseline_dense, s.cache))
+        rows.append((evaluate_artifact(art, data, s.root, stats, baseline_dense), art))
     return rows, why
 
 
-def gpu_latency(
-    art: Artifact, data: TaskData, provider: str | None, cache: ArtifactCache
-) -> list[dict[str, Any]] | None:
-    """An ONNX file's latency per batch size with ONNX Runtime on the GPU (`provider`); None when there is no
-    GPU provider, the file is not run by ONNX Runtime, or the session fell back to the CPU."""
-    if provider is None or art.runtime != "onnxruntime":
-        return None
-    key = f"{provider}:{hashlib.sha256(art.path.read_bytes()).hexdigest()}"
-    if key not in cache.latency:
-        run = gpu_runner(str(art.path), provider)
-        if run is None:
-            return None
-        cache.latency[key] = [{"batch": b, "provider": provider, **timed_runs(run, latency_batches(data.x_test, b),
-                               LATENCY_BUDGET_S, warmup=10)} for b in art.batches]  # fmt: skip
-    return cache.latency[key]
+def evaluate_artifact(
+    art: Artifact, data: TaskData, root: Path, stats: dict[str, Any], baseline_dense: int | None,
+    test_logits: np.ndarray | None = None,
+) -> ArtifactRow:  # fmt: skip
+    """Bytes and test accuracy (from the file; `test_logits` when already computed); not timed yet (timing.py)."""
+    sizes = file_sizes(art.path)
+    logits = test_logits if test_logits is not None else art.logits(data.x_test)
+    acc = classification_metrics(data.y_test, logits, data.num_labels)
+    return ArtifactRow(
+        art.name, art.runtime, str(art.path.relative_to(root)), sizes["file_bytes"], sizes["gzip_bytes"],
+        sizes["zstd_bytes"], acc["accuracy"], acc["macro_f1"], art.weights, stats["dense_fp32_bytes"],
+        stats["parameters"], stats["nonzeros"], baseline_dense / sizes["file_bytes"] if baseline_dense else None,
+    )  # fmt: skip
 
 
 def measure_artifact(
@@ -177,28 +100,9 @@ def measure_artifact(
 ) -> ArtifactRow:  # fmt: skip
     """Bytes, test accuracy (from the file; `test_logits` when already computed), latency and memory; latency
     on the GPU too when `gpu_provider` names one (ONNX files only)."""
-    sizes = file_sizes(art.path)
-    logits = test_logits if test_logits is not None else art.logits(data.x_test)
-    acc = classification_metrics(data.y_test, logits, data.num_labels)
-    key = f"{art.runtime}:{hashlib.sha256(art.path.read_bytes()).hexdigest()}"
-    if key not in cache.latency:
-        cache.latency[key] = [
-            {"batch": b, "threads": t, **timed_runs(run, latency_batches(data.x_test, b), LATENCY_BUDGET_S,
-                                                    warmup=10 if b == 1 else 2)}
-            for t in thread_counts() for run in [art.timed(t)] for b in art.batches
-        ]  # fmt: skip
-    memory = None
-    if MEASURE_MEMORY and art.memory_input is not None:
-        if key not in cache.memory:
-            cache.memory[key] = peak_rss_mb(art.runtime, art.path, *art.memory_input)
-        memory = cache.memory[key]
-    return ArtifactRow(
-        art.name, art.runtime, str(art.path.relative_to(root)), sizes["file_bytes"], sizes["gzip_bytes"],
-        sizes["zstd_bytes"], acc["accuracy"], acc["macro_f1"], art.weights, stats["dense_fp32_bytes"],
-        stats["parameters"], stats["nonzeros"],
-        baseline_dense / sizes["file_bytes"] if baseline_dense else None, cache.latency[key], memory,
-        gpu_latency(art, data, gpu_provider, cache),
-    )  # fmt: skip
+    row = evaluate_artifact(art, data, root, stats, baseline_dense, test_logits)
+    time_files([(row, art)], data, cache, gpu_provider)
+    return row
 
 
 T = TypeVar("T")
@@ -271,10 +175,38 @@ def _write_onnx(stage: Stage, folder: Path, s: MeasureSettings) -> tuple[str, di
     return fmt.artifact, files
 
 
+@dataclass
+class Untimed:
+    """A variant's row, its files written and evaluated but not timed yet: `time_variant` times them."""
+
+    row: VariantRow
+    files: list[FileToTime]  # row.artifacts, in the same order, as another process loads them again
+    gpu_provider: str | None  # also time the ONNX files on the GPU with this provider
+    live: list[Artifact] | None = None  # the files as loaded in this process; None once sent to another
+
+
 def measure_variant(
     name: str, stage: Stage, data: TaskData, folder: Path, baseline_dense: int, s: MeasureSettings
 ) -> VariantRow:
     """Write the stage's files into `folder`, load each back and measure it."""
+    return time_variant(evaluate_variant(name, stage, data, folder, baseline_dense, s), data, s.cache, s.log)
+
+
+def time_variant(untimed: Untimed, data: TaskData, cache: ArtifactCache, log: Log = print) -> VariantRow:
+    """Time the files of an evaluated variant (runner/timing.py), loading them again when they were evaluated
+    in another process; returns its row, complete."""
+    row = untimed.row
+    arts = untimed.live or [f.load(row.latency_threads) for f in untimed.files]
+    time_files(list(zip(row.artifacts, arts, strict=True)), data, cache, untimed.gpu_provider,
+               lambda what, work: said(log, what, work))  # fmt: skip
+    return row
+
+
+def evaluate_variant(
+    name: str, stage: Stage, data: TaskData, folder: Path, baseline_dense: int, s: MeasureSettings
+) -> Untimed:
+    """Write the stage's files into `folder`, load each back and evaluate it (bytes, accuracy, checks); the
+    timings are left to `time_variant`."""
     folder.mkdir(parents=True, exist_ok=True)
     model, x_test = stage.model, data.x_test
     primary_name, files = _write_onnx(stage, folder, s)
@@ -309,13 +241,12 @@ def measure_variant(
     expected = torch_logits if cmodel is model else predict_logits(torch_predictor(cmodel), x_test)
 
     stats = model_stats(model)
-    rows = [said(s.log, f"{name}: {a.name}", lambda a=a: measure_artifact(
-                a, data, s.root, stats, baseline_dense, s.cache, test_logits if a.path == primary_path else None,
-                s.gpu_provider)) for a in onnx_arts]  # fmt: skip
-    rows.append(said(s.log, f"{name}: compact", lambda: measure_artifact(
-        compact, data, s.root, stats, baseline_dense, s.cache, compact_logits)))  # fmt: skip
+    measured = [(said(s.log, f"{name}: {a.name}", lambda a=a: evaluate_artifact(
+                 a, data, s.root, stats, baseline_dense, test_logits if a.path == primary_path else None)), a)
+                for a in onnx_arts]  # fmt: skip
+    measured.append((evaluate_artifact(compact, data, s.root, stats, baseline_dense, compact_logits), compact))
     shipped, not_exported = _device_files(stage, folder, compact_path, weights_label, data, stats, baseline_dense, s)
-    rows += shipped
+    measured += shipped
     hf_onnx = _hf_onnx(model, folder, data, s, next(a for a in onnx_arts if a.name == "onnx_fp32"), not_exported)
     weights = onnx_weight_stats(primary_path)
     row = VariantRow(
@@ -324,12 +255,13 @@ def measure_variant(
         dense_fp32_bytes=stats["dense_fp32_bytes"], baseline_dense_fp32_bytes=baseline_dense, metrics=metrics,
         labels=data.labels, onnx_weights={k: weights[k] for k in ("int8_bytes", "float_bytes", "total_bytes", "op_types")},
         test_agreement_with_reference=float((torch_logits.argmax(1) == test_logits.argmax(1)).mean()),
-        latency_threads=s.latency_threads, artifacts=rows, baseline_history=[],
+        latency_threads=s.latency_threads, artifacts=[r for r, _ in measured], baseline_history=[],
         compact_matches_model=compact_matches(cmodel, loaded, compact_logits, expected), not_exported=not_exported,
         compact_val_accuracy=float(compact_val), hf_onnx=hf_onnx,
     )  # fmt: skip
     row.checks, row.checks_failed = export_checks(name, stage, primary_path, compact_path, s.log)
-    return row
+    files_ = [FileToTime(a.name, a.runtime, a.path, a.weights, a.batches, a.memory_input) for _, a in measured]
+    return Untimed(row, files_, s.gpu_provider, [a for _, a in measured])
 
 
 def _device_files(
@@ -341,20 +273,20 @@ def _device_files(
     stats: dict[str, Any],
     baseline_dense: int,
     s: MeasureSettings,
-) -> tuple[list[ArtifactRow], dict[str, str]]:
-    """The compact file in the torch-free runtime, and the ExecuTorch programs when asked for; each file that
-    could not be made says why."""
-    rows: list[ArtifactRow] = []
+) -> tuple[list[tuple[ArtifactRow, Artifact]], dict[str, str]]:
+    """The compact file in the torch-free runtime, and the ExecuTorch programs when asked for, each evaluated;
+    each file that could not be made says why."""
+    rows: list[tuple[ArtifactRow, Artifact]] = []
     not_exported: dict[str, str] = {}
     try:  # a model whose graph did not export says why
         shipped = runtime_artifact("msz_runtime", compact_path, weights_label, s.latency_threads)
         shipped.memory_input = ((256, *data.x_test.shape[1:]), str(data.x_test.dtype))
-        rows.append(said(s.log, "msz_runtime", lambda: measure_artifact(
-            shipped, data, s.root, stats, baseline_dense, s.cache)))  # fmt: skip
+        rows.append((said(s.log, "msz_runtime", lambda: evaluate_artifact(
+            shipped, data, s.root, stats, baseline_dense)), shipped))  # fmt: skip
     except ArtifactError as err:
         not_exported["msz_runtime"] = str(err)
     if s.executorch:  # opt-in (`executorch: true`): lowering the LSTM takes minutes per program
-        ptes, why = measure_pte(stage, folder, data, stats, baseline_dense, s)
+        ptes, why = evaluate_pte(stage, folder, data, stats, baseline_dense, s)
         rows, not_exported = rows + ptes, {**not_exported, **why}
     return rows, not_exported
 

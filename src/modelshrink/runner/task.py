@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from modelshrink.measure.latency import gpu_latency_provider
 from modelshrink.measure.size import model_stats
 from modelshrink.models.builders import build_model
 from modelshrink.runner.folder import RunFolder, environment
-from modelshrink.runner.measure import ArtifactCache, MeasureSettings, measure_variant
+from modelshrink.runner.measure import ArtifactCache, MeasureSettings, Untimed, evaluate_variant, time_variant
 from modelshrink.runner.pipeline import Cache, Log, Pipeline, Stage, make_context
 
 RowResult = tuple[str, dict[str, Any]]  # ("ok" | "failed", the stored row or the error)
@@ -78,39 +79,83 @@ class RowRunner:
         except Exception as err:  # recorded as the row's failure, as in `run`
             return "failed", {**_failure(err), **self.env, "wall_s": round(time.perf_counter() - t0, 2)}
 
+    def evaluate(self, data: TaskData, variant: VariantConfig, seed: int, cache: Cache, stage: Stage) -> RowResult:
+        """A worker's half of a row built in this process: its files written and evaluated, not timed:
+        ("evaluated", {"evaluated": Evaluated}) for `finish` in another process, or ("failed", the error row)."""
+        t0 = time.perf_counter()
+        try:
+            ev = self._evaluate(data, variant, seed, cache, stage, built_here=True)
+            ev.untimed.live = None  # the loaded files stay here: the other process loads them again
+            return "evaluated", {"evaluated": ev}
+        except Exception as err:  # recorded as the row's failure, as in `run`
+            return "failed", {**_failure(err), **self.env, "wall_s": round(time.perf_counter() - t0, 2)}
+
+    def finish(self, data: TaskData, ev: Evaluated) -> RowResult:
+        """A row evaluated in another process (`evaluate`): its files timed here, the row complete."""
+        t0 = time.perf_counter()
+        try:
+            result, status = self._timed(data, ev), "ok"
+        except Exception as err:  # e.g. a file that no longer loads: the row fails, the sweep moves on
+            result, status = _failure(err), "failed"
+        result.update(self.env, wall_s=round(time.perf_counter() - t0, 2))
+        return status, result
+
+    def as_given(self, variant: VariantConfig, baseline: Stage | None) -> bool:
+        """The row of a given model as it is (the user's weights, no steps): the same files whatever the seed."""
+        return not variant.steps and variant.start == "baseline" and baseline is not None and (
+            baseline.source == "measured")  # fmt: skip
+
     def _measure(
         self, data: TaskData, variant: VariantConfig, seed: int, cache: Cache, built: Stage | None = None
     ) -> dict[str, Any]:
-        stage = built if built is not None else self.pipeline.stage(data, variant, seed, cache)
-        own = data.view(stage.view)  # a student with its own tokenizer is measured on its own encoding
-        baseline = cache.get(("baseline",))
-        as_given = not variant.steps and variant.start == "baseline" and baseline is not None and (
-            baseline.source == "measured")  # fmt: skip
+        as_given = self.as_given(variant, cache.get(("baseline",)))
         if as_given and variant.name in self.given:  # e.g. a fine-tuned transformer's 90 MB files, minutes each
             first_seed, first = self.given[variant.name]
             self.log(f"{variant.name} seed {seed}: the given model, as measured for seed {first_seed} (same files)")
             return {**first, "measured_in_seed": first_seed}
+        stage = built if built is not None else self.pipeline.stage(data, variant, seed, cache)
+        result = self._timed(data, self._evaluate(data, variant, seed, cache, stage, built_here=built is None))
+        if as_given:
+            self.given[variant.name] = (seed, result)
+        return result
+
+    def _evaluate(
+        self, data: TaskData, variant: VariantConfig, seed: int, cache: Cache, stage: Stage, built_here: bool
+    ) -> Evaluated:
+        own = data.view(stage.view)  # a student with its own tokenizer is measured on its own encoding
+        baseline = cache.get(("baseline",))
         base_model = baseline.model if baseline is not None else build_model(self.cfg.model, data.input_dim,
                                                                               data.num_labels)  # fmt: skip
         # A stage built elsewhere trained there: here (the driver) only the CPU measures, whatever --device says.
-        train = self.cfg.train if built is None else self.cfg.train.model_copy(update={"device": "cpu"})
+        train = self.cfg.train if built_here else self.cfg.train.model_copy(update={"device": "cpu"})
         ctx = make_context(own, train, seed)
         settings = MeasureSettings(self.folder.out, self.cfg.latency_threads, ctx.example_input,
                                    list(ctx.calibration or []), self.cache, self.log,
                                    executorch=self.cfg.executorch,
                                    gpu_provider=gpu_latency_provider(ctx.device))  # fmt: skip
         folder = self.folder.model_dir(variant.name, seed)
-        row = measure_variant(variant.name, stage, own, folder, model_stats(base_model)["dense_fp32_bytes"], settings)
+        untimed = evaluate_variant(variant.name, stage, own, folder, model_stats(base_model)["dense_fp32_bytes"],
+                                   settings)  # fmt: skip
         if variant.start == "baseline" and baseline is not None:
-            row.baseline_history = baseline.history
+            untimed.row.baseline_history = baseline.history
         # How the baseline came to be (trained | measured: the user's weights as given | continued) and
         # where training ran (the resolved --device); accuracy is measured from the files on the CPU either way.
         source = baseline.source if variant.start == "baseline" and baseline is not None else "trained"
-        device = ctx.device if built is None else self.cfg.train.device
-        result = {**row.to_dict(), "baseline_source": source, "train_device": device}
-        if as_given:
-            self.given[variant.name] = (seed, result)
-        return result
+        device = ctx.device if built_here else self.cfg.train.device
+        return Evaluated(untimed, {"baseline_source": source, "train_device": device}, stage.view)
+
+    def _timed(self, data: TaskData, ev: Evaluated) -> dict[str, Any]:
+        row = time_variant(ev.untimed, data.view(ev.view), self.cache, self.log)
+        return {**row.to_dict(), **ev.extras}
+
+
+@dataclass
+class Evaluated:
+    """A row whose files are written and evaluated, to be timed (`RowRunner.finish`), maybe in another process."""
+
+    untimed: Untimed
+    extras: dict[str, Any]  # the row's fields besides the measurements (baseline_source, train_device)
+    view: str  # the encoding of the data the files read (TaskData.view: "" the run's own); timed on its test rows
 
 
 # What the store adds to a row's measurements (ResultStore.rows, Runner.run); not part of the row's result.

@@ -140,7 +140,8 @@ def main() -> None:
     cfg = parse_config(read_preset(args.preset))
     t0 = time.perf_counter()
     with make_executor("inprocess", args.jobs, None) as executor:
-        rows = Runner(cfg, out, log=lambda msg: None).run(executor=executor)
+        # Progress on stderr, flushed at once (also when it goes to a log file); the table and figures on stdout.
+        rows = Runner(cfg, out, log=lambda msg: print(msg, file=sys.stderr, flush=True)).run(executor=executor)
     wall = time.perf_counter() - t0
     write_exports(rows, out)
     print(summary_markdown(rows, title=f"preset {args.preset!r}").split("\n## Columns")[0])

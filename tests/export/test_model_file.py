@@ -65,6 +65,20 @@ def test_load_model_uses_the_saved_architecture(tmp_path: Path, task: tuple[Path
     assert loaded.lstm.hidden_size == 5 and np.array_equal(_logits(loaded, data.x_test), _logits(model, data.x_test))
 
 
+def test_loading_a_file_does_not_start_torchs_compiler(tmp_path: Path, task: tuple[Path, TaskData]) -> None:
+    # The shape check builds the model on the meta device without initialising it: meta normal_ imports
+    # torch._dynamo (1.3-1.8 s and ~70 MB of every cold start in torch, measured 2026-12-01).
+    import subprocess
+    import sys
+
+    _, data = task
+    path = _save(_model(data), data, tmp_path / "m.msz")
+    code = ("import sys; from modelshrink.export.compact import load_model; load_model(sys.argv[1]); "
+            "print('torch._dynamo' in sys.modules)")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stderr
+
+
 def test_weights_that_do_not_fit_the_config_are_a_clear_error(tmp_path: Path, task: tuple[Path, TaskData]) -> None:
     _, data = task
     path = tmp_path / "m.msz"

@@ -76,3 +76,33 @@ def test_a_model_the_driver_cannot_unpickle_is_trained_there_instead() -> None:
     status, why = _unpickled("ok", pickle.dumps(object)[:-3] + b"xx.")  # bytes this process cannot rebuild
     assert status == "local" and why
     assert _unpickled("failed", {"error": "e"}) == ("failed", {"error": "e"})
+
+
+def test_rows_timed_together_still_fail_alone(sweep: SimpleNamespace, tmp_path: Path) -> None:
+    # The driver times a seed's evaluated rows together (RowRunner.finish_many); a row whose file is gone fails,
+    # the others are timed and kept.
+    from modelshrink.runner.task import RowRunner
+
+    variants = [{"name": "baseline", "steps": []}, {"name": "int8", "steps": [{"kind": "quant.int8_dynamic"}]}]
+    cfg = parse_config(sweep.config(tmp_path, variants=variants, seeds=(0,)))
+    data = Runner(cfg, tmp_path / "o").prepare()
+    rows = RowRunner(cfg, tmp_path / "o", log=lambda _m: None)
+    cache = {("baseline",): rows.baseline(data, 0)}
+    evs = []
+    for v in cfg.variants:
+        _, stage = rows.stage(data, v, 0, cache)
+        status, out = rows.evaluate(data, v, 0, cache, stage)
+        assert status == "evaluated"
+        evs.append(out["evaluated"])
+    assert all(not a.latency for ev in evs for a in ev.untimed.row.artifacts)  # evaluated, not timed yet
+    together = rows.finish_many(data, evs)
+    assert [s for s, _ in together] == ["ok", "ok"] and all(r["latency"] for _, r in together)
+    compact = next(a for a in evs[1].untimed.row.artifacts if a.artifact == "compact")
+    (tmp_path / "o" / compact.file).unlink()
+    for ev in evs:  # timed again from scratch: nothing cached in this process
+        for a in ev.untimed.row.artifacts:
+            a.latency, a.memory = [], None
+    rows.cache = type(rows.cache)()
+    alone = rows.finish_many(data, evs)
+    assert [s for s, _ in alone] == ["ok", "failed"]
+    assert alone[0][1]["latency"] and "weights.msz" in alone[1][1]["error"]

@@ -31,7 +31,6 @@ from modelshrink.config import RunConfig, VariantConfig
 from modelshrink.data.tasks import TaskData
 from modelshrink.errors import ConfigError
 from modelshrink.runner.executor_base import Executor, RowTask, threads_per_worker
-from modelshrink.runner.pipeline import Stage
 from modelshrink.runner.ray_executor import RayExecutor
 from modelshrink.runner.task import RowResult, RowRunner
 
@@ -227,35 +226,41 @@ class ProcessExecutor(Executor):
                     else:
                         built[i] = (status, stage, seconds)
         if built:
-            rows.log(f"training done; timing the files of {len(built)} rows here, one at a time")
+            rows.log(f"training done; timing the files of {len(built)} rows here, one seed at a time")
         yield from self._measure(rows, data, tasks, built)
 
     def _measure(self, rows: RowRunner, data: TaskData, tasks: list[RowTask],
                  built: dict[int, tuple[str, Any, float]]) -> Iterator[tuple[RowTask, RowResult]]:  # fmt: skip
-        """Every evaluated row's files timed here (a given model's row measured here), one at a time, in the order of
-        the rows (no worker is busy now)."""
-        baselines: dict[int, Stage] = {}
-        for i in sorted(built):
-            (v, s), (status, stage, seconds) = tasks[i], built.pop(i)
-            if s not in baselines:
-                baselines[s] = rows.baseline(data, s)  # read from the run folder (and a file.py model's module loaded)
-            cache = {("baseline",): baselines[s]}
-            if status == "evaluated":  # trained and evaluated in a worker: its files are timed here
-                status, result = rows.finish(data, stage["evaluated"])
-                result["wall_s"] = round(result["wall_s"] + seconds, 2)  # worker + timing here
-                result["train_threads"] = min(rows.cfg.train.threads, threads_per_worker(self.jobs))  # as cap_threads
-                yield (v, s), (status, result)
-                continue
-            status, stage = _unpickled(status, stage)
-            if status == "local":  # its model could not come back: built here instead
-                rows.log(f"{v.name} seed {s}: its model could not come back from the worker ({stage}); "
-                         "trained again in this process")  # fmt: skip
-                yield (v, s), rows.run(data, v, s, cache)
-                continue
-            status, result = rows.run(data, v, s, cache, stage=stage)
-            result["wall_s"] = round(result["wall_s"] + seconds, 2)  # training in the worker + measuring here
-            result["train_threads"] = min(rows.cfg.train.threads, threads_per_worker(self.jobs))  # as cap_threads did
-            yield (v, s), (status, result)
+        """Every row a worker trained, finished here seed by seed (no worker is busy now): a seed's evaluated rows
+        are timed together (their memory probes pair across rows: runner/timing.py) and committed as that seed's
+        timing ends; a given model's row is measured here."""
+        threads = min(rows.cfg.train.threads, threads_per_worker(self.jobs))  # as cap_threads did in the workers
+        for s in dict.fromkeys(tasks[i][1] for i in sorted(built)):
+            mine = [i for i in sorted(built) if tasks[i][1] == s]
+            cache = {("baseline",): rows.baseline(data, s)}  # from the run folder (and a file.py model's module loaded)
+            by_view: dict[str, list[int]] = {}  # rows evaluated on the same encoding of the data are timed together
+            for i in mine:
+                if built[i][0] == "evaluated":
+                    by_view.setdefault(built[i][1]["evaluated"].view, []).append(i)
+            for group in by_view.values():
+                for i, (status, result) in zip(group, rows.finish_many(data, [built[i][1]["evaluated"] for i in group]),
+                                               strict=True):  # fmt: skip
+                    result.update(wall_s=round(result["wall_s"] + built[i][2], 2), train_threads=threads)
+                    yield tasks[i], (status, result)  # worker's seconds + its share of the timing here
+            for i in mine:
+                if built[i][0] == "evaluated":
+                    continue
+                (v, _), (status, stage, seconds) = tasks[i], built[i]
+                status, stage = _unpickled(status, stage)
+                if status == "local":  # its model could not come back: built here instead
+                    rows.log(f"{v.name} seed {s}: its model could not come back from the worker ({stage}); "
+                             "trained again in this process")  # fmt: skip
+                    yield (v, s), rows.run(data, v, s, cache)
+                    continue
+                status, result = rows.run(data, v, s, cache, stage=stage)
+                result.update(wall_s=round(result["wall_s"] + seconds, 2), train_threads=threads)
+                yield (v, s), (status, result)  # training in the worker + measuring here
+        built.clear()
 
     def close(self) -> None:
         if self._pool is not None:

@@ -52,7 +52,7 @@ from modelshrink.runner.timing import (
 from modelshrink.train import torch_predictor
 
 __all__ = ["BATCHES", "Artifact", "ArtifactCache", "Logits", "Untimed", "evaluate_variant", "measure_artifact",
-           "measure_variant", "onnx_artifact", "time_variant"]  # fmt: skip
+           "measure_variant", "onnx_artifact", "time_variant", "time_variants"]  # fmt: skip
 
 PTE_CALIBRATION_BATCHES = 8  # training batches the int8 .pte's observers see (PT2E static quantization)
 
@@ -195,11 +195,21 @@ def measure_variant(
 def time_variant(untimed: Untimed, data: TaskData, cache: ArtifactCache, log: Log = print) -> VariantRow:
     """Time the files of an evaluated variant (runner/timing.py), loading them again when they were evaluated
     in another process; returns its row, complete."""
-    row = untimed.row
-    arts = untimed.live or [f.load(row.latency_threads) for f in untimed.files]
-    time_files(list(zip(row.artifacts, arts, strict=True)), data, cache, untimed.gpu_provider,
-               lambda what, work: said(log, what, work))  # fmt: skip
-    return row
+    return time_variants([untimed], data, cache, log)[0]
+
+
+def time_variants(untimed: list[Untimed], data: TaskData, cache: ArtifactCache, log: Log = print) -> list[VariantRow]:
+    """`time_variant` for variants evaluated on the same data, together: every latency first, then the memory
+    probes of all their files, two at a time (a variant's slow torch probe pairs with another's)."""
+    pairs: list[tuple[ArtifactRow, Artifact]] = []
+    for u in untimed:
+        arts = u.live or [f.load(u.row.latency_threads) for f in u.files]
+        pairs += zip(u.row.artifacts, arts, strict=True)
+    providers = {u.gpu_provider for u in untimed}
+    if len(providers) > 1:  # internal: one run's rows share their device
+        raise ValueError(f"variants timed together must share a GPU provider, got {providers}")
+    time_files(pairs, data, cache, next(iter(providers), None), lambda what, work: said(log, what, work))
+    return [u.row for u in untimed]
 
 
 def evaluate_variant(

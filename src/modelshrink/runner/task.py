@@ -19,7 +19,14 @@ from modelshrink.measure.latency import gpu_latency_provider
 from modelshrink.measure.size import model_stats
 from modelshrink.models.builders import build_model
 from modelshrink.runner.folder import RunFolder, environment
-from modelshrink.runner.measure import ArtifactCache, MeasureSettings, Untimed, evaluate_variant, time_variant
+from modelshrink.runner.measure import (
+    ArtifactCache,
+    MeasureSettings,
+    Untimed,
+    evaluate_variant,
+    time_variant,
+    time_variants,
+)
 from modelshrink.runner.pipeline import Cache, Log, Pipeline, Stage, make_context
 
 RowResult = tuple[str, dict[str, Any]]  # ("ok" | "failed", the stored row or the error)
@@ -99,6 +106,19 @@ class RowRunner:
             result, status = _failure(err), "failed"
         result.update(self.env, wall_s=round(time.perf_counter() - t0, 2))
         return status, result
+
+    def finish_many(self, data: TaskData, evs: list[Evaluated]) -> list[RowResult]:
+        """`finish` for rows evaluated on the same encoding of the data, timed together (`time_variants`: their
+        memory probes pair across rows); each row's wall_s gets an equal share of the time. If that fails,
+        each row is finished alone, so only a row whose file fails fails."""
+        t0 = time.perf_counter()
+        try:
+            rows = time_variants([ev.untimed for ev in evs], data.view(evs[0].view), self.cache, self.log)
+        except Exception:  # noqa: BLE001 - which row failed is found one row at a time
+            return [self.finish(data, ev) for ev in evs]
+        share = round((time.perf_counter() - t0) / max(1, len(evs)), 2)
+        return [("ok", {**row.to_dict(), **ev.extras, **self.env, "wall_s": share})
+                for row, ev in zip(rows, evs, strict=True)]  # fmt: skip
 
     def as_given(self, variant: VariantConfig, baseline: Stage | None) -> bool:
         """The row of a given model as it is (the user's weights, no steps): the same files whatever the seed."""

@@ -7,7 +7,7 @@ the smallest artifact the runner loaded back and evaluated: the compact file (we
 over the file's bytes; the accuracy loss is paired per seed (baseline − variant, in points).
 
     MODELSHRINK_DATA=/path/emotions.csv python benchmarks/best_compression.py \\
-        --config benchmarks/best_compression.yaml --out runs/best [--report-only]
+        --config benchmarks/best_compression.yaml --out runs/best [--jobs 2] [--report-only]
 """
 
 from __future__ import annotations
@@ -15,11 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from modelshrink.config import merge, parse_config, read_preset, read_yaml
+from modelshrink.runner.executors import make_executor
 from modelshrink.runner.run import Runner
 from modelshrink.store import ResultStore
 
@@ -86,13 +88,16 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=None, help="emotions CSV (default: $MODELSHRINK_DATA)")
     parser.add_argument("--out", type=Path, required=True, help="run folder (resumes; finished rows are reused)")
     parser.add_argument("--report-only", action="store_true", help="read the store, run nothing")
+    parser.add_argument("--jobs", type=int, default=None, help="local worker processes (default: one process)")
     args = parser.parse_args()
 
     if not args.report_only:
         raw = read_preset(args.preset) if args.preset else read_yaml(args.config)
         if args.data is not None:
             raw = merge(raw, {"data": {"path": str(args.data)}})
-        Runner(parse_config(raw), args.out, log=lambda msg: None).run()
+        with make_executor("inprocess", args.jobs, None) as executor:  # progress on stderr, also into a log file
+            Runner(parse_config(raw), args.out, log=lambda msg: print(msg, file=sys.stderr, flush=True)).run(
+                executor=executor)  # fmt: skip
     with ResultStore(args.out / "results.sqlite") as store:
         rows = store.rows()
     entries = summarize(rows)

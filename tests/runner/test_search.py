@@ -23,7 +23,8 @@ OFF = {"distill": False, "structured": "none", "cluster": False}
 PRUNE_INT8 = {**OFF, "prune": True, "final_sparsity": 0.5, "quant": "quant.int8_dynamic"}
 PRUNE_FP16 = {**PRUNE_INT8, "quant": "quant.fp16"}  # shares the fine-tuned prune prefix of PRUNE_INT8
 STRUCT = {**OFF, "structured": "prune.structured", "prune.structured.unit_sparsity": 0.5,
-          "prune.structured.embed_dim_sparsity": 0.0, "prune.structured.vocab_keep": None, "prune": False,
+          "prune.structured.embed_dim_sparsity": 0.0, "prune.structured.vocab_keep": None,
+          "prune.structured.epochs": 2, "prune": False,
           "quant": "none"}  # fmt: skip
 
 

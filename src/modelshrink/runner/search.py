@@ -35,7 +35,8 @@ from modelshrink.store import config_key
 
 __all__ = ["OBJECTIVES", "Budget", "check_arguments", "propose", "search", "searched_kinds"]
 STUDY_DB = "search.db"  # the default Optuna storage, in the run folder
-SPACE_VERSION = 2  # 2: four values (bytes, ms at batch 1 and 256, validation accuracy), every technique
+# 2: four values (bytes, ms at batch 1 and 256, validation accuracy), every technique; 3: prune.structured's epochs
+SPACE_VERSION = 3
 
 
 class Budget:

@@ -62,22 +62,27 @@ class StructuredPruneConfig(TechniqueConfig):
 
     @classmethod
     def search_space(cls, trial: SearchTrial, prefix: str) -> dict[str, Any] | None:
-        """Units and embedding dimensions removed in quarters, and vocabulary pruning (None keeps every word;
-        a `vocab_keep` at or above the vocabulary size keeps every word too)."""
+        """Units and embedding dimensions removed in quarters, vocabulary pruning (None keeps every word;
+        a `vocab_keep` at or above the vocabulary size keeps every word too), and the fine-tuning epochs after
+        the cut: a big cut needs more (75 % of the reference LSTM's units: validation -1.13 points after 2
+        epochs, -0.30 after 6; seed 0, 2026-12-01)."""
         return {
             "kind": "prune.structured",
             "unit_sparsity": trial.suggest_categorical(f"{prefix}unit_sparsity", [0.0, 0.25, 0.5, 0.75]),
             "embed_dim_sparsity": trial.suggest_categorical(f"{prefix}embed_dim_sparsity", [0.0, 0.25, 0.5]),
             "vocab_keep": trial.suggest_categorical(f"{prefix}vocab_keep", list(SEARCHED_VOCAB_KEEP)),
+            "epochs": trial.suggest_categorical(f"{prefix}epochs", list(SEARCHED_EPOCHS)),
         }
 
     def search_label(self) -> str:
         parts = [f"u{self.unit_sparsity:g}", f"e{self.embed_dim_sparsity:g}" if self.embed_dim_sparsity else "",
-                 f"v{self.vocab_keep}" if self.vocab_keep else ""]  # fmt: skip
+                 f"v{self.vocab_keep}" if self.vocab_keep else "",
+                 f"ft{self.epochs}" if self.epochs != SEARCHED_EPOCHS[0] else ""]  # fmt: skip
         return "struct-" + "-".join(p for p in parts if p)
 
 
 SEARCHED_VOCAB_KEEP = (None, 1000, 2000, 3000, 4000, 6000)  # words kept (the hand-found route kept 3000-4000)
+SEARCHED_EPOCHS = (2, 6)  # fine-tuning epochs after the cut; the first is the default, left out of the label
 
 
 # -- importance ------------------------------------------------------------------------------

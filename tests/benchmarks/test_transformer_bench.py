@@ -17,7 +17,7 @@ pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 
 from modelshrink.data.synthetic import tiny_hf_folder, write_synthetic_csv  # noqa: E402
-from modelshrink.runner import job, measure  # noqa: E402
+from modelshrink.runner import job, timing  # noqa: E402
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
@@ -116,7 +116,7 @@ def _small_configs(bench: ModuleType, tmp_path: Path, monkeypatch: pytest.Monkey
 def test_benchmark_runs_its_parts_on_a_tiny_transformer(
     bench: ModuleType, folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    monkeypatch.setattr(measure, "thread_counts", lambda: [1])  # the table's 2-thread columns: "—" here
+    monkeypatch.setattr(timing, "thread_counts", lambda: [1])  # the table's 2-thread columns: "—" here
     monkeypatch.setattr(job, "write_report", lambda out: [])  # each part's report.html: tests/report's subject
     monkeypatch.setattr(bench, "RUN_BATCHES", (1, 32))  # 256 is there for that report only
     _small_configs(bench, tmp_path, monkeypatch)

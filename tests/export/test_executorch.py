@@ -167,8 +167,10 @@ def test_measure_pte_row_says_what_stayed_float(
     stage = SimpleNamespace(model=model)
     settings = measure.MeasureSettings(tmp_path.parent, 1, torch.from_numpy(data.x_train[:1]), [])
     stats = {"dense_fp32_bytes": 1, "parameters": 1, "nonzeros": 1}
-    rows, why = measure.measure_pte(stage, tmp_path, data, stats, 1, settings)  # type: ignore[arg-type]
-    assert why == {}
+    pairs, why = measure.evaluate_pte(stage, tmp_path, data, stats, 1, settings)  # type: ignore[arg-type]
+    assert why == {} and not pairs[0][0].latency  # evaluated, not timed yet
+    measure.time_files(pairs, data, measure.ArtifactCache())
+    rows = [r for r, _ in pairs]
     assert [(r.artifact, r.weights) for r in rows] == [("executorch_int8", int8.weights.describe())]  # type: ignore[union-attr]
     assert "float32: " in rows[0].weights and "bias" in rows[0].weights
     assert rows[0].latency  # timed on trimmed token rows, pre-padded back to the program's length

@@ -14,7 +14,7 @@ from modelshrink.data.synthetic import synthetic_text_task
 from modelshrink.export.onnx import OnnxClassifier, export_onnx
 from modelshrink.measure.latency import CUDA_PROVIDER, gpu_latency_provider, gpu_runner
 from modelshrink.models import LSTMClassifier
-from modelshrink.runner import measure
+from modelshrink.runner import measure, timing
 from modelshrink.runner.row import VariantRow
 
 DATA = synthetic_text_task(n=60, vocab_size=32, max_len=8)
@@ -56,7 +56,7 @@ def test_gpu_figures_sit_beside_the_cpu_ones_and_are_absent_without_a_gpu(
         clf = OnnxClassifier(Path(file))
         return lambda xb: clf.session.run(None, {clf.input_name: xb})
 
-    monkeypatch.setattr(measure, "gpu_runner", cpu_standing_in)
+    monkeypatch.setattr(timing, "gpu_runner", cpu_standing_in)
     stats = {"dense_fp32_bytes": 1, "parameters": 1, "nonzeros": 1}
     art = measure.onnx_artifact("onnx_fp32", path, 1)
     with_gpu = measure.measure_artifact(art, DATA, tmp_path, stats, None, measure.ArtifactCache(),

@@ -35,8 +35,8 @@ from modelshrink.train import torch_predictor
 BATCHES = (1, 256)
 LATENCY_BUDGET_S = 0.15  # timed seconds per (artifact, batch, threads); 16 per model, ~3 s with warm-ups
 MEASURE_MEMORY = True  # one fresh subprocess per artifact (~1 s each, ~3 s for torch)
-# Memory probes at once: each is single-threaded, so one per core; more than two would also load the
-# disk cache and memory bus that a cold start reads. Measured on 2 cores (benchmarks/probe_overlap.py).
+# Memory probes at once: each is single-threaded, so one per core, and at most two: what was measured to leave
+# cold starts and peak memory unchanged (benchmarks/probe_overlap.py, 2 cores; more at once was not measured).
 PROBES_AT_ONCE = max(1, min(2, os.cpu_count() or 1))
 Logits = Callable[[np.ndarray], np.ndarray]  # every row of a split → (N, labels) logits
 

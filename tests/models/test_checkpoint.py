@@ -239,3 +239,21 @@ def test_a_later_run_reuses_the_given_models_row_from_the_store(tmp_path: Path) 
     assert rows[1]["measured_in_seed"] == 0 and "measured_in_seed" not in rows[0]
     assert rows[1]["test_accuracy"] == rows[0]["test_accuracy"] and rows[1]["artifacts"] == rows[0]["artifacts"]
     assert not list((out / "models").glob("*seed1*"))  # nothing measured for seed 1
+
+
+def test_given_weights_under_jobs_are_measured_once_in_the_driver(tmp_path: Path) -> None:
+    # With --jobs the workers train and evaluate; a given model's row has nothing to train, so no model travels
+    # back: the driver measures it for seed 0 and seed 1 reuses that row, as in one process.
+    pt, _ = _digits_state(tmp_path)
+    build = tmp_path / "net.py"
+    build.write_text(_BUILD)
+    cfg = tmp_path / "cfg.yaml"
+    variants = [{"name": "baseline", "steps": []}, {"name": "int8", "steps": [{"kind": "quant.int8_dynamic"}]}]
+    cfg.write_text(yaml.safe_dump({"seeds": [0, 1], "train": {"epochs": 1}, "variants": variants}))
+    out = tmp_path / "o"
+    assert main(["run", "--task", "digits", "--config", str(cfg), "--model", f"{build}:build", "--weights", str(pt),
+                 "--jobs", "2", "--out", str(out)]) == 0  # fmt: skip
+    rows = {(r["variant"], r["seed"]): r for r in json.loads((out / "results.json").read_text())}
+    assert all(r["status"] == "ok" for r in rows.values()), [r.get("error") for r in rows.values()]
+    assert rows[("baseline", 0)]["baseline_source"] == "measured" and rows[("baseline", 1)]["measured_in_seed"] == 0
+    assert rows[("int8", 1)]["latency"] and "measured_in_seed" not in rows[("int8", 1)]

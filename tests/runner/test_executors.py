@@ -67,17 +67,6 @@ def test_processes_run_a_users_own_model(sweep: SimpleNamespace, tmp_path: Path,
     assert not any("could not come back" in m for m in logged), logged  # ... and not trained again here
 
 
-def test_a_model_the_driver_cannot_unpickle_is_trained_there_instead() -> None:
-    import pickle
-
-    from modelshrink.runner.executors import _unpickled
-
-    assert _unpickled("ok", pickle.dumps({"a": 1})) == ("ok", {"a": 1})
-    status, why = _unpickled("ok", pickle.dumps(object)[:-3] + b"xx.")  # bytes this process cannot rebuild
-    assert status == "local" and why
-    assert _unpickled("failed", {"error": "e"}) == ("failed", {"error": "e"})
-
-
 def test_rows_timed_together_still_fail_alone(sweep: SimpleNamespace, tmp_path: Path) -> None:
     # The driver times a seed's evaluated rows together (RowRunner.finish_many); a row whose file is gone fails,
     # the others are timed and kept.

@@ -16,9 +16,7 @@ for a given seed (every technique seeds itself), so the numbers are the same eit
 from __future__ import annotations
 
 import concurrent.futures as cf
-import dataclasses
 import multiprocessing
-import pickle
 import signal
 import time
 import uuid
@@ -72,42 +70,23 @@ def _baseline_task(seed: int) -> int:
 def _stages_task(variant_jsons: list[str], seed: int) -> list[tuple[str, Any, float]]:
     """Train the models of variants that share a first step (their prefixes shared, as in-process), write
     their files and evaluate them (bytes, accuracy, checks); the driver times them. Per variant:
-    ("evaluated", {"evaluated": RowRunner.evaluate's}, seconds), ("failed", the error row, seconds), or, for a
-    given model's row (measured once for every seed, in the driver), ("ok", its Stage pickled, seconds), or
-    ("local", why, seconds) when that model does not pickle: the driver then builds it itself.
-
-    A Stage travels as bytes, unpickled by the driver's own code (`_unpickled`): a result that pebble itself
-    failed to unpickle (a user's model class the driver cannot import) would stop its result thread, and the
-    run would wait forever. An evaluated row holds only modelshrink's own dataclasses and plain values."""
+    ("evaluated", {"evaluated": RowRunner.evaluate's}, seconds), ("failed", the error row, seconds), or
+    ("given", None, seconds) for a given model's row (no steps: nothing to train; the driver measures it, once
+    for every seed). Nothing but modelshrink's own dataclasses and plain values travels back: no model."""
     rows, data = _WORKER["rows"], _WORKER["data"]
     cache = {("baseline",): rows.baseline(data, seed)}  # trained by this seed's baseline task, read from the folder
     out: list[tuple[str, Any, float]] = []
     for vj in variant_jsons:
         t0 = time.perf_counter()
         variant = VariantConfig.model_validate_json(vj)
+        if rows.as_given(variant, cache[("baseline",)]):
+            out.append(("given", None, time.perf_counter() - t0))
+            continue
         status, built = rows.stage(data, variant, seed, cache)
-        if status == "ok" and not rows.as_given(variant, cache[("baseline",)]):
+        if status == "ok":
             status, built = rows.evaluate(data, variant, seed, cache, built)
-        elif status == "ok":
-            built = dataclasses.replace(built, fine_tune_loss=None)  # training only, and often a closure
-            try:
-                built = pickle.dumps(built)
-            except Exception as err:  # e.g. a class defined inside a user's build function
-                status, built = "local", f"{type(err).__name__}: {err}"
         out.append((status, built, time.perf_counter() - t0))
     return out
-
-
-def _unpickled(status: str, built: Any) -> tuple[str, Any]:
-    """A worker's ("ok", pickled Stage) as ("ok", Stage), or ("local", why) when this process cannot rebuild it."""
-    if status != "ok":
-        return status, built
-    try:
-        # Bytes our own spawned worker just sent through pebble's pipe (pebble pickles every task and result the
-        # same way); never read from a file, so no file a user was sent reaches this.
-        return status, pickle.loads(built)
-    except Exception as err:  # e.g. a model class from a module this process has not imported
-        return "local", f"{type(err).__name__}: {err}"
 
 
 def prefix_groups(tasks: list[RowTask]) -> list[list[int]]:
@@ -248,18 +227,12 @@ class ProcessExecutor(Executor):
                     result.update(wall_s=round(result["wall_s"] + built[i][2], 2), train_threads=threads)
                     yield tasks[i], (status, result)  # worker's seconds + its share of the timing here
             for i in mine:
-                if built[i][0] == "evaluated":
+                if built[i][0] != "given":
                     continue
-                (v, _), (status, stage, seconds) = tasks[i], built[i]
-                status, stage = _unpickled(status, stage)
-                if status == "local":  # its model could not come back: built here instead
-                    rows.log(f"{v.name} seed {s}: its model could not come back from the worker ({stage}); "
-                             "trained again in this process")  # fmt: skip
-                    yield (v, s), rows.run(data, v, s, cache)
-                    continue
-                status, result = rows.run(data, v, s, cache, stage=stage)
+                v, seconds = tasks[i][0], built[i][2]
+                status, result = rows.run(data, v, s, cache)  # a given model: built from the baseline, no training
                 result.update(wall_s=round(result["wall_s"] + seconds, 2), train_threads=threads)
-                yield (v, s), (status, result)  # training in the worker + measuring here
+                yield (v, s), (status, result)
         built.clear()
 
     def close(self) -> None:

@@ -358,3 +358,13 @@ def test_pickle_file_is_refused_and_not_run(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match="nope.mshk"):
         load_compact(tmp_path / "nope.mshk")
+
+
+def test_entropy_code_in_two_threads_codes_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A big tensor's two zstd codings run at once; the file's bytes are those of one after the other."""
+    raw = torch.randn(300_000).numpy().tobytes()  # 1.2 MB of float32: above PARALLEL_BYTES
+    assert len(raw) >= compact_codec.PARALLEL_BYTES
+    together = compact_codec.entropy_code(raw, lanes=4)
+    monkeypatch.setattr(compact_codec, "PARALLEL_BYTES", 1 << 40)
+    one_by_one = compact_codec.entropy_code(raw, lanes=4)
+    assert together == one_by_one and together[0] == "shuffle_zstd" and len(together[1]) < len(raw)

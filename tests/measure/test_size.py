@@ -65,3 +65,19 @@ def test_file_sizes_empty_and_missing(tmp_path: Path) -> None:
     assert sizes["file_bytes"] == 0 and sizes["gzip_bytes"] > 0 and sizes["zstd_bytes"] > 0
     with pytest.raises(ArtifactError, match="missing.bin"):
         file_sizes(tmp_path / "missing.bin")
+
+
+def test_file_sizes_compress_the_same_bytes_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import modelshrink.measure.size as size
+
+    calls: list[Path] = []
+    real = size._compressed_sizes
+    monkeypatch.setattr(size, "_compressed_sizes", lambda p: calls.append(p) or real(p))
+    a, b = tmp_path / "a.bin", tmp_path / "b.bin"
+    a.write_bytes(os.urandom(1000))
+    b.write_bytes(a.read_bytes())
+    first = file_sizes(a)
+    assert file_sizes(b) == first and len(calls) == 1  # same bytes elsewhere: not compressed again
+    a.write_bytes(bytes(1000))  # same path and size, other bytes: measured again
+    again = file_sizes(a)
+    assert len(calls) == 2 and again["file_bytes"] == 1000 and again["gzip_bytes"] < first["gzip_bytes"]

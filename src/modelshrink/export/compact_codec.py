@@ -17,6 +17,7 @@ the file around these blobs (prelude, header, payload) is runtime/container.py a
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -168,6 +169,9 @@ def _encode(arr: np.ndarray) -> tuple[dict[str, Any], bytes]:
 # preset's compact files it never beat both zstd codings (docs/compact-format.md). An ANS coder (constriction)
 # for codebook indices saved 0.5-1.3 % of a file, not enough for a compiled dependency in the runtime (same doc).
 ENTROPY_WRITTEN = ("none", "zstd", "shuffle_zstd")
+# A tensor at least this big codes both ways in two threads: level 19 runs at about 1 MB/s, so a transformer's
+# compact file (90 MB of float32) took minutes coded one way after the other; small tensors are not worth a thread.
+PARALLEL_BYTES = 1 << 20
 
 
 def _zstd(raw: bytes) -> bytes:
@@ -178,11 +182,17 @@ def entropy_code(raw: bytes, lanes: int = 1, coders: tuple[str, ...] = ENTROPY_W
     """The smallest of `coders` on the raw bytes; `lanes` is the element width shuffle_zstd splits by
     (byte i of every element together before zstd, Blosc's "shuffle": the sign/exponent bytes of floats
     repeat, the low mantissa bytes do not)."""
-    options = [("none", raw)]
+    todo = []
     if raw and "zstd" in coders:
-        options.append(("zstd", _zstd(raw)))
+        todo.append(("zstd", raw))
     if raw and "shuffle_zstd" in coders and lanes > 1:
-        options.append(("shuffle_zstd", _zstd(shuffle(raw, lanes))))
+        todo.append(("shuffle_zstd", shuffle(raw, lanes)))
+    if len(raw) >= PARALLEL_BYTES and len(todo) > 1:  # zstandard releases the GIL: both codings at once
+        with ThreadPoolExecutor(len(todo)) as pool:
+            coded = list(pool.map(_zstd, [b for _, b in todo]))
+    else:
+        coded = [_zstd(b) for _, b in todo]
+    options = [("none", raw), *((name, c) for (name, _), c in zip(todo, coded, strict=True))]
     return min(options, key=lambda o: len(o[1]))  # ties: the simpler coding, listed first
 
 

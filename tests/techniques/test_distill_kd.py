@@ -120,8 +120,13 @@ def test_runner_rebuilds_changed_architectures_from_their_files(tmp_path: Path) 
             {"name": "kd-qat", "steps": [student, {"kind": "quant.qat", "epochs": 1}]},
         ],
     })  # fmt: skip
-    rows = {r["variant"]: r for r in Runner(cfg, tmp_path / "o", log=lambda m: None).run()}
+    logged: list[str] = []
+    rows = {r["variant"]: r for r in Runner(cfg, tmp_path / "o", log=logged.append).run()}
     assert all(r["status"] == "ok" for r in rows.values()), {k: r.get("error") for k, r in rows.items()}
+    # The teacher classifies the training rows once for both students, and says so (minutes for a transformer).
+    teacher = [m for m in logged if "the teacher classified" in m]
+    assert len(teacher) == 1, logged
+    assert 100 <= int(teacher[0].split("classified ")[1].split()[0]) <= 110  # the training split: 70 % of 150
     for name in ("kd-pc", "lowrank"):  # the compact file rebuilt the new architecture and scored as the ONNX file
         assert rows[name]["compact_test_accuracy"] == pytest.approx(rows[name]["test_accuracy"], abs=1e-9)
         assert rows[name]["compact_bytes"] < rows["baseline"]["compact_bytes"]

@@ -249,7 +249,10 @@ class Pipeline:
                 path = folder / "teacher_logits.npy"
                 saved = np.load(path, allow_pickle=False) if path.is_file() else None
                 if saved is None or saved.shape != (len(data.x_train), data.num_labels):
+                    t0 = time.perf_counter()
                     saved = training_logits(teacher, data)
+                    self.log(f"seed {seed}: the teacher classified {len(saved):,} training rows for distillation "
+                             f"in {time.perf_counter() - t0:.0f} s")  # fmt: skip
                     if (folder / "model.safetensors").is_file():  # a baseline trained here: its folder holds it
                         np.save(folder / "teacher_logits.tmp.npy", saved)
                         (folder / "teacher_logits.tmp.npy").replace(path)

@@ -336,12 +336,13 @@ def table_lines(out: Path) -> tuple[list[dict[str, Any]], list[str]]:
                     continue
                 e = entries.setdefault((stage, row["variant"], name), {"stage": stage, "variant": row["variant"],
                                        "file": name, "seeds": []})  # fmt: skip
-                latency = again.get(str(Path(stage) / arts[name]["file"]), lat.get(name, []))
-                e["seeds"].append({**arts[name], "latency": latency, "history": row.get("baseline_history")})
+                key = str(Path(stage) / arts[name]["file"])
+                e["seeds"].append({**arts[name], "latency": again.get(key, lat.get(name, [])), "retimed": key in again,
+                                   "history": row.get("baseline_history")})  # fmt: skip
     optimum = out / OPTIMUM_ROW
     if optimum.is_file():
         r = json.loads(optimum.read_text())
-        r["latency"] = again.get(str(OPTIMUM_FILE), r["latency"])
+        r["latency"], r["retimed"] = again.get(str(OPTIMUM_FILE), r["latency"]), str(OPTIMUM_FILE) in again
         entries[("optimum", "optimum", "optimum_int8")] = {"stage": "optimum", "variant": "optimum-int8",
                                                             "file": "optimum_int8", "seeds": [r]}  # fmt: skip
     return [_summarize(e) for e in entries.values()], failed
@@ -362,6 +363,7 @@ def _summarize(e: dict[str, Any]) -> dict[str, Any]:
         for t in (1, 2):
             out[f"b{b}t{t}"] = _mean([_ms(s, b, t) for s in seeds])
     out["history"] = seeds[0].get("history")
+    out["retimed"] = all(s.get("retimed") for s in seeds)
     return out
 
 
@@ -377,13 +379,14 @@ def report(out: Path) -> str:
     ref = min(fp32, key=lambda r: r["stage"] != "transformer", default=None)  # the fine-tuned file, measured as given
     lines = ["| part | variant | file | seeds | bytes | test acc % | ms b1 t1 | ms b1 t2 | ms b32 t1 | ms b32 t2 "
              "| × smaller | × faster b32 t1 | × faster b32 t2 |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    again, said = retimed(out)
     for r in rows:
         r["smaller"] = ref["bytes"] / r["bytes"] if ref and r["bytes"] else None
         for t in (1, 2):
             k = f"b32t{t}"
             r[f"faster{t}"] = ref[k] / r[k] if ref and ref.get(k) and r.get(k) else None
         lines.append(
-            f"| {r['stage']} | {r['variant']} | {r['file']} | {r['n']} | {_fmt(r['bytes'], ',.0f')} | "
+            f"| {r['stage']} | {r['variant']} | {r['file']}{' †' if again and not r['retimed'] else ''} | {r['n']} | {_fmt(r['bytes'], ',.0f')} | "
             f"{100 * r['acc']:.2f} ± {100 * r['acc_sd']:.2f} | "
             + " | ".join(_fmt(r[f"b{b}t{t}"], ".2f") for b in LATENCY_BATCHES for t in (1, 2))
             + f" | {_fmt(r['smaller'], '.2f')} | {_fmt(r['faster1'], '.2f')} | {_fmt(r['faster2'], '.2f')} |"
@@ -392,7 +395,9 @@ def report(out: Path) -> str:
     from transformer_report import pareto_png, ship
 
     png = pareto_png(rows, out / "pareto.png")
-    lines += ["", retimed(out)[1], "", *floors(rows, ref), *time_spent(out), "", *ship(rows)]
+    if again and not all(r["retimed"] for r in rows):
+        said += " †: a file made since (or changed), its latency as measured in its row."
+    lines += ["", said, "", *floors(rows, ref), *time_spent(out), "", *ship(rows)]
     lines += [f"Pareto plots: {png}"] if png else []
     if failed:
         lines += ["", "Failed rows (a technique's refusal is its row):", *(f"- {f}" for f in failed)]

@@ -169,7 +169,10 @@ def test_benchmark_runs_its_parts_on_a_tiny_transformer(
     assert heads not in bench.retimed(out)[0]
     assert bench.main(["--out", str(out), "--report-only"]) == 0
     table = capsys.readouterr().out  # that file's row says its latency is its row's, and only that one
-    assert "| transformer | heads-25 | onnx_int8 † | 1 |" in table and "| transformer | heads-25 | onnx_fp32 | 1 |" in table
+    assert (
+        "| transformer | heads-25 | onnx_int8 † | 1 |" in table
+        and "| transformer | heads-25 | onnx_fp32 | 1 |" in table
+    )
     assert "†: a file made since (or changed)" in table
 
 

@@ -396,7 +396,7 @@ def report(out: Path) -> str:
 
     png = pareto_png(rows, out / "pareto.png")
     if again and not all(r["retimed"] for r in rows):
-        said += " †: a file made since (or changed), its latency as measured in its row."
+        said += " †: latency as measured in its row (a file made or changed since, or a compact file: not retimed)."
     lines += ["", said, "", *floors(rows, ref), *time_spent(out), "", *ship(rows)]
     lines += [f"Pareto plots: {png}"] if png else []
     if failed:

@@ -173,7 +173,7 @@ def test_benchmark_runs_its_parts_on_a_tiny_transformer(
         "| transformer | heads-25 | onnx_int8 † | 1 |" in table
         and "| transformer | heads-25 | onnx_fp32 | 1 |" in table
     )
-    assert "†: a file made since (or changed)" in table
+    assert "†: latency as measured in its row" in table
 
 
 def _three_input_onnx(folder: Path, dest: Path) -> None:

@@ -72,7 +72,7 @@ def file_sizes(path: Path) -> dict[str, int]:
     they compress): each file's sizes take about half the time on 2 cores (5 s of a seed's 10 s in
     the reference comparison). A file measured again with the same bytes (the compact file as
     `compact` and as `msz_runtime`) is not compressed again: zstd level 19 runs at about 1 MB/s,
-    20-30 s for one of a transformer's files, where reading its digest takes a fraction of a second."""
+    20-70 s for one of a transformer's files, where reading its digest takes a fraction of a second."""
     path = Path(path)
     digest = hashlib.sha256()
     try:

@@ -257,8 +257,7 @@ def evaluate_variant(
     measured.append((evaluate_artifact(compact, data, s.root, stats, baseline_dense, compact_logits), compact))
     shipped, not_exported = _device_files(stage, folder, compact_path, weights_label, data, stats, baseline_dense, s)
     measured += shipped
-    fp32 = next(a for a in onnx_arts if a.name == "onnx_fp32")
-    hf_onnx = _hf_onnx(model, folder, data, s, fp32, test_logits if fp32.path == primary_path else None, not_exported)
+    hf_onnx = _hf_onnx(model, folder, data, s, onnx_arts, {primary_path: test_logits}, not_exported)
     weights = onnx_weight_stats(primary_path)
     row = VariantRow(
         export_format=stage.export_format, primary=primary_name, steps=stage.steps,
@@ -303,12 +302,12 @@ def _device_files(
 
 
 def _hf_onnx(
-    model: nn.Module, folder: Path, data: TaskData, s: MeasureSettings, fp32: Artifact,
-    fp32_test_logits: np.ndarray | None, not_exported: dict[str, str],
+    model: nn.Module, folder: Path, data: TaskData, s: MeasureSettings, onnx_arts: list[Artifact],
+    test_logits: dict[Path, np.ndarray], not_exported: dict[str, str],
 ) -> dict[str, Any] | None:  # fmt: skip
     """An hf model's input_ids + attention_mask file (export/onnx_hf.py) beside model.onnx: its bytes, its test
-    accuracy in ONNX Runtime, and its logits against the measured float32 file's on the test rows (those logits
-    when already computed). None: not an hf model, or the export failed (then `not_exported` says why)."""
+    accuracy in ONNX Runtime, and its logits against the measured float32 file's on the test rows (`test_logits`:
+    files' logits already computed). None: not an hf model, or the export failed (then `not_exported` says why)."""
     if not isinstance(model, HFClassifier):
         return None
     from modelshrink.errors import IncompatibleModelError
@@ -319,7 +318,8 @@ def _hf_onnx(
         not_exported["onnx_hf"] = str(err)
         return None
     logits = predict_logits(hf_onnx_predictor(path, model.pad_id, s.latency_threads), data.x_test)
-    reference = fp32_test_logits if fp32_test_logits is not None else fp32.logits(data.x_test)
+    fp32 = next(a for a in onnx_arts if a.name == "onnx_fp32")
+    reference = test_logits[fp32.path] if fp32.path in test_logits else fp32.logits(data.x_test)
     return {"file": str(path.relative_to(s.root)), "file_bytes": path.stat().st_size, "weights": "fp32",
             "inputs": ["input_ids", "attention_mask"], "padding": "right",
             "test_accuracy": classification_metrics(data.y_test, logits, data.num_labels)["accuracy"],

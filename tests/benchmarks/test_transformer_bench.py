@@ -125,14 +125,16 @@ def test_benchmark_runs_its_parts_on_a_tiny_transformer(
     common = ["--out", str(out), "--model-folder", str(folder), "--task", "csv", "--data", str(csv), "--seeds", "1"]
     assert bench.main([*common, "--variants", "heads-25"]) == 2  # no teacher yet: one line, nothing run
     assert "run the teacher first" in capsys.readouterr().err and not (out / "transformer").exists()
-    assert bench.main([*common, "--variants", "baseline,heads-25,lstm-labels"]) == 0
+    assert bench.main([*common, "--variants", "baseline,heads-25,lstm-labels,movement-50"]) == 0
     finetuned = out / "finetuned"
     config = json.loads((finetuned / "config.json").read_text())
     assert config["architectures"] == ["BertForSequenceClassification"] and len(config["id2label"]) == 3
     rows = {(s, r["variant"]): r for s in ("finetune", "transformer", "students") for r in bench.store_rows(out / s)}
     assert {k: r["status"] for k, r in rows.items()} == {
-        ("finetune", "baseline"): "ok", ("transformer", "baseline"): "ok", ("transformer", "heads-25"): "ok",
-        ("students", "baseline"): "ok", ("students", "lstm-labels"): "ok"}  # fmt: skip
+        ("finetune", "baseline"): "ok", ("finetune", "movement-50"): "ok", ("transformer", "baseline"): "ok",
+        ("transformer", "heads-25"): "ok", ("students", "baseline"): "ok", ("students", "lstm-labels"): "ok"}  # fmt: skip
+    # Movement pruning starts from the pretrained folder (the teacher's part), not from the fine-tuned model.
+    assert str(folder) in rows[("finetune", "movement-50")]["steps"][0]["details"]["start"]
     # The saved folder is the fine-tuned model: measured as given, the same test accuracy and predictions.
     assert rows[("transformer", "baseline")]["baseline_history"] == []
     assert rows[("transformer", "baseline")]["test_accuracy"] == rows[("finetune", "baseline")]["test_accuracy"]
@@ -206,7 +208,7 @@ def test_feeds_move_tokens_to_the_front(bench: ModuleType) -> None:
 
 def test_bad_variant_name_is_one_line(bench: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert bench.main(["--out", str(tmp_path / "o"), "--variants", "baseline,nope"]) == 2
-    assert "--variants: unknown nope; known: baseline, int8-static" in capsys.readouterr().err
+    assert "--variants: unknown nope; known: baseline, movement-50, movement-70, int8-static" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
 
@@ -243,3 +245,10 @@ def test_a_variant_shows_the_file_its_last_step_wrote(bench: ModuleType) -> None
     # int8-static's own file is the static int8 one (on MiniLM it scored 30 %); the table must not hide it.
     assert bench.shown({"variant": "int8-static", "export_format": "int8_static", "steps": []})[0] == "onnx_int8_static"
     assert bench.shown({"variant": "kd-3layer", "export_format": "fp32", "steps": []}) == ["onnx_fp32", "onnx_int8"]
+
+
+def test_variants_that_start_from_the_pretrained_model_run_in_the_teachers_part(bench: ModuleType) -> None:
+    assert bench.variant_names("finetune") == ["baseline", "movement-50", "movement-70"]
+    assert not {"baseline", "movement-50", "movement-70"} & set(bench.variant_names("transformer"))
+    assert bench.plan(["movement-70", "heads-25"])["finetune"] == ["movement-70"]
+    assert bench.plan(["movement-70", "heads-25"])["transformer"] == ["heads-25"]

@@ -18,6 +18,14 @@ score still moves with the gradient of W' and the weight can come back with that
 rises again. The forward pass sees exact zeros (prune.magnitude's in-place masks, re-applied after every
 optimizer step); the frozen values live beside the model and are restored when a weight returns.
 
+Where it starts (`start`): the model it receives (`incoming`, the default), or, as in the paper, the model's
+pretrained weights with a new head (`pretrained`: an hf model read from a folder whose head is not yet trained
+for these labels), so that the scores follow the whole fine-tuning, as the paper prunes pretrained BERT while
+fine-tuning it. On a model already fine-tuned the first-order term -dL/dW * W says little (the gradients are
+small, their sign unrelated to what matters; pruning at a minimum is second-order work, LeCun et al. 1990):
+benchmarks/movement_start.py measures the mask the scores pick on a fine-tuned MiniLM against magnitude's and
+a random one.
+
 Targets: the weight matrices of the encoder, as in the paper: embeddings and the classification head
 (a Linear with one output per label) are not pruned and are listed as skipped. The schedule, scope,
 fine-tuning and the final mask at `final_sparsity` are prune.magnitude's (`run_pruning`), as are the
@@ -34,6 +42,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
+from modelshrink.errors import ConfigError
 from modelshrink.techniques._targets import Target
 from modelshrink.techniques.base import RunContext, SearchStage, SearchTrial, TechniqueResult, register_technique
 from modelshrink.techniques.prune_magnitude import MagnitudePruneConfig, _Pruner, run_pruning
@@ -45,6 +54,9 @@ class MovementPruneConfig(MagnitudePruneConfig):
     kind: Literal["prune.movement"] = "prune.movement"  # type: ignore[assignment]
     scope: Literal["per_tensor", "global"] = "per_tensor"  # the paper's hard Top_v: per weight matrix
     epochs: int = Field(2, ge=1)  # scores come from fine-tuning: at least one epoch
+    # "pretrained": start from the model folder's pretrained weights with a new head (the paper's setting: pruning
+    # during the fine-tuning itself), not from the model this step receives (e.g. the already fine-tuned baseline).
+    start: Literal["incoming", "pretrained"] = Field("incoming", exclude_if=lambda v: v == "incoming")
     search_stage: ClassVar[SearchStage | None] = None  # not searched (yet): a comparison row
 
     @classmethod
@@ -112,9 +124,38 @@ def _not_encoder(model: nn.Module, num_labels: int | None) -> tuple[str, ...]:
     return tuple(names)
 
 
+def restart_from_pretrained(model: nn.Module, ctx: RunContext) -> str:
+    """`model` gets the weights its folder holds (`ctx.model_config.path`) and a new head, seeded: the
+    pretrained model fine-tuning starts from. Refused where there is no such folder or it is already fine-tuned."""
+    from modelshrink.models.builders import build_model, pretrained
+
+    mc = ctx.model_config
+    config = getattr(getattr(model, "model", None), "config", None)
+    if mc is None or mc.name != "hf" or not mc.path or mc.hf_config is not None or config is None:
+        raise ConfigError("prune.movement start: pretrained reloads the pretrained weights of an hf model read from a "
+                          "folder (model: {name: hf, path: ...}); this model has none: use start: incoming")  # fmt: skip
+    labels = [str(config.id2label[i]) for i in range(len(config.id2label))]
+    if pretrained(mc, labels):
+        raise ConfigError(f"prune.movement start: pretrained: {mc.path} already classifies these labels (fine-tuned), "
+                          "so it is not the pretrained start; point model.path at the pretrained folder it was "
+                          "fine-tuned from, or use start: incoming")  # fmt: skip
+    fresh = build_model(mc, ctx.input_dim or 0, len(labels))
+    torch.manual_seed(ctx.seed)  # the new head, reproducible per seed
+    fresh.new_head(labels)  # type: ignore[operator]  # an hf model (checked above)
+    try:
+        model.load_state_dict(fresh.state_dict())
+    except RuntimeError as err:  # an earlier step changed the model's shapes
+        raise ConfigError(
+            "prune.movement start: pretrained replaces the weights with the folder's, so it must be "
+            f"the variant's first step (the model's shapes changed before it: {str(err)[:120]})"
+        ) from err
+    return str(mc.path)
+
+
 @register_technique(MovementPruneConfig)
 def prune_movement(model: nn.Module, cfg: MovementPruneConfig, ctx: RunContext) -> TechniqueResult:
     """Movement pruning (Sanh et al. 2020): the lowest accumulated -W·dL/dW go, on the cubic schedule."""
+    start = restart_from_pretrained(model, ctx) if cfg.start == "pretrained" else None
     skip = tuple(n for n in _not_encoder(model, ctx.num_labels) if n not in ctx.exclude)
     pruners: list[_MovementPruner] = []
 
@@ -129,4 +170,6 @@ def prune_movement(model: nn.Module, cfg: MovementPruneConfig, ctx: RunContext) 
             p.close()
     result.details["not_pruned"] = "embeddings and the classification head, as Sanh et al. (2020)"
     result.details["score"] = "hard movement: -sum_t dL/dW' * W, top-v per matrix"
+    if start is not None:
+        result.details["start"] = f"the pretrained weights of {start}, a new head, pruned while fine-tuning"
     return result

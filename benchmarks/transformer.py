@@ -249,7 +249,7 @@ def retime(out: Path, args: argparse.Namespace) -> Path:
     files: dict[str, Any] = {}
     t_start = time.perf_counter()
     for stage in CONFIGS:
-        rows = [r for r in store_rows(out / stage) if r["status"] == "ok"]
+        rows = [r for r in part_rows(out, stage) if r["status"] == "ok"]
         todo = [(name, r["artifacts"][name]) for r in rows for name in shown(r)
                 if name != "compact" and name in (r.get("artifacts") or {})]  # fmt: skip
         extra = [("optimum_int8", str(Path("..") / OPTIMUM_FILE))] if stage == "transformer" else []
@@ -309,6 +309,12 @@ def store_rows(folder: Path) -> list[dict[str, Any]]:
         return store.rows()
 
 
+def part_rows(out: Path, stage: str) -> list[dict[str, Any]]:
+    """The part's rows of the variants its config has now (a variant since moved or removed is not shown)."""
+    names = {"baseline", *variant_names(stage)}
+    return [r for r in store_rows(out / stage) if r["variant"] in names]
+
+
 def _ms(artifact: dict[str, Any], batch: int, threads: int) -> float | None:
     found = [r["median_ms"] for r in artifact.get("latency", []) if r["batch"] == batch and r["threads"] == threads]
     return found[0] if found else None
@@ -335,7 +341,7 @@ def table_lines(out: Path) -> tuple[list[dict[str, Any]], list[str]]:
     failed = []
     again, _ = retimed(out)
     for stage in CONFIGS:
-        for row in store_rows(out / stage):
+        for row in part_rows(out, stage):
             if row["status"] != "ok":
                 failed.append(f"{stage}/{row['variant']} seed {row['seed']}: {str(row.get('error', ''))[:200]}")
                 continue
@@ -420,7 +426,7 @@ def time_spent(out: Path) -> list[str]:
     """Where the benchmark's time went: each part's rows (and the teacher's fine-tuning), the longest rows."""
     spent = []
     for stage in CONFIGS:
-        for r in store_rows(out / stage):
+        for r in part_rows(out, stage):
             # The teacher's fine-tuning once, in its own row (the movement rows beside it carry its history too).
             trained = (
                 sum(h.get("seconds", 0.0) for h in r.get("baseline_history") or [])

@@ -252,3 +252,10 @@ def test_variants_that_start_from_the_pretrained_model_run_in_the_teachers_part(
     assert not {"baseline", "movement-50", "movement-70"} & set(bench.variant_names("transformer"))
     assert bench.plan(["movement-70", "heads-25"])["finetune"] == ["movement-70"]
     assert bench.plan(["movement-70", "heads-25"])["transformer"] == ["heads-25"]
+
+
+def test_a_part_shows_only_the_variants_its_config_has_now(bench: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    stored = [{"variant": v} for v in ("baseline", "movement-50", "heads-25")]  # movement-50 ran here before
+    monkeypatch.setattr(bench, "store_rows", lambda folder: stored)
+    assert [r["variant"] for r in bench.part_rows(Path("o"), "transformer")] == ["baseline", "heads-25"]
+    assert [r["variant"] for r in bench.part_rows(Path("o"), "finetune")] == ["baseline", "movement-50"]

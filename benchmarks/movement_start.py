@@ -89,7 +89,7 @@ def main() -> None:
         largest_cut.append(float((top & ~mov).sum() / top.sum()))
     print(json.dumps({
         "model": str(args.model_folder), "steps": args.steps, "train_s": round(train_s, 1),
-        "last_loss": round(float(loss), 4), "matrices": len(before),
+        "last_loss": round(loss.item(), 4), "matrices": len(before),
         "movement_keeps_of_magnitudes_half": round(float(np.mean(overlap)), 4),  # 0.5: unrelated to size
         "largest_10pct_cut_by_movement": round(float(np.mean(largest_cut)), 4),
         "val_accuracy_with_50pct_mask_no_recovery": accuracy, "val_rows": min(args.val_rows, len(data.x_val)),

@@ -21,10 +21,10 @@ optimizer step); the frozen values live beside the model and are restored when a
 Where it starts (`start`): the model it receives (`incoming`, the default), or, as in the paper, the model's
 pretrained weights with a new head (`pretrained`: an hf model read from a folder whose head is not yet trained
 for these labels), so that the scores follow the whole fine-tuning, as the paper prunes pretrained BERT while
-fine-tuning it. On a model already fine-tuned the first-order term -dL/dW * W says little (the gradients are
-small, their sign unrelated to what matters; pruning at a minimum is second-order work, LeCun et al. 1990):
-benchmarks/movement_start.py measures the mask the scores pick on a fine-tuned MiniLM against magnitude's and
-a random one.
+fine-tuning it. Neither start saves it on a model that fits its task within an epoch: the scores' sign is then
+close to noise while their size follows |W|, so the lowest scores are large weights, and the first mask already
+breaks the model (MiniLM on the emotion data, from either start: benchmarks/movement_start.py measures it,
+docs/techniques-pruning.md has the figures).
 
 Targets: the weight matrices of the encoder, as in the paper: embeddings and the classification head
 (a Linear with one output per label) are not pruned and are listed as skipped. The schedule, scope,

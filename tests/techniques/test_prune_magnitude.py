@@ -305,3 +305,15 @@ def test_zero_masked_zeroes_exactly_the_dropped_weights_in_place() -> None:
     zero_masked_([w], [keep.float()])
     assert same is w and torch.equal(w.detach(), torch.tensor([[0.0, 2.0], [0.5, 0.0]]))
     assert not torch.signbit(w.detach()[0, 0]) and not torch.signbit(w.detach()[1, 1])  # +0.0, not -0.0
+
+
+def test_an_end_step_off_the_update_turns_is_named_not_blamed_on_short_training(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # 8 steps; turns at 1, 4, 7 (frequency 3): end_step 6 is never a turn, so the last update (step 4) falls short.
+    cfg = MagnitudePruneConfig(final_sparsity=0.6, begin_step=1, end_step=6, frequency=3, epochs=2)
+    with caplog.at_level("WARNING"):
+        result = prune_magnitude(make_model("lstm"), cfg, make_ctx("lstm"))
+    assert result.details["schedule_completed"] is False and result.details["steps"] == 2 * STEPS_PER_EPOCH
+    assert "end_step 6 is not on a mask-update turn" in caplog.text and "set end_step to 4 or 7" in caplog.text
+    assert "fine-tuning ended" not in caplog.text

@@ -194,8 +194,20 @@ def run_pruning(
     # update), the schedule stopped short of it. `schedule_completed` says whether the
     # schedule itself got there, i.e. whether fine-tuning had a chance to recover from it.
     schedule_completed = pruner.last_sparsity is not None and pruner.last_sparsity >= cfg.final_sparsity
-    if cfg.epochs > 0 and not schedule_completed:  # honest, but rarely what the user meant: say so
-        logging.getLogger(__name__).warning(
+    # The polynomial schedule's last update: the last frequency turn at or before end_step (end_step itself only
+    # when end_step - begin_step is a multiple of frequency, as in TFMOT).
+    last_turn = cfg.begin_step + (cfg.end_step - cfg.begin_step) // cfg.frequency * cfg.frequency
+    log = logging.getLogger(__name__)
+    if cfg.epochs > 0 and not schedule_completed and cfg.schedule == "polynomial" and pruner.steps >= last_turn:
+        log.warning(
+            "%s: end_step %d is not on a mask-update turn (begin_step %d + k x frequency %d), so the schedule's "
+            "last update (step %d) reached sparsity %.4f, not %.2f; the rest was applied after fine-tuning, with no "
+            "steps to recover; set end_step to %d or %d",
+            cfg.kind, cfg.end_step, cfg.begin_step, cfg.frequency, last_turn, pruner.last_sparsity or 0.0,
+            cfg.final_sparsity, last_turn, last_turn + cfg.frequency,
+        )  # fmt: skip
+    elif cfg.epochs > 0 and not schedule_completed:  # honest, but rarely what the user meant: say so
+        log.warning(
             "%s: fine-tuning ended after %d steps, before the schedule reached sparsity %.2f (end_step %d); "
             "it was applied at the end with no steps left to recover; lower end_step below %d or raise epochs",
             cfg.kind, pruner.steps, cfg.final_sparsity, cfg.end_step, pruner.steps,

@@ -3,7 +3,7 @@
 prune.movement ranks weights by -sum_t dL/dW * W over fine-tuning steps (Sanh et al. 2020) and prunes the lowest.
 This script trains `--steps` steps of the transformer recipe (AdamW, lr 5e-5, batch 32, length-bucketed, trimmed)
 from `--model-folder` (a fine-tuned folder as it is; a pretrained one with a new head, seeded) with prune.movement's
-own pruner accumulating scores and pruning nothing, then applies masks to the encoder matrices as they were and
+own pruner accumulating scores and pruning nothing, then applies masks to the encoder matrices as they are then and
 measures validation accuracy with no recovery, at 7 % (the cubic schedule's first update here) and 50 %: the weights
 movement prunes (lowest scores), the highest scores instead, magnitude's, a random choice. Also: how the weights
 movement prunes compare in size with their matrix, and how much of magnitude's half movement keeps.
@@ -50,7 +50,6 @@ def main() -> None:
         torch.manual_seed(0)
         model.new_head(data.labels)  # type: ignore[operator]
     targets, _ = prunable_weights(model, exclude=_not_encoder(model, data.num_labels))
-    before = {t.qualified_name: t.weight.detach().clone() for t in targets}
     pruner = _MovementPruner(targets, MovementPruneConfig(final_sparsity=0.5))  # scores only: no mask is applied
     torch.manual_seed(0)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
@@ -67,6 +66,7 @@ def main() -> None:
         opt.step()
     pruner.close()
     train_s = time.perf_counter() - t0
+    before = {t.qualified_name: t.weight.detach().clone() for t in targets}  # where the first mask would fall
     rng = torch.Generator().manual_seed(0)
     scores = {
         "movement (lowest go)": {n: pruner.movement[n] for n in before},

@@ -17,6 +17,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,11 +32,58 @@ from modelshrink.train import evaluate, train_batches
 HERE = Path(__file__).resolve().parent
 
 
+def kept(s: torch.Tensor, frac: float) -> torch.Tensor:
+    """All but the lowest `frac` of one matrix's scores."""
+    return s > s.flatten().kthvalue(max(1, int(s.numel() * frac))).values
+
+
+def accumulate(
+    model: torch.nn.Module, targets: list[Any], data: Any, train: Any, steps: int
+) -> tuple[Any, float, float]:
+    """`steps` steps of the transformer recipe with prune.movement's pruner scoring (pruning nothing):
+    (the pruner, the last loss, seconds)."""
+    pruner = _MovementPruner(targets, MovementPruneConfig(final_sparsity=0.5))  # scores only: no mask is applied
+    torch.manual_seed(0)
+    opt = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+    model.train()
+    t0, loss = time.perf_counter(), torch.tensor(0.0)
+    for step, rows in enumerate(train_batches(data.x_train, train.batch_size, np.random.default_rng(0))):
+        if step == steps:
+            break
+        x = data.x_train[rows]
+        x = x[:, int((x != 0).any(0).argmax()) :]  # pre-padded rows trimmed to their longest
+        loss = torch.nn.functional.cross_entropy(model(torch.as_tensor(x)), torch.as_tensor(data.y_train[rows]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    pruner.close()
+    return pruner, loss.item(), time.perf_counter() - t0
+
+
+def masked_accuracy(model: torch.nn.Module, targets: list[Any], data: Any, scores: dict[str, Any], rows: int) -> Any:
+    """Validation accuracy with each score's masks applied to the weights as they are now (no recovery)."""
+    before = {t.qualified_name: t.weight.detach().clone() for t in targets}
+    model.eval()
+    accuracy: dict[str, dict[str, float]] = {}
+    for frac in (0.0, 0.07, 0.5):
+        for name, per in scores.items():
+            with torch.no_grad():
+                for t in targets:
+                    mask = kept(per[t.qualified_name], frac) if frac else 1.0
+                    t.weight.copy_(before[t.qualified_name] * mask)
+            acc = evaluate(model, data.x_val[:rows], data.y_val[:rows], data.num_labels)["accuracy"]
+            accuracy.setdefault(f"{frac:.0%} pruned", {})[name] = round(acc, 4)
+            if not frac:
+                break  # nothing pruned: one figure
+    with torch.no_grad():
+        for t in targets:
+            t.weight.copy_(before[t.qualified_name])
+    return accuracy
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument(
-        "--model-folder", type=Path, required=True, help="a fine-tuned hf folder (its head: the data's labels)"
-    )
+    p.add_argument("--model-folder", type=Path, required=True, help="a fine-tuned or a pretrained hf folder")
     p.add_argument("--steps", type=int, default=70, help="fine-tuning steps that accumulate scores")
     p.add_argument("--val-rows", type=int, default=1000, help="validation rows for the accuracies")
     args = p.parse_args()
@@ -50,56 +98,22 @@ def main() -> None:
         torch.manual_seed(0)
         model.new_head(data.labels)  # type: ignore[operator]
     targets, _ = prunable_weights(model, exclude=_not_encoder(model, data.num_labels))
-    pruner = _MovementPruner(targets, MovementPruneConfig(final_sparsity=0.5))  # scores only: no mask is applied
-    torch.manual_seed(0)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    model.train()
-    t0, loss = time.perf_counter(), torch.tensor(0.0)
-    for step, rows in enumerate(train_batches(data.x_train, cfg.train.batch_size, np.random.default_rng(0))):
-        if step == args.steps:
-            break
-        x = data.x_train[rows]
-        x = x[:, int((x != 0).any(0).argmax()) :]  # pre-padded rows trimmed to their longest
-        loss = torch.nn.functional.cross_entropy(model(torch.as_tensor(x)), torch.as_tensor(data.y_train[rows]))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    pruner.close()
-    train_s = time.perf_counter() - t0
-    before = {t.qualified_name: t.weight.detach().clone() for t in targets}  # where the first mask would fall
+    pruner, last_loss, train_s = accumulate(model, targets, data, cfg.train, args.steps)
+    weights = {t.qualified_name: t.weight.detach() for t in targets}  # where the first mask would fall
     rng = torch.Generator().manual_seed(0)
     scores = {
-        "movement (lowest go)": {n: pruner.movement[n] for n in before},
-        "movement, highest go instead": {n: -pruner.movement[n] for n in before},
-        "magnitude": {n: w.abs() for n, w in before.items()},
-        "random": {n: torch.rand(w.shape, generator=rng) for n, w in before.items()},
+        "movement (lowest go)": {n: pruner.movement[n] for n in weights},
+        "movement, highest go instead": {n: -pruner.movement[n] for n in weights},
+        "magnitude": {n: w.abs() for n, w in weights.items()},
+        "random": {n: torch.rand(w.shape, generator=rng) for n, w in weights.items()},
     }
-
-    def kept(s: torch.Tensor, frac: float) -> torch.Tensor:  # all but the lowest `frac` of one matrix
-        return s > s.flatten().kthvalue(max(1, int(s.numel() * frac))).values
-
-    model.eval()
-    accuracy: dict[str, dict[str, float]] = {}
-    for frac in (0.0, 0.07, 0.5):
-        for name, per in scores.items():
-            with torch.no_grad():
-                for t in targets:
-                    s = per[t.qualified_name]
-                    t.weight.copy_(before[t.qualified_name] * (kept(s, frac) if frac else 1.0))
-            n = args.val_rows
-            acc = evaluate(model, data.x_val[:n], data.y_val[:n], data.num_labels)["accuracy"]
-            accuracy.setdefault(f"{frac:.0%} pruned", {})[name] = round(acc, 4)
-            if not frac:
-                break  # nothing pruned: one figure
-    overlap, size = [], []
-    for n, w in before.items():
-        mag, mov = kept(w.abs(), 0.5), kept(pruner.movement[n], 0.5)
-        overlap.append(float((mag & mov).sum() / mag.sum()))
-        lowest = ~kept(pruner.movement[n], 0.07)
-        size.append(float(w.abs()[lowest].mean() / w.abs().mean()))
+    overlap = [float((kept(w.abs(), 0.5) & kept(pruner.movement[n], 0.5)).sum() / kept(w.abs(), 0.5).sum())
+               for n, w in weights.items()]  # fmt: skip
+    size = [float(w.abs()[~kept(pruner.movement[n], 0.07)].mean() / w.abs().mean()) for n, w in weights.items()]
+    accuracy = masked_accuracy(model, targets, data, scores, args.val_rows)
     print(json.dumps({
         "model": str(args.model_folder), "start": "fine-tuned" if fine_tuned else "pretrained, new head",
-        "steps": args.steps, "train_s": round(train_s, 1), "last_loss": round(loss.item(), 4), "matrices": len(before),
+        "steps": args.steps, "train_s": round(train_s, 1), "last_loss": round(last_loss, 4), "matrices": len(weights),
         "movement_keeps_of_magnitudes_half": round(float(np.mean(overlap)), 4),  # 0.5: unrelated to size
         "mean_abs_w_of_movements_lowest_7pct_over_matrix_mean": round(float(np.median(size)), 3),
         "val_accuracy_no_recovery": accuracy, "val_rows": min(args.val_rows, len(data.x_val)),

@@ -450,11 +450,37 @@ def _name(r: dict[str, Any]) -> str:
     return f"{r['stage']}/{r['variant']} {r['file']}"
 
 
+def _verdict(ok: bool | None) -> str:
+    return "not measured yet" if ok is None else ("met" if ok else "NOT met")
+
+
+def optimum_lines(rows: list[dict[str, Any]], ours: list[dict[str, Any]]) -> list[str]:
+    """The floor against Optimum's int8 file: the files of ours at least as small, accurate and fast; the same model."""
+    out: list[str] = []
+    opt = next((r for r in rows if r["stage"] == "optimum"), None)
+    if opt and ours:
+        beat = [r for r in ours if r["bytes"] <= opt["bytes"] and r["acc"] >= opt["acc"]
+                and all((r[f"b32t{t}"] or 1e9) <= (opt[f"b32t{t}"] or 0) for t in (1, 2))]  # fmt: skip
+        which = (
+            f"by {len(beat)} file{'s' * (len(beat) > 1)}; the most accurate, {_name(max(beat, key=lambda r: r['acc']))}"
+            if beat
+            else ""
+        )
+        out.append(f"- ours at least as small, accurate and fast as Optimum's int8 ({opt['bytes']:,.0f} bytes, "
+                   f"{100 * opt['acc']:.2f} %): {_verdict(bool(beat))} {which}".rstrip())  # fmt: skip
+        same = next((r for r in rows if r["stage"] == "transformer" and r["variant"] == "baseline"
+                     and r["file"] == "onnx_int8"), None)  # fmt: skip
+        if same:
+            out.append(f"  - the same model, our int8 beside Optimum's: {same['bytes']:,.0f} vs {opt['bytes']:,.0f} bytes, "
+                       f"{100 * same['acc']:.2f} vs {100 * opt['acc']:.2f} %, "
+                       f"{_fmt(same['b32t1'], '.0f')} vs {_fmt(opt['b32t1'], '.0f')} ms at batch 32, 1 thread")  # fmt: skip
+    else:
+        out.append("- ours vs Optimum's int8: not measured yet")
+    return out
+
+
 def floors(rows: list[dict[str, Any]], ref: dict[str, Any] | None) -> list[str]:
     """The issue's floors, each met, not met, or not measured yet."""
-
-    def verdict(ok: bool | None) -> str:
-        return "not measured yet" if ok is None else ("met" if ok else "NOT met")
 
     out = ["Floors (issue 14):"]
     teacher = next(
@@ -465,7 +491,7 @@ def floors(rows: list[dict[str, Any]], ref: dict[str, Any] | None) -> list[str]:
         out.append(f"- fine-tuning: {len(secs)} epochs, {sum(secs):.0f} s, {statistics.fmean(secs):.0f} s per epoch")
     acc = teacher["acc"] if teacher else None
     out.append(f"- fine-tuned MiniLM >= 92.5 % test: {_fmt(acc and 100 * acc, '.2f')} % — "
-               f"{verdict(None if acc is None else acc >= FLOORS['teacher_accuracy'])}")  # fmt: skip
+               f"{_verdict(None if acc is None else acc >= FLOORS['teacher_accuracy'])}")  # fmt: skip
     ours = [r for r in rows if r["stage"] != "optimum" and (r["stage"], r["variant"]) != ("finetune", "baseline")
             and ref and acc is not None
             and r["acc"] >= acc - FLOORS["within"] and r["smaller"] and r["faster1"] and r["faster2"]]  # fmt: skip
@@ -483,32 +509,14 @@ def floors(rows: list[dict[str, Any]], ref: dict[str, Any] | None) -> list[str]:
         best = max(ours, key=lambda r: (min(r["faster1"], r["faster2"]), r["smaller"]))
         out.append(f"- within 1 point, >= 4x faster at batch 32 and >= 8x smaller: NOT met; the fastest within 1 point, "
                    f"{_name(best)}: {best['faster1']:.2f}x / {best['faster2']:.2f}x faster, {best['smaller']:.2f}x smaller")  # fmt: skip
-    opt = next((r for r in rows if r["stage"] == "optimum"), None)
-    if opt and ours:
-        beat = [r for r in ours if r["bytes"] <= opt["bytes"] and r["acc"] >= opt["acc"]
-                and all((r[f"b32t{t}"] or 1e9) <= (opt[f"b32t{t}"] or 0) for t in (1, 2))]  # fmt: skip
-        which = (
-            f"by {len(beat)} file{'s' * (len(beat) > 1)}; the most accurate, {_name(max(beat, key=lambda r: r['acc']))}"
-            if beat
-            else ""
-        )
-        out.append(f"- ours at least as small, accurate and fast as Optimum's int8 ({opt['bytes']:,.0f} bytes, "
-                   f"{100 * opt['acc']:.2f} %): {verdict(bool(beat))} {which}".rstrip())  # fmt: skip
-        same = next((r for r in rows if r["stage"] == "transformer" and r["variant"] == "baseline"
-                     and r["file"] == "onnx_int8"), None)  # fmt: skip
-        if same:
-            out.append(f"  - the same model, our int8 beside Optimum's: {same['bytes']:,.0f} vs {opt['bytes']:,.0f} bytes, "
-                       f"{100 * same['acc']:.2f} vs {100 * opt['acc']:.2f} %, "
-                       f"{_fmt(same['b32t1'], '.0f')} vs {_fmt(opt['b32t1'], '.0f')} ms at batch 32, 1 thread")  # fmt: skip
-    else:
-        out.append("- ours vs Optimum's int8: not measured yet")
+    out += optimum_lines(rows, ours)
     kd = next((r for r in rows if r["variant"] == "kd-lstm" and r["file"] == "onnx_fp32"), None)
     plain = next((r for r in rows if r["variant"] == "lstm-labels" and r["file"] == "onnx_fp32"), None)
     if kd:
         ok = kd["acc"] >= FLOORS["lstm_accuracy"] and kd["n"] >= 3
         gain = f", {100 * (kd['acc'] - plain['acc']):+.2f} points over labels alone" if plain else ""
         out.append(f"- LSTM from MiniLM >= 91.4 % over 3 seeds: {100 * kd['acc']:.2f} % ({kd['n']} seeds){gain} — "
-                   f"{verdict(ok and bool(plain) and kd['acc'] - plain['acc'] >= FLOORS['lstm_gain'])}")  # fmt: skip
+                   f"{_verdict(ok and bool(plain) and kd['acc'] - plain['acc'] >= FLOORS['lstm_gain'])}")  # fmt: skip
     else:
         out.append("- LSTM from MiniLM: not measured yet")
     routes = [r for r in rows if r["variant"].startswith("kd-lstm-40x") and r["file"] == "compact"]
@@ -516,7 +524,7 @@ def floors(rows: list[dict[str, Any]], ref: dict[str, Any] | None) -> list[str]:
         for route in routes:
             ok = route["bytes"] <= FLOORS["compact_bytes"] and route["acc"] >= kd["acc"] - FLOORS["within"]
             out.append(f"- 40x route ({route['variant']}): compact file {route['bytes']:,.0f} bytes at "
-                       f"{100 * route['acc']:.2f} % ({route['n']} seeds) — {verdict(ok)}")  # fmt: skip
+                       f"{100 * route['acc']:.2f} % ({route['n']} seeds) — {_verdict(ok)}")  # fmt: skip
     else:
         out.append("- 40x route (compact <= 40 KB within 1 point): not measured yet")
     return out

@@ -5,8 +5,9 @@ and `--variants` runs a part):
 
 1. `finetune/`: benchmarks/transformer.yaml's `baseline` (one seed): MiniLM with a new head, fine-tuned,
    and the variants that start from the pretrained MiniLM themselves (movement pruning, `start: pretrained`:
-   pruned while fine-tuning, as the paper does; one seed, the teacher's). The baseline's model is then saved as a Hugging Face folder, `finetuned/` (config with the data's labels,
-   model.safetensors, the tokenizer files), which every other part starts from, measured as given.
+   pruned while fine-tuning, as the paper does; one seed, the teacher's). The baseline's model is then saved
+   as a Hugging Face folder, `finetuned/` (config with the data's labels, model.safetensors, the tokenizer
+   files), which every other part starts from, measured as given.
 2. `transformer/`: transformer.yaml's other variants (int8 static, magnitude and N:M pruning, heads and
    FFN neurons, low rank, a 3-layer student), fine-tuned with the transformer recipe.
 3. `students/`: benchmarks/transformer_students.yaml (the LSTM and BiLSTM with their own tokenizer, the

@@ -24,7 +24,8 @@ import torch
 
 from modelshrink.config import parse_config, read_yaml
 from modelshrink.data.tasks import load_task
-from modelshrink.models.builders import build_model, pretrained, text_encoder
+from modelshrink.measure.accuracy import trimmed
+from modelshrink.models.builders import build_model, fresh_head, pretrained, text_encoder
 from modelshrink.techniques._targets import prunable_weights
 from modelshrink.techniques.prune_movement import MovementPruneConfig, _MovementPruner, _not_encoder
 from modelshrink.train import evaluate, train_batches
@@ -50,9 +51,8 @@ def accumulate(
     for step, rows in enumerate(train_batches(data.x_train, train.batch_size, np.random.default_rng(0))):
         if step == steps:
             break
-        x = data.x_train[rows]
-        x = x[:, int((x != 0).any(0).argmax()) :]  # pre-padded rows trimmed to their longest
-        loss = torch.nn.functional.cross_entropy(model(torch.as_tensor(x)), torch.as_tensor(data.y_train[rows]))
+        x = torch.from_numpy(trimmed(data.x_train, rows))  # the batch trimmed to its longest row, as training does
+        loss = torch.nn.functional.cross_entropy(model(x), torch.from_numpy(data.y_train[rows]))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -96,7 +96,7 @@ def main() -> None:
     fine_tuned = pretrained(cfg.model, data.labels)
     if not fine_tuned:  # the pretrained folder: a new head, as prune.movement's start: pretrained makes it
         torch.manual_seed(0)
-        model.new_head(data.labels)  # type: ignore[operator]
+        fresh_head(model, data.labels)
     targets, _ = prunable_weights(model, exclude=_not_encoder(model, data.num_labels))
     pruner, last_loss, train_s = accumulate(model, targets, data, cfg.train, args.steps)
     weights = {t.qualified_name: t.weight.detach() for t in targets}  # where the first mask would fall

@@ -127,7 +127,7 @@ def _not_encoder(model: nn.Module, num_labels: int | None) -> tuple[str, ...]:
 def restart_from_pretrained(model: nn.Module, ctx: RunContext) -> str:
     """`model` gets the weights its folder holds (`ctx.model_config.path`) and a new head, seeded: the
     pretrained model fine-tuning starts from. Refused where there is no such folder or it is already fine-tuned."""
-    from modelshrink.models.builders import build_model, pretrained
+    from modelshrink.models.builders import build_model, fresh_head, pretrained
 
     mc = ctx.model_config
     config = getattr(getattr(model, "model", None), "config", None)
@@ -141,7 +141,7 @@ def restart_from_pretrained(model: nn.Module, ctx: RunContext) -> str:
                           "fine-tuned from, or use start: incoming")  # fmt: skip
     fresh = build_model(mc, ctx.input_dim or 0, len(labels))
     torch.manual_seed(ctx.seed)  # the new head, reproducible per seed
-    fresh.new_head(labels)  # type: ignore[operator]  # an hf model (checked above)
+    fresh_head(fresh, labels)
     try:
         model.load_state_dict(fresh.state_dict())
     except RuntimeError as err:  # an earlier step changed the model's shapes
